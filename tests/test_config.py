@@ -1,0 +1,60 @@
+import tomllib
+
+import pytest
+
+from sdlora.config import RunConfig, iter_fields, load_config, to_toml
+from sdlora.errors import SdloraError
+
+
+def test_defaults_are_sd14():
+    cfg = RunConfig()
+    assert cfg.model.name == "CompVis/stable-diffusion-v1-4"
+    assert cfg.data.resolution == 512 and cfg.lora.alpha is None
+
+
+def test_file_then_overrides(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('[train]\nlr = 3e-4\nsteps = 10\n[[data.sources]]\npath = "imgs"\nrepeats = 5\n')
+    cfg = load_config(path, ["train.lr=1e-5", "data.sources.0.repeats=2", "lora.unet_preset=unet-attn"])
+    assert cfg.train.lr == 1e-5 and cfg.train.steps == 10
+    assert cfg.data.sources[0].path == "imgs" and cfg.data.sources[0].repeats == 2
+    assert cfg.lora.unet_preset == "unet-attn"  # a bare word is taken as a string
+
+
+def test_int_accepted_for_float_and_resolved_config_round_trips():
+    cfg = load_config(None, ["train.lr=1", 'data.sources=[{path="a", prompt="sks"}]',
+                             'lora.overrides=[{pattern="unet.*", rank=8}]'])
+    assert isinstance(cfg.train.lr, float)
+    again = load_config(None, base=tomllib.loads(to_toml(cfg)))
+    assert again == cfg
+
+
+@pytest.mark.parametrize("override, key", [
+    (["train.lrr=1"], "train.lrr"),
+    (["train.lr=\"fast\""], "train.lr"),
+    (["lora.init=orthogonal"], "lora.init"),
+    (["train.batch_size=0"], "train.batch_size"),
+    (["data.caption_dropout=1.5"], "data.caption_dropout"),
+    (['data.sources=[{path="a", repeat=3}]'], "data.sources[0].repeat"),
+    (["data.sources=[{}]"], "data.sources[0].path"),
+    (["lora.rank=true"], "lora.rank"),
+    (["nonsense"], "nonsense"),
+])
+def test_errors_name_the_key(override, key):
+    with pytest.raises(SdloraError, match=key.replace("[", r"\[").replace("]", r"\]")):
+        load_config(None, override)
+
+
+def test_bad_toml_names_the_file(tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text("[train\nlr = ")
+    with pytest.raises(SdloraError, match="broken.toml"):
+        load_config(path)
+    with pytest.raises(SdloraError, match="not found"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_every_field_is_documented():
+    fields = list(iter_fields())
+    assert len(fields) > 60
+    assert [k for k, _, _, doc in fields if not doc] == []
