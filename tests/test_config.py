@@ -58,3 +58,12 @@ def test_every_field_is_documented():
     fields = list(iter_fields())
     assert len(fields) > 60
     assert [k for k, _, _, doc in fields if not doc] == []
+
+
+def test_config_reference_in_docs_is_current():
+    from pathlib import Path
+
+    from sdlora.config import reference_markdown
+    doc = Path(__file__).resolve().parents[1] / "docs" / "config.md"
+    assert doc.read_text(encoding="utf-8") == reference_markdown(), \
+        "docs/config.md is stale: run `python scripts/gen_config_docs.py`"

@@ -187,7 +187,15 @@ def _hints(cls: type) -> dict[str, Any]:
 
 
 def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+    """Readable type for messages and docs: `int`, `float or none`, `"center" or "random"`."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Literal:
+        return " or ".join(f'"{a}"' for a in args)
+    if origin in (Union, types.UnionType):
+        return " or ".join("none" if a is type(None) else _type_name(a) for a in args)
+    if origin is list:
+        return f"list of {_type_name(args[0])}"
+    return getattr(tp, "__name__", None) or str(tp)
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
@@ -382,3 +390,19 @@ def iter_fields(cls: type = RunConfig, prefix: str = ""):
         yield key, _type_name(tp), default, f.metadata.get("doc", "")
         if inner is not None and dataclasses.is_dataclass(inner):
             yield from iter_fields(inner, f"{key}[]")
+
+
+def reference_markdown() -> str:
+    """The config reference (docs/config.md), generated from the dataclasses so it cannot drift."""
+    lines = ["# Config reference", "",
+             "Generated from `src/sdlora/config.py` by `python scripts/gen_config_docs.py`; do not edit by hand.",
+             "Every key can be set in the run's TOML file or on the command line with `--set key=value`."]
+    section = None
+    for key, type_name, default, doc in iter_fields():
+        top = key.split(".")[0]
+        if top != section:
+            section = top
+            lines += ["", f"## [{section}]", "", "| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+        shown = "" if default is None else f"`{_toml_value(default)}`".replace("|", "\\|")
+        lines.append(f"| `{key}` | `{type_name}` | {shown} | {doc.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
