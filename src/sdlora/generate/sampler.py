@@ -1,0 +1,98 @@
+"""Sampling images from a loaded model: one diffusers pipeline, reused for every prompt, with the
+scheduler swapped per prompt from the scheduler table and one seeded generator per image.
+
+Seeds: image i of a prompt uses seed + i and its own CPU `torch.Generator`, so an image depends on
+its seed only (not on the batch it was in, nor on the device) and can be regenerated on its own.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from sdlora.errors import SdloraError
+from sdlora.generate.prompts import PromptSpec, check_spec
+from sdlora.generate.schedulers import make_scheduler
+from sdlora.models import SDComponents
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_device(name: str | None = None) -> torch.device:
+    """`None`/"auto": CUDA when available, else CPU."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SdloraError(f"--device {name!r} is not a device (use cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SdloraError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    return device
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """fp16/bf16/fp32, or "auto": fp16 on CUDA (SD 1.4 was released in fp16), fp32 elsewhere."""
+    if name == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if name not in DTYPES:
+        raise SdloraError(f"--dtype {name!r}: choose one of auto, {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+@dataclass
+class Sample:
+    """One generated image and the exact settings that produced it."""
+
+    image: Image.Image
+    spec: PromptSpec
+    seed: int
+
+
+class Sampler:
+    """Generates images for PromptSpecs with one pipeline built once over `components`."""
+
+    def __init__(self, components: SDComponents, pipeline=None):
+        from sdlora.models import build_pipeline  # the models loader owns pipeline construction
+
+        self.components = components
+        self.pipeline = pipeline if pipeline is not None else build_pipeline(components)
+        self.pipeline.set_progress_bar_config(disable=True)
+        self._scheduler_config = dict(components.scheduler.config)
+        self._schedulers: dict[str, object] = {}
+
+    def _use_scheduler(self, name: str) -> None:
+        if name not in self._schedulers:
+            self._schedulers[name] = make_scheduler(name, self._scheduler_config)
+        self.pipeline.scheduler = self._schedulers[name]
+
+    @torch.no_grad()
+    def arrays(self, spec: PromptSpec, seeds: list[int]) -> np.ndarray:
+        """Images for `spec`, one per seed, in one batch: float32 (N, H, W, 3) in [0, 1]."""
+        check_spec(spec)
+        self._use_scheduler(spec.scheduler)
+        n = len(seeds)
+        generators = [torch.Generator("cpu").manual_seed(seed) for seed in seeds]
+        out = self.pipeline(prompt=[spec.prompt] * n, negative_prompt=[spec.negative_prompt] * n,
+                            num_inference_steps=spec.steps, guidance_scale=spec.cfg,
+                            width=spec.width, height=spec.height, generator=generators, output_type="np")
+        return np.asarray(out.images, dtype=np.float32)
+
+    def samples(self, spec: PromptSpec, count: int = 1, batch_size: int = 1) -> list[Sample]:
+        """`count` images of `spec` (seeds spec.seed .. spec.seed + count - 1), `batch_size` at a time."""
+        if count < 1 or batch_size < 1:
+            raise SdloraError(f"number of images ({count}) and batch size ({batch_size}) must be at least 1")
+        seeds = [spec.seed + i for i in range(count)]
+        result: list[Sample] = []
+        for start in range(0, count, batch_size):
+            chunk = seeds[start:start + batch_size]
+            for seed, array in zip(chunk, self.arrays(spec, chunk)):
+                result.append(Sample(to_pil(array), spec, seed))
+        return result
+
+
+def to_pil(array: np.ndarray) -> Image.Image:
+    """(H, W, 3) float in [0, 1] -> 8-bit RGB, rounded as diffusers' numpy_to_pil does."""
+    return Image.fromarray((np.clip(array, 0.0, 1.0) * 255).round().astype(np.uint8))
