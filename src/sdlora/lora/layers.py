@@ -1,0 +1,328 @@
+"""LoRA adapters and the wrappers that attach them to a frozen `nn.Linear` / `nn.Conv2d`.
+
+    y = base(x) + sum over adapters of  multiplier * scale * up(down(dropout(x)))
+
+`scale` is alpha / rank (alpha / sqrt(rank) with rank-stabilised scaling). With DoRA an adapter
+instead turns the layer into  (m / ||W + scale * up @ down||_row) * (W + scale * up @ down) x + b,
+the row norm detached from the graph as in the DoRA paper (and PEFT).
+
+Every weight-space formula (delta weight, DoRA ratio, merge, unmerge) goes through
+`LoRAModule._terms`, which writes an adapter's weight change as  c * W + d  (c a per-output-row
+vector or None, d a full weight-shaped tensor), so merging several adapters is
+W' = W * (1 + sum c) + sum d  and unmerging is its exact algebraic inverse.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sdlora.errors import SdloraError
+
+INITS = ("kaiming", "gaussian")
+ADAPTER_OPTIONS = ("rslora", "dora", "dropout", "rank_dropout", "module_dropout", "init", "dtype",
+                   "multiplier")
+
+
+def check_options(rank, alpha=None, **opts) -> None:
+    """Validate adapter settings before anything is built (raises SdloraError naming the field)."""
+    unknown = sorted(set(opts) - set(ADAPTER_OPTIONS))
+    if unknown:
+        raise SdloraError(f"unknown LoRA option {unknown[0]!r}; known options: {', '.join(ADAPTER_OPTIONS)}")
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0:
+        raise SdloraError(f"rank must be a positive integer, got {rank!r}")
+    if alpha is not None and not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
+        raise SdloraError(f"alpha must be a positive number (None means alpha = rank), got {alpha!r}")
+    for key in ("dropout", "rank_dropout", "module_dropout"):
+        p = opts.get(key, 0.0)
+        if not (isinstance(p, (int, float)) and 0.0 <= p < 1.0):
+            raise SdloraError(f"{key} must be a probability in [0, 1), got {p!r}")
+    if opts.get("init", "kaiming") not in INITS:
+        raise SdloraError(f"init must be one of {INITS}, got {opts['init']!r}")
+
+
+class LoRAAdapter(nn.Module):
+    """One named low-rank adapter: `down` (in -> rank) and `up` (rank -> out), plus its settings.
+
+    forward(x) is the un-scaled low-rank path  up(rank_dropout(down(x))); the wrapper owning the
+    adapter applies input dropout, scale, DoRA, module dropout and the multiplier.
+    """
+
+    def __init__(self, down: nn.Module, up: nn.Module, rank: int, alpha: float | None = None, *,
+                 rslora: bool = False, dropout: float = 0.0, rank_dropout: float = 0.0,
+                 module_dropout: float = 0.0, init: str = "kaiming", multiplier: float = 1.0):
+        super().__init__()
+        self.down, self.up = down, up
+        self.rank = rank
+        self.alpha = float(rank if alpha is None else alpha)
+        self.rslora = bool(rslora)
+        self.dropout, self.rank_dropout, self.module_dropout = dropout, rank_dropout, module_dropout
+        self.multiplier = float(multiplier)
+        self.register_parameter("magnitude", None)  # DoRA: (out,) row magnitudes, set by the wrapper
+        if init == "kaiming":  # the nn.Linear default, as in microsoft/LoRA and PEFT
+            nn.init.kaiming_uniform_(self.down.weight, a=math.sqrt(5))
+        else:
+            nn.init.normal_(self.down.weight, std=1.0 / rank)
+        nn.init.zeros_(self.up.weight)  # so a fresh adapter leaves the model unchanged
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / (math.sqrt(self.rank) if self.rslora else self.rank)
+
+    @property
+    def dora(self) -> bool:
+        return self.magnitude is not None
+
+    def lora_weight(self) -> torch.Tensor:
+        """up @ down flattened: (out, in * kh * kw), unscaled."""
+        return self.up.weight.flatten(1) @ self.down.weight.flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.down(x)  # Linear: (..., rank); Conv2d: (B, rank, H, W)
+        if self.training and self.rank_dropout > 0:
+            h = h * self._rank_mask(h)
+        return self.up(h)
+
+    def _rank_mask(self, h: torch.Tensor) -> torch.Tensor:
+        """Per-sample keep mask over the rank axis, rescaled by 1 / (1 - p) (as kohya does)."""
+        if isinstance(self.down, nn.Conv2d):  # (B, rank, H, W) -> mask (B, rank, 1, 1)
+            shape = h.shape[:-2] + (1, 1)
+        else:  # (B, ..., rank) -> mask (B, 1, ..., rank)
+            shape = h.shape[:1] + (1,) * (h.dim() - 2) + (self.rank,) if h.dim() > 1 else h.shape
+        keep = torch.rand(shape, device=h.device) >= self.rank_dropout
+        return keep.to(h.dtype) / (1.0 - self.rank_dropout)
+
+    def extra_repr(self) -> str:
+        flags = "".join(f", {k}" for k in ("rslora", "dora") if getattr(self, k))
+        return f"rank={self.rank}, alpha={self.alpha:g}, multiplier={self.multiplier:g}{flags}"
+
+
+class LoRAModule(nn.Module):
+    """Wraps a frozen base layer (kept as `.base`, never subclassed or patched) with named adapters."""
+
+    def __init__(self, base: nn.Module):
+        super().__init__()
+        self.base = base
+        self.adapters = nn.ModuleDict()
+        self.merged = False
+        self._merge_record: dict[str, tuple[float, torch.Tensor | None]] = {}
+        # Remembered so that remove() can restore the base exactly as it was handed to us.
+        self.base_requires_grad = {n: p.requires_grad for n, p in base.named_parameters()}
+        base.requires_grad_(False)
+
+    # Subclass hooks ---------------------------------------------------------------------------
+    def _make_pair(self, rank: int, **factory) -> tuple[nn.Module, nn.Module]:
+        raise NotImplementedError
+
+    def _apply_weight(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """The base operation with `weight` and no bias."""
+        raise NotImplementedError
+
+    def _channel(self, v: torch.Tensor) -> torch.Tensor:
+        """View a per-output-channel vector (out,) so it broadcasts over this layer's output."""
+        raise NotImplementedError
+
+    @staticmethod
+    def max_rank(base: nn.Module) -> int:
+        raise NotImplementedError
+
+    # Adapters -----------------------------------------------------------------------------------
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.base.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base.bias
+
+    def add_adapter(self, name: str, rank: int, alpha: float | None = None, **opts) -> LoRAAdapter:
+        """Add adapter `name`; options: see ADAPTER_OPTIONS. Adapter weights default to fp32."""
+        check_options(rank, alpha, **opts)
+        if not isinstance(name, str) or not name or "." in name:
+            raise SdloraError(f"adapter name must be a non-empty string without '.', got {name!r}")
+        if name in self.adapters:
+            raise SdloraError(f"adapter {name!r} already exists on this layer; remove it first or pick another name")
+        if self.merged:
+            raise SdloraError(f"cannot add adapter {name!r} to a merged layer; unmerge first")
+        if rank > self.max_rank(self.base):
+            raise SdloraError(f"rank {rank} is larger than this layer allows ({self.max_rank(self.base)}) "
+                              f"for {self.base}; use a smaller rank")
+        factory = {"device": self.base.weight.device, "dtype": opts.pop("dtype", None) or torch.float32}
+        dora = opts.pop("dora", False)
+        adapter = LoRAAdapter(*self._make_pair(rank, **factory), rank, alpha, **opts)
+        if dora:  # m starts at ||W + scale * up @ down||_row = ||W||_row, so DoRA starts as the base
+            adapter.magnitude = nn.Parameter(self._row_norm(adapter).to(factory["dtype"]))
+        self.adapters[name] = adapter
+        return adapter
+
+    def remove_adapter(self, name: str) -> None:
+        if self.merged:
+            raise SdloraError(f"cannot remove adapter {name!r} from a merged layer; unmerge first")
+        del self.adapters[name]
+
+    # Weight-space math (the one place) ----------------------------------------------------------
+    def _row_norm(self, ad: LoRAAdapter) -> torch.Tensor:
+        """||W + scale * up @ down|| per output row, (out,), fp32, detached (DoRA paper, sec. 4.3)."""
+        w = self.base.weight.detach().float().flatten(1)
+        return (w + ad.scale * ad.lora_weight().detach().float()).norm(dim=1)
+
+    def _dora_ratio(self, ad: LoRAAdapter) -> torch.Tensor:
+        """m / ||W + scale * up @ down||_row, (out,); gradient reaches m only."""
+        return ad.magnitude / self._row_norm(ad)
+
+    def _terms(self, ad: LoRAAdapter, multiplier: float, ratio: torch.Tensor | None):
+        """This adapter's weight change as (c, d) with  delta W = c * W + d  (fp32, weight shape).
+
+        LoRA: c = None, d = mult * scale * up @ down.
+        DoRA: W_dora = ratio * (W + scale * up @ down), so c = mult * (ratio - 1), d = mult * ratio * scale * up @ down.
+        """
+        shape = self.base.weight.shape
+        d = (ad.scale * multiplier) * ad.lora_weight().float().view(shape)
+        if ratio is None:
+            return None, d
+        ratio = ratio.detach().to(d.device, torch.float32)  # recorded ratios may predate a .to(device)
+        return multiplier * (ratio - 1), ratio.view(-1, *[1] * (len(shape) - 1)) * d
+
+    def _sum_terms(self, record: dict[str, tuple[float, torch.Tensor | None]]):
+        """(row factor 1 + sum c, (out, 1, ...); sum d) over the adapters in `record`."""
+        weight = self.base.weight
+        factor = torch.ones(weight.shape[0], device=weight.device)
+        total = torch.zeros(weight.shape, device=weight.device)
+        for name, (multiplier, ratio) in record.items():
+            c, d = self._terms(self.adapters[name], multiplier, ratio)
+            factor = factor if c is None else factor + c
+            total = total + d
+        return factor.view(-1, *[1] * (weight.dim() - 1)), total
+
+    def delta_weight(self, name: str) -> torch.Tensor:
+        """The effective weight change of adapter `name` (times its multiplier), fp32, base weight shape."""
+        if self.merged:
+            raise SdloraError("delta_weight needs the unmerged base weight; unmerge first")
+        ad = self.adapters[name]
+        c, d = self._terms(ad, ad.multiplier, self._dora_ratio(ad) if ad.dora else None)
+        if c is None:
+            return d
+        return c.view(-1, *[1] * (d.dim() - 1)) * self.base.weight.detach().float() + d
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """Fold every adapter with a non-zero multiplier into the base weight (in place, same Parameter)."""
+        if self.merged:
+            raise SdloraError("layer is already merged; unmerge first")
+        record = {name: (ad.multiplier, self._dora_ratio(ad) if ad.dora else None)
+                  for name, ad in self.adapters.items() if ad.multiplier != 0}
+        factor, total = self._sum_terms(record)
+        weight = self.base.weight
+        weight.copy_((weight.float() * factor + total).to(weight.dtype))
+        self._merge_record, self.merged = record, True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """Exact inverse of merge(), using the multipliers and DoRA norms recorded at merge time."""
+        if not self.merged:
+            raise SdloraError("layer is not merged")
+        factor, total = self._sum_terms(self._merge_record)
+        weight = self.base.weight
+        weight.copy_(((weight.float() - total) / factor).to(weight.dtype))
+        self._merge_record, self.merged = {}, False
+
+    # Forward ------------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        base_out = self.base(x, *args, **kwargs)
+        if self.merged:
+            return base_out
+        out = base_out
+        for adapter in self.adapters.values():
+            if adapter.multiplier != 0:
+                out = out + self._adapter_out(adapter, x, base_out).to(base_out.dtype)
+        return out
+
+    def _adapter_out(self, ad: LoRAAdapter, x: torch.Tensor, base_out: torch.Tensor) -> torch.Tensor:
+        x = x.to(ad.down.weight.dtype)
+        drop_input = self.training and ad.dropout > 0
+        if drop_input:
+            x = F.dropout(x, ad.dropout, training=True)
+        y = ad(x) * ad.scale
+        if ad.dora:
+            ratio = self._channel(self._dora_ratio(ad))
+            # W x without bias: recomputed when the input was dropped, else read off the base output.
+            if drop_input:
+                plain = self._apply_weight(x, self.base.weight.to(x.dtype))
+            else:
+                plain = base_out if self.base.bias is None else base_out - self._channel(self.base.bias)
+            y = (ratio - 1) * plain + ratio * y
+        if self.training and ad.module_dropout > 0:  # skip the whole adapter for this step
+            y = y * (torch.rand((), device=y.device) >= ad.module_dropout).to(y.dtype)
+        return y * ad.multiplier
+
+
+class LoRALinear(LoRAModule):
+    """LoRA around an `nn.Linear`: down Linear(in, rank), up Linear(rank, out), no biases."""
+
+    in_features = property(lambda self: self.base.in_features)
+    out_features = property(lambda self: self.base.out_features)
+
+    def _make_pair(self, rank, **factory):
+        return (nn.Linear(self.base.in_features, rank, bias=False, **factory),
+                nn.Linear(rank, self.base.out_features, bias=False, **factory))
+
+    def _apply_weight(self, x, weight):
+        return F.linear(x, weight)
+
+    def _channel(self, v):
+        return v  # output (..., out): a vector broadcasts over the last axis
+
+    @staticmethod
+    def max_rank(base):
+        return min(base.in_features, base.out_features)
+
+
+class LoRAConv2d(LoRAModule):
+    """LoRA around an `nn.Conv2d`: down has the base kernel/stride/padding/dilation (3x3 "LoCon"), up is 1x1."""
+
+    in_channels = property(lambda self: self.base.in_channels)
+    out_channels = property(lambda self: self.base.out_channels)
+    kernel_size = property(lambda self: self.base.kernel_size)
+    stride = property(lambda self: self.base.stride)
+    padding = property(lambda self: self.base.padding)
+    dilation = property(lambda self: self.base.dilation)
+    groups = property(lambda self: self.base.groups)
+
+    def __init__(self, base: nn.Conv2d):
+        if base.groups != 1:
+            raise SdloraError(f"LoRA on grouped convolutions is not supported ({base}); exclude this layer")
+        super().__init__(base)
+
+    def _make_pair(self, rank, **factory):
+        b = self.base
+        down = nn.Conv2d(b.in_channels, rank, b.kernel_size, b.stride, b.padding, b.dilation, bias=False,
+                         padding_mode=b.padding_mode, **factory)
+        return down, nn.Conv2d(rank, b.out_channels, 1, bias=False, **factory)
+
+    def _apply_weight(self, x, weight):
+        return self.base._conv_forward(x, weight, None)  # honours padding_mode
+
+    def _channel(self, v):
+        return v.view(-1, 1, 1)  # output (B, out, H, W) or (out, H, W)
+
+    @staticmethod
+    def max_rank(base):
+        kh, kw = base.kernel_size
+        return min(base.out_channels, base.in_channels // base.groups * kh * kw)
+
+
+# isinstance dispatch: base layer type -> wrapper. Order matters only for subclasses.
+WRAPPERS: tuple[tuple[type[nn.Module], type[LoRAModule]], ...] = (
+    (nn.Linear, LoRALinear),
+    (nn.Conv2d, LoRAConv2d),
+)
+
+
+def wrapper_for(module: nn.Module) -> type[LoRAModule] | None:
+    """The wrapper class for a base layer, or None when LoRA does not support it."""
+    for base_type, wrapper in WRAPPERS:
+        if isinstance(module, base_type):
+            return wrapper
+    return None

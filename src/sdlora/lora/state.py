@@ -1,0 +1,139 @@
+"""LoRA weights as flat state dicts, strict loading, and trainability helpers.
+
+Keys are `<module path>.<suffix>` with the suffixes below (kohya's names, module paths as in the
+model). `alpha` is a 0-d tensor and may be absent (then alpha = rank, as kohya reads it).
+`dora_scale` is the DoRA magnitude shaped like LyCORIS/ComfyUI write it: (out, 1) for Linear,
+(out, 1, 1, 1) for Conv2d (a norm per output row).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sdlora.errors import SdloraError
+from sdlora.lora.inject import inject_modules, lora_modules, remove
+from sdlora.lora.layers import LoRAAdapter, LoRAModule
+
+DOWN, UP, ALPHA, DORA = "lora_down.weight", "lora_up.weight", "alpha", "dora_scale"
+SUFFIXES = (DOWN, UP, ALPHA, DORA)
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """'a.b.lora_up.weight' -> ('a.b', 'lora_up.weight'); raises for a key with no LoRA suffix."""
+    for suffix in SUFFIXES:
+        if key.endswith("." + suffix):
+            return key[: -len(suffix) - 1], suffix
+    raise SdloraError(f"{key!r} is not a LoRA key (expected '<module path>.' + one of {', '.join(SUFFIXES)})")
+
+
+def _dora_shape(wrapper: LoRAModule) -> tuple[int, ...]:
+    weight = wrapper.base.weight
+    return (weight.shape[0],) + (1,) * (weight.dim() - 1)
+
+
+def _adapter_tensors(wrapper: LoRAModule, ad: LoRAAdapter) -> dict[str, torch.Tensor]:
+    """suffix -> the live tensor that holds it (alpha as a fresh 0-d tensor)."""
+    tensors = {DOWN: ad.down.weight, UP: ad.up.weight, ALPHA: torch.tensor(ad.alpha, dtype=torch.float32)}
+    if ad.dora:
+        tensors[DORA] = ad.magnitude.view(_dora_shape(wrapper))
+    return tensors
+
+
+def _with_adapter(model: nn.Module, adapter: str) -> dict[str, LoRAModule]:
+    wrappers = {path: w for path, w in lora_modules(model).items() if adapter in w.adapters}
+    if not wrappers:
+        raise SdloraError(f"this model has no LoRA adapter named {adapter!r}; inject it first")
+    return wrappers
+
+
+def lora_state_dict(model: nn.Module, adapter: str = "default") -> dict[str, torch.Tensor]:
+    """Adapter `adapter`'s weights: {'<path>.lora_down.weight', '<path>.lora_up.weight', '<path>.alpha',
+    ['<path>.dora_scale']}, detached copies in the adapters' dtype."""
+    out = {}
+    for path, wrapper in _with_adapter(model, adapter).items():
+        for suffix, tensor in _adapter_tensors(wrapper, wrapper.adapters[adapter]).items():
+            out[f"{path}.{suffix}"] = tensor.detach().clone()
+    return out
+
+
+def _mismatch(missing: list[str], unexpected: list[str], adapter: str) -> SdloraError:
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys (first: {missing[0]!r})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys (first: {unexpected[0]!r})")
+    return SdloraError(f"LoRA weights do not match adapter {adapter!r} of this model: {'; '.join(parts)}; "
+                       "was this LoRA made for another model, preset or rank?")
+
+
+def load_lora_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], adapter: str = "default") -> None:
+    """Copy `sd` into adapter `adapter`, strictly: every key must match a module and every shape agree.
+
+    Nothing is written unless the whole dict fits. `alpha` keys are optional (absent: alpha = rank).
+    """
+    targets: dict[str, tuple[LoRAModule, LoRAAdapter, str, torch.Tensor]] = {}
+    for path, wrapper in _with_adapter(model, adapter).items():
+        ad = wrapper.adapters[adapter]
+        for suffix, tensor in _adapter_tensors(wrapper, ad).items():
+            targets[f"{path}.{suffix}"] = (wrapper, ad, suffix, tensor)
+    missing = [k for k, (_, _, suffix, _) in targets.items() if suffix != ALPHA and k not in sd]
+    unexpected = [k for k in sd if k not in targets]
+    if missing or unexpected:
+        raise _mismatch(missing, unexpected, adapter)
+    for key, value in sd.items():
+        expected = targets[key][3].shape
+        if tuple(value.shape) != tuple(expected) and not (targets[key][2] == ALPHA and value.numel() == 1):
+            raise SdloraError(f"shape mismatch for {key!r}: file has {tuple(value.shape)}, model expects "
+                              f"{tuple(expected)}; was this LoRA trained with another rank or model?")
+    if any(wrapper.merged for wrapper, *_ in targets.values()):
+        raise SdloraError("cannot load LoRA weights while they are merged into the model; unmerge first")
+    with torch.no_grad():
+        for key, (wrapper, ad, suffix, tensor) in targets.items():
+            if suffix == ALPHA:
+                ad.alpha = float(sd[key]) if key in sd else float(ad.rank)
+            else:
+                tensor.copy_(sd[key].to(tensor.dtype))
+
+
+def lora_plan(sd: dict[str, torch.Tensor]) -> dict[str, dict]:
+    """Per-module adapter settings {path: {"rank", "alpha", "dora"}} read off a LoRA state dict."""
+    groups: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in sd.items():
+        path, suffix = split_key(key)
+        groups.setdefault(path, {})[suffix] = value
+    plan = {}
+    for path, group in groups.items():
+        if DOWN not in group or UP not in group:
+            missing = DOWN if DOWN not in group else UP
+            raise SdloraError(f"LoRA state dict has no {path}.{missing}; the file is incomplete")
+        alpha = float(group[ALPHA]) if ALPHA in group else None
+        plan[path] = {"rank": int(group[DOWN].shape[0]), "alpha": alpha, "dora": DORA in group}
+    return plan
+
+
+def inject_from_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], adapter: str = "default",
+                           **opts) -> dict[str, LoRAModule]:
+    """Inject adapter `adapter` with the modules, ranks, alphas and DoRA that `sd` describes, then load it."""
+    plan = {path: {**settings, **opts} for path, settings in lora_plan(sd).items()}
+    wrapped = inject_modules(model, plan, adapter=adapter)
+    try:
+        load_lora_state_dict(model, sd, adapter)
+    except BaseException:
+        remove(model, adapter)
+        raise
+    return wrapped
+
+
+def mark_only_lora_trainable(model: nn.Module, adapter: str | None = None) -> int:
+    """Freeze everything but the LoRA parameters (of `adapter`, or of all adapters); returns the trainable count."""
+    model.requires_grad_(False)
+    for wrapper in lora_modules(model).values():
+        for name, ad in wrapper.adapters.items():
+            if adapter is None or name == adapter:
+                ad.requires_grad_(True)
+    return count_trainable(model)
+
+
+def count_trainable(model: nn.Module) -> int:
+    """Number of parameters with requires_grad (shared parameters counted once)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
