@@ -1,0 +1,128 @@
+"""Reading and writing LoRA files in any supported format (safetensors only).
+
+load_lora_file() refuses, with one clear message, a missing file, a file that is not safetensors,
+a LoRA for another base model, LyCORIS-only network types and keys naming no SD 1.x module.
+save_lora_file() writes atomically (temporary file in the same folder, then rename).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as st_save
+
+from sdlora.errors import SdloraError
+from sdlora.formats import diffusers, kohya, native
+from sdlora.formats.detect import detect_format, refuse_unsupported
+from sdlora.formats.modules import ModulePaths
+
+FORMATS = ("kohya", "diffusers", "native")
+WRITERS = {"kohya": kohya.to_kohya, "diffusers": diffusers.to_diffusers, "native": native.to_native}
+READERS = {"kohya": kohya.from_kohya, "diffusers": diffusers.from_diffusers, "native": native.from_native}
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+
+
+def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a .safetensors file; SdloraError when missing or not safetensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise SdloraError(f"{path}: file not found")
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise SdloraError(f"{path}: pickle checkpoints are not loaded (they can run code); "
+                          "use the .safetensors version of this LoRA")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = dict(handle.metadata() or {})
+            state = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise SdloraError(f"{path}: not a readable safetensors file ({err})") from None
+    return state, metadata
+
+
+def parse_state(state: Mapping[str, torch.Tensor], metadata: Mapping[str, str], source: str, *,
+                module_paths: ModulePaths | None = None) -> tuple[dict[str, torch.Tensor], dict[str, str], str]:
+    """An in-memory file (state dict + metadata) -> (canonical dict, metadata, format name)."""
+    refuse_unsupported(state, metadata, source)
+    try:
+        fmt = detect_format(state, metadata)
+    except SdloraError as err:
+        raise SdloraError(f"{source}: {err}") from None
+    lora, metadata = READERS[fmt](state, metadata, module_paths=module_paths, source=source)
+    return lora, metadata, fmt
+
+
+def load_lora_file(path: str | Path, *, module_paths: ModulePaths | None = None):
+    """Any supported LoRA file -> (canonical dict, metadata, format: "kohya" | "diffusers" | "native").
+
+    module_paths ({component: canonical module paths}) names the modules the file may target;
+    default: SD 1.4's. Tensors keep the file's dtype; alphas are 0-d float32.
+    """
+    state, metadata = read_safetensors(path)
+    return parse_state(state, metadata, str(path), module_paths=module_paths)
+
+
+def encode(lora: Mapping[str, torch.Tensor], metadata: Mapping[str, object] | None = None, fmt: str = "kohya",
+           dtype: torch.dtype | None = torch.float16) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Canonical dict -> (state dict, string metadata) of format `fmt`, floats cast to `dtype` (None: keep)."""
+    if fmt not in WRITERS:
+        raise SdloraError(f"unknown LoRA format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    state, meta = WRITERS[fmt](dict(lora), _stringify(metadata or {}))
+    cast = {k: (t.to(dtype) if dtype is not None and t.is_floating_point() else t).detach().cpu().contiguous()
+            for k, t in state.items()}
+    return cast, meta
+
+
+def _stringify(metadata: Mapping[str, object]) -> dict[str, str]:
+    """safetensors metadata must be str -> str: numbers/bools via str(), lists/dicts as JSON."""
+    return {str(k): v if isinstance(v, str) else json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+            for k, v in metadata.items()}
+
+
+def tensor_hash(blob: bytes) -> str:
+    """sha256 of a serialized safetensors file's tensor data (kohya's sshs_model_hash, A1111's hash)."""
+    header_len = struct.unpack("<Q", blob[:8])[0]
+    return hashlib.sha256(blob[8 + header_len:]).hexdigest()
+
+
+def save_lora_file(path: str | Path, lora: Mapping[str, torch.Tensor], metadata: Mapping[str, object] | None = None,
+                   fmt: str = "kohya", dtype: torch.dtype | None = torch.float16) -> Path:
+    """Write `lora` (canonical) as a `fmt` safetensors file, atomically; returns the path."""
+    path = Path(path)
+    state, meta = encode(lora, metadata, fmt, dtype)
+    if fmt == "kohya":
+        meta.setdefault("ss_output_name", path.stem)
+        meta.setdefault("modelspec.title", path.stem)
+        meta["sshs_model_hash"] = tensor_hash(st_save(state))  # data section does not depend on metadata
+    blob = st_save(state, metadata=meta)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(blob)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def convert_lora_file(src: str | Path, dst: str | Path, fmt: str, *, dtype: torch.dtype | None = None,
+                      module_paths: ModulePaths | None = None) -> tuple[str, str]:
+    """Re-write a LoRA file in format `fmt` (dtype None keeps the file's). Returns (from, to) formats."""
+    lora, metadata, src_fmt = load_lora_file(src, module_paths=module_paths)
+    if dtype is None:
+        dtype = next((t.dtype for k, t in lora.items() if not k.endswith(".alpha")), None)
+    save_lora_file(dst, lora, _carry_metadata(metadata), fmt, dtype)
+    return src_fmt, fmt
+
+
+# Metadata that describes the tensors of one particular layout; regenerated by each writer.
+LAYOUT_METADATA = (diffusers.METADATA_KEY, "sshs_model_hash", "sshs_legacy_hash", "format")
+
+
+def _carry_metadata(metadata: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in metadata.items() if k not in LAYOUT_METADATA}
