@@ -1,0 +1,212 @@
+"""Caching VAE latents, in memory or on disk, and the one function that encodes pixels to latents.
+
+What is stored per image: the VAE posterior's `mean` and `std` (4, H/8, W/8), float16, for the
+unflipped image and, when flip augmentation is on, the flipped one (the VAE is not exactly
+flip-equivariant, so the flip is encoded, not mirrored). Each time an item is drawn the dataset
+samples `(mean + std * noise) * scaling_factor`, exactly what `encode_latents` does uncached.
+
+Disk layout: one safetensors file per image and bucket, `<sha1(path)[:16]>_<W>x<H>.safetensors`, whose
+metadata holds the full key (image content hash, bucket, crop, flip variants, background, VAE
+fingerprint, encode dtype, format version). A file whose key differs is recomputed and overwritten.
+
+Random crop with cached latents: the center crop is cached (one warning). Latents cannot follow a
+per-step random crop; refusing would force users to give up caching for a small augmentation.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from sdlora.data.buckets import Size
+from sdlora.data.pixels import load_pixels
+from sdlora.errors import SdloraError
+
+log = logging.getLogger("sdlora.data")
+
+CACHE_VERSION = "1"  # bump when the pixel pipeline (resize filter, crop rounding) changes
+STORE_DTYPE = torch.float16
+
+
+def encode_latents(vae, pixel_values: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(B, 3, H, W) in [-1, 1] -> latents (B, 4, H/8, W/8) as the UNet sees them (sampled, scaled)."""
+    param = next(vae.parameters())
+    dist = vae.encode(pixel_values.to(param.device, param.dtype)).latent_dist
+    return dist.sample(generator) * vae.config.scaling_factor
+
+
+def vae_fingerprint(vae) -> str:
+    """sha1 over the VAE's config and every parameter's bytes: any change of weights changes it."""
+    h = hashlib.sha1(json.dumps(dict(vae.config), sort_keys=True, default=str).encode())
+    for name, tensor in sorted(vae.state_dict().items()):
+        h.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def latent_key(record, bucket: Size, *, flips: tuple[bool, ...], background, vae_id: str, dtype) -> str:
+    return json.dumps({"image": record.digest, "bucket": list(bucket), "crop": "center", "flips": list(flips),
+                       "background": list(background), "vae": vae_id, "dtype": str(dtype),
+                       "version": CACHE_VERSION}, sort_keys=True)
+
+
+def cache_file(cache_dir: Path, record, bucket: Size) -> Path:
+    stem = hashlib.sha1(os.path.abspath(record.path).encode()).hexdigest()[:16]
+    return cache_dir / f"{stem}_{bucket[0]}x{bucket[1]}.safetensors"
+
+
+def stored_key(path: Path) -> str | None:
+    """The key in a cache file's metadata, or None when it is missing or unreadable."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("key")
+    except Exception:
+        return None
+
+
+class MemoryLatents:
+    def __init__(self) -> None:
+        self.data: dict[tuple[int, bool], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def put(self, record: int, tensors: dict[str, torch.Tensor], path: Path | None = None) -> None:
+        for flip in (False, True):
+            suffix = "_flip" if flip else ""
+            if "mean" + suffix in tensors:
+                self.data[(record, flip)] = (tensors["mean" + suffix], tensors["std" + suffix])
+
+    def get(self, record: int, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.data[(record, flip)]
+
+
+class DiskLatents:
+    """Reads a record's file at each access (keeps RAM flat; safetensors loads are fast)."""
+
+    def __init__(self) -> None:
+        self.files: dict[int, str] = {}
+
+    def put(self, record: int, tensors: dict[str, torch.Tensor] | None, path: Path) -> None:
+        self.files[record] = str(path)
+
+    def get(self, record: int, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        suffix = "_flip" if flip else ""
+        tensors = load_file(self.files[record])
+        return tensors["mean" + suffix], tensors["std" + suffix]
+
+
+class _Pixels(Dataset):
+    """Center-cropped pixels of the records to encode (decoded in DataLoader workers)."""
+
+    def __init__(self, dataset, todo: list[int]):
+        self.records, self.buckets, self.options, self.todo = dataset.records, dataset.record_buckets, dataset.options, todo
+
+    def __len__(self) -> int:
+        return len(self.todo)
+
+    def __getitem__(self, k: int):
+        record = self.todo[k]
+        rec, opt = self.records[record], self.options
+        try:
+            pixels = load_pixels(rec.path, rec.size, self.buckets[record], crop="center", flip=False,
+                                 background=opt.background, max_pixels=opt.max_pixels)
+            return record, pixels, None
+        except Exception as exc:  # reported by the caller, never fatal
+            return record, None, getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+
+
+def _bucket_batches(dataset, todo: list[int], batch_size: int) -> list[list[int]]:
+    """Positions in `todo` grouped by bucket, in batches (same shapes per batch)."""
+    groups: dict[Size, list[int]] = {}
+    for k, record in enumerate(todo):
+        groups.setdefault(dataset.record_buckets[record], []).append(k)
+    return [g[i:i + batch_size] for _, g in sorted(groups.items()) for i in range(0, len(g), batch_size)]
+
+
+@torch.no_grad()
+def _encode(vae, pixels: torch.Tensor, flips: tuple[bool, ...]) -> list[dict[str, torch.Tensor]]:
+    """(B, 3, H, W) -> per image {"mean", "std"[, "mean_flip", "std_flip"]} (4, H/8, W/8), float16 on CPU."""
+    param = next(vae.parameters())
+    out: list[dict[str, torch.Tensor]] = [{} for _ in range(pixels.shape[0])]
+    for flip in flips:
+        x = torch.flip(pixels, dims=[-1]) if flip else pixels
+        dist = vae.encode(x.to(param.device, param.dtype)).latent_dist
+        suffix = "_flip" if flip else ""
+        for b in range(x.shape[0]):
+            out[b]["mean" + suffix] = dist.mean[b].to("cpu", STORE_DTYPE).contiguous()
+            out[b]["std" + suffix] = dist.std[b].to("cpu", STORE_DTYPE).contiguous()
+    return out
+
+
+def _save_atomic(path: Path, tensors: dict[str, torch.Tensor], key: str) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    save_file(tensors, str(tmp), metadata={"key": key})
+    os.replace(tmp, path)
+
+
+def cache_latents(dataset, vae, *, mode: str = "memory", cache_dir: str | Path | None = None, device=None,
+                  dtype=None, num_workers: int = 0, batch_size: int = 4, progress: bool = True) -> dict:
+    """Encode every image of `dataset` once (both flips when flip is on) and switch it to latents.
+    The VAE is moved to `device`/`dtype` when given. Returns counts {"computed", "reused", "failed"}."""
+    if mode == "off":
+        return {"computed": 0, "reused": 0, "failed": 0}
+    if mode not in ("memory", "disk"):
+        raise SdloraError(f"data.cache_latents: {mode!r} is not one of 'off', 'memory', 'disk'")
+    if mode == "disk" and cache_dir is None:
+        raise SdloraError("data.cache_latents = \"disk\" needs data.cache_dir (a folder for the cache files)")
+    if dataset.options.crop == "random":
+        log.warning("data.crop = \"random\" cannot be cached: latents of the center crop are cached instead")
+    if device is not None or dtype is not None:
+        vae.to(device=device, dtype=dtype)
+    vae.eval()
+    flips = (False, True) if dataset.options.flip else (False,)
+    vae_id, enc_dtype = vae_fingerprint(vae), next(vae.parameters()).dtype
+    store = DiskLatents() if mode == "disk" else MemoryLatents()
+    folder = Path(cache_dir) if mode == "disk" else None
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    keys, todo, reused = {}, [], 0
+    for record in dataset.used_records():
+        rec, bucket = dataset.records[record], dataset.record_buckets[record]
+        keys[record] = latent_key(rec, bucket, flips=flips, background=dataset.options.background,
+                                  vae_id=vae_id, dtype=enc_dtype)
+        if folder is not None and stored_key(cache_file(folder, rec, bucket)) == keys[record]:
+            store.put(record, None, cache_file(folder, rec, bucket))
+            reused += 1
+        else:
+            todo.append(record)
+    failed = _compute(dataset, vae, todo, keys, store, folder, flips, num_workers, batch_size, progress)
+    dataset.latents, dataset.latent_scale = store, float(vae.config.scaling_factor)
+    stats = {"computed": len(todo) - failed, "reused": reused, "failed": failed}
+    log.info("latents: %(computed)d computed, %(reused)d re-used from the cache, %(failed)d failed", stats)
+    return stats
+
+
+def _compute(dataset, vae, todo, keys, store, folder, flips, num_workers, batch_size, progress) -> int:
+    if not todo:
+        return 0
+    loader = DataLoader(_Pixels(dataset, todo), batch_sampler=_bucket_batches(dataset, todo, batch_size),
+                        num_workers=num_workers, collate_fn=list)
+    failed = 0
+    with tqdm(total=len(todo), desc=f"caching latents ({dataset.name})", unit="img", disable=not progress) as bar:
+        for batch in loader:
+            for record, _, reason in (s for s in batch if s[1] is None):
+                dataset.mark_bad(record, reason)
+                failed += 1
+            good = [s for s in batch if s[1] is not None]
+            if good:
+                encoded = _encode(vae, torch.stack([s[1] for s in good]), flips)
+                for (record, _, _), tensors in zip(good, encoded):
+                    path = None
+                    if folder is not None:
+                        path = cache_file(folder, dataset.records[record], dataset.record_buckets[record])
+                        _save_atomic(path, tensors, keys[record])
+                    store.put(record, tensors, path)
+            bar.update(len(batch))
+    return failed

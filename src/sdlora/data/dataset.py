@@ -1,0 +1,178 @@
+"""`LoRADataset`: the samples the trainer sees (see docs/architecture.md, `sdlora.data`).
+
+An item is one (image, repeat) slot: `items[i]` is an index into `records`, so repeats and DreamBooth
+class images are just repeated indices, and every item's bucket is fixed for the whole run (batch
+shapes never depend on worker state). Randomness (crop, flip, caption shuffle/dropout, latent
+sampling) comes from a generator seeded with (seed, epoch, item): the same run, the same samples.
+
+An image that decoded at scan time but fails now (deleted, rewritten, a decoder error) is logged once
+and replaced by another image of the same bucket, so an epoch never dies halfway.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from sdlora.data.buckets import Size, bucket_name
+from sdlora.data.captions import CaptionTransform
+from sdlora.data.pixels import load_pixels
+from sdlora.data.sources import ImageRecord, Skipped
+from sdlora.errors import SdloraError
+
+log = logging.getLogger("sdlora.data")
+
+
+@dataclass(frozen=True)
+class SampleOptions:
+    """Per-sample image settings (from DataConfig) and the run's seed."""
+
+    crop: str = "center"
+    flip: bool = False
+    background: tuple[int, int, int] = (255, 255, 255)
+    max_pixels: int = 100_000_000
+    seed: int = 0
+
+
+class LoRADataset(Dataset):
+    """Items are dicts: `pixel_values` (3, H, W) in [-1, 1] or `latents` (4, H/8, W/8) once cached;
+    `input_ids` (77,) int64 or `encoder_hidden_states` (77, D) once cached; `is_class`, `caption`,
+    `bucket` (W, H)."""
+
+    def __init__(self, records: list[ImageRecord], buckets: list[Size], items: list[int],
+                 transforms: dict[int, CaptionTransform], options: SampleOptions, tokenizer=None, *,
+                 name: str = "train", source_paths: list[str] | None = None, skipped: list[Skipped] | None = None):
+        if len(buckets) != len(records):
+            raise ValueError("one bucket per record expected")
+        self.records, self.record_buckets, self.items = records, buckets, items
+        self.transforms, self.options, self.tokenizer = transforms, options, tokenizer
+        self.name, self.source_paths, self.skipped = name, source_paths or [], skipped or []
+        self.epoch = 0
+        self.latents = None  # a cache.LatentStore once latents are cached
+        self.latent_scale = 1.0  # VAE scaling factor applied to cached latents
+        self.text_cache: dict[str, torch.Tensor] | None = None  # caption -> (77, D)
+        self._bad: dict[int, str] = {}  # record -> reason it failed after the scan (per process)
+        self._ids: dict[str, torch.Tensor] = {}
+
+    # ------------------------------------------------------------------ structure
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def bucket_of(self, i: int) -> Size:
+        return self.record_buckets[self.items[i]]
+
+    def bucket_indices(self) -> dict[Size, list[int]]:
+        """Item indices per bucket (every bucket kept, however small)."""
+        out: dict[Size, list[int]] = {}
+        for i, rec in enumerate(self.items):
+            out.setdefault(self.record_buckets[rec], []).append(i)
+        return out
+
+    @property
+    def captions_static(self) -> bool:
+        """No shuffle or dropout anywhere: each record's caption is fixed (text outputs can be cached)."""
+        return all(t.is_static for t in self.transforms.values())
+
+    def full_caption(self, record: int) -> str:
+        """Record's caption with its source's prefix/suffix and no randomness."""
+        rec = self.records[record]
+        return self.transforms[rec.source].full(rec.caption)
+
+    def used_records(self) -> list[int]:
+        return sorted(set(self.items))
+
+    # ------------------------------------------------------------------ items
+    def __getitem__(self, i: int) -> dict:
+        i = int(i)
+        rng = np.random.default_rng([self.options.seed, self.epoch, i])
+        bucket = self.bucket_of(i)
+        record, sample = self._resolve(self.items[i], bucket, rng)
+        rec = self.records[record]
+        caption = self.transforms[rec.source](rec.caption, rng)
+        sample.update(is_class=rec.is_class, caption=caption, bucket=bucket)
+        if self.text_cache is not None:
+            sample["encoder_hidden_states"] = self.text_cache[caption]
+        elif self.tokenizer is not None:
+            sample["input_ids"] = self._input_ids(caption)
+        return sample
+
+    def _input_ids(self, caption: str) -> torch.Tensor:
+        ids = self._ids.get(caption)
+        if ids is None:
+            tok = self.tokenizer(caption, padding="max_length", max_length=self.tokenizer.model_max_length,
+                                 truncation=True, return_tensors="pt")
+            ids = tok.input_ids[0].to(torch.int64)  # (77,)
+            if self.captions_static:
+                self._ids[caption] = ids
+        return ids
+
+    def _load(self, record: int, bucket: Size, rng: np.random.Generator) -> dict:
+        rec, opt = self.records[record], self.options
+        flip = opt.flip and bool(rng.random() < 0.5)
+        if self.latents is not None:
+            mean, std = self.latents.get(record, flip)  # (4, h, w) each
+            noise = torch.from_numpy(rng.standard_normal(tuple(mean.shape), dtype=np.float32))
+            return {"latents": (mean.float() + std.float() * noise) * self.latent_scale}
+        pixels = load_pixels(rec.path, rec.size, bucket, crop=opt.crop, flip=flip, background=opt.background,
+                             max_pixels=opt.max_pixels, rng=rng)
+        return {"pixel_values": pixels}
+
+    def _candidates(self, record: int, bucket: Size) -> Iterator[int]:
+        """The record itself, then the others of its bucket (in order after it), then (pixels only,
+        resized into this bucket) every other record."""
+        yield record
+        same = [r for r in self.used_records() if self.record_buckets[r] == bucket]
+        start = same.index(record) + 1 if record in same else 0
+        yield from same[start:] + same[:start]
+        if self.latents is None:
+            yield from (r for r in self.used_records() if self.record_buckets[r] != bucket)
+
+    def _resolve(self, record: int, bucket: Size, rng: np.random.Generator) -> tuple[int, dict]:
+        last = ""
+        for candidate in self._candidates(record, bucket):
+            if candidate in self._bad:
+                continue
+            try:
+                return candidate, self._load(candidate, bucket, rng)
+            except Exception as exc:  # never let one file end the epoch
+                last = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+                self.mark_bad(candidate, last)
+        raise SdloraError(f"no image of bucket {bucket_name(bucket)} can be loaded any more (last error: {last}); "
+                          "check that the dataset folders were not changed during training")
+
+    def mark_bad(self, record: int, reason: str) -> None:
+        """Stop using `record` in this process (logged once); its items get another image of the bucket."""
+        if record not in self._bad:
+            self._bad[record] = reason
+            log.warning("could not load %s (%s); its items use another image of bucket %s instead",
+                        self.records[record].path, reason, bucket_name(self.record_buckets[record]))
+
+    # ------------------------------------------------------------------ reporting
+    def summary(self) -> dict:
+        """Counts for logs and LoRA metadata."""
+        used = self.used_records()
+        per_source = Counter(self.records[r].source for r in used)
+        items_per_source = Counter(self.records[r].source for r in self.items)
+        sources = [{"path": p, "images": per_source.get(i, 0), "items": items_per_source.get(i, 0)}
+                   for i, p in enumerate(self.source_paths)]
+        buckets = Counter(bucket_name(self.record_buckets[r]) for r in self.items)
+        return {
+            "name": self.name,
+            "images": len(used),
+            "class_images": sum(self.records[r].is_class for r in used),
+            "items": len(self.items),
+            "sources": sources,
+            "skipped": len(self.skipped),
+            "skipped_by_reason": dict(Counter(s.code for s in self.skipped)),
+            "buckets": dict(sorted(buckets.items())),
+            "latents_cached": self.latents is not None,
+            "text_cached": self.text_cache is not None,
+        }
