@@ -41,9 +41,6 @@ class TinyNet(nn.Module):
         return self.conv_out(h)
 
 
-ALL_TARGETS = [r"conv_in", r"proj", r"blocks\.\d+\.(to_q|to_k|to_v|to_out\.0|ff\.0|ff\.2)", r"conv_out"]
-
-
 @pytest.fixture
 def tiny_net():
     torch.manual_seed(0)

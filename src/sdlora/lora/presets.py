@@ -85,3 +85,8 @@ def resolve_targets(targets: str | Sequence[str], paths: Sequence[str]) -> list[
             raise SdloraError(f"{label} matches no Linear/Conv2d module of this model{example}; "
                               f"known presets: {', '.join(PRESETS)}")
     return selected
+
+
+def presets_for(path: str) -> set[str]:
+    """Names of the presets that select module `path` (e.g. to explain what a preset covers)."""
+    return {name for name, regexes in PRESETS.items() if any(re.fullmatch(r, path) for r in regexes)}
