@@ -36,11 +36,11 @@ def make_buckets(spec: BucketSpec) -> list[Size]:
     if not spec.enabled:
         return [(spec.resolution, spec.resolution)]
     step, area = spec.step, spec.resolution * spec.resolution
-    lo = math.ceil(spec.min_side / step) * step
-    hi = min(spec.max_side, area // lo) // step * step
-    if lo > hi or lo * lo > area:
-        raise SdloraError(f"data.min_bucket_side={spec.min_side} / max_bucket_side={spec.max_side} leave no bucket "
-                          f"of area <= {spec.resolution}^2 with sides multiple of {step}")
+    if step > spec.resolution:
+        raise SdloraError(f"data.bucket_step={step} is larger than data.resolution={spec.resolution}")
+    # A min side above the resolution would leave no bucket: the square bucket is always allowed.
+    lo = min(math.ceil(spec.min_side / step) * step, spec.resolution // step * step)
+    hi = max(lo, min(spec.max_side, area // lo) // step * step)
     buckets = set()
     for w in range(lo, hi + 1, step):
         h = min(area // w // step * step, hi)

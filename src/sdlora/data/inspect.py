@@ -1,0 +1,163 @@
+"""`inspect_paths(paths, cfg)`: what a dataset holds and what training will make of it, as a dict.
+
+Uses the same scan and bucket code as `build_datasets`, so its counts are what a run will see. It never
+raises for a bad file (those are listed with reasons); only a path that is not a folder, or a bad
+setting, raises SdloraError. `render_report(report)` turns the dict into plain text.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import Counter
+from pathlib import Path
+
+from sdlora.config import DataConfig, SourceConfig, load_config
+from sdlora.data.build import apply_buckets, caption_transforms
+from sdlora.data.buckets import BucketSpec, bucket_name, make_buckets
+from sdlora.data.captions import MAX_CAPTION_TOKENS, split_tags, token_counts
+from sdlora.data.sources import ImageRecord, scan_source
+from sdlora.errors import SdloraError
+
+SHORT_SIDE_BINS = [(0, 256), (256, 512), (512, 768), (768, 1024), (1024, 2048), (2048, None)]
+TOP_TAGS = 25
+
+
+def _bin_label(lo: int, hi: int | None) -> str:
+    return f">={lo}" if hi is None else (f"<{hi}" if lo == 0 else f"{lo}-{hi - 1}")
+
+
+def resolution_histogram(records: list[ImageRecord]) -> dict[str, int]:
+    """Images per shorter-side range (px)."""
+    out = {_bin_label(lo, hi): 0 for lo, hi in SHORT_SIDE_BINS}
+    for rec in records:
+        side = min(rec.size)
+        lo, hi = next((lo, hi) for lo, hi in SHORT_SIDE_BINS if hi is None or side < hi)
+        out[_bin_label(lo, hi)] += 1
+    return out
+
+
+def caption_stats(records: list[ImageRecord], cfg: DataConfig, tokenizer) -> dict:
+    transforms = caption_transforms(cfg)
+    full = [transforms[r.source].full(r.caption) for r in records]
+    counts = token_counts(tokenizer, full) if tokenizer is not None else [0] * len(full)
+    long = [r.path for r, n in zip(records, counts) if n > MAX_CAPTION_TOKENS]
+    origin = Counter(r.caption_from for r in records)
+    return {
+        "from_sidecar": origin["sidecar"], "from_metadata": origin["metadata"], "from_folder_name": origin["folder"],
+        "from_prompt": origin["prompt"], "missing": origin["none"],
+        "empty_files": sum(r.caption_empty_file for r in records),
+        "too_long": len(long), "too_long_examples": long[:5],
+        "max_tokens": max(counts, default=0),
+    }
+
+
+def duplicate_groups(records: list[ImageRecord]) -> list[list[str]]:
+    by_digest: dict[str, list[str]] = {}
+    for rec in records:
+        by_digest.setdefault(rec.digest, []).append(rec.path)
+    return [paths for paths in by_digest.values() if len(paths) > 1]
+
+
+def _warnings(report: dict, cfg: DataConfig, upscaled: int) -> list[str]:
+    out, caps = [], report["captions"]
+    by_reason = report["skipped_by_reason"]
+    if by_reason:
+        parts = ", ".join(f"{n} {code.replace('_', ' ')}" for code, n in by_reason.items())
+        out.append(f"{sum(by_reason.values())} files will be skipped ({parts}); see the list above")
+    if upscaled:
+        out.append(f"{upscaled} images are smaller than their bucket (resolution {cfg.resolution} px) and will be "
+                   "upscaled; set data.no_upscale to skip them instead")
+    if caps["missing"]:
+        out.append(f"{caps['missing']} images have no caption (no caption file, metadata row, kohya folder name or "
+                   "prompt) and will train on an empty caption")
+    if caps["empty_files"]:
+        out.append(f"{caps['empty_files']} caption files are empty")
+    if caps["too_long"]:
+        out.append(f"{caps['too_long']} captions are longer than {MAX_CAPTION_TOKENS} tokens and will be truncated "
+                   f"at CLIP's 77-token limit (longest: {caps['max_tokens']} tokens)")
+    dupes = sum(len(g) - 1 for g in report["duplicates"])
+    if dupes:
+        out.append(f"{dupes} images are exact duplicates of other images (same bytes); they will be seen more often")
+    out.extend(report["notes"])
+    if report["totals"]["usable"] == 0:
+        out.append("no usable image: training would stop with an error")
+    return out
+
+
+def inspect_paths(paths: list[str] | None, cfg: DataConfig | None = None, *, caption_extension: str | None = None,
+                  tokenizer=None) -> dict:
+    """Report on `paths` (each a source with default options) or, when empty, on cfg.sources."""
+    cfg = cfg or DataConfig()
+    if paths:
+        sources = [SourceConfig(path=str(p), caption_extension=caption_extension or ".txt") for p in paths]
+        cfg = dataclasses.replace(cfg, sources=sources)
+    if not cfg.sources:
+        raise SdloraError("nothing to inspect: give one or more folders, or --config with [[data.sources]]")
+    if tokenizer is None:
+        from sdlora.models import load_tokenizer
+        tokenizer = load_tokenizer()
+    scans = [scan_source(s, i, max_pixels=cfg.max_image_pixels) for i, s in enumerate(cfg.sources)]
+    records = [r for s in scans for r in s.records]
+    kept, buckets, too_small, upscaled = apply_buckets(records, make_buckets(BucketSpec.from_config(cfg)),
+                                                       cfg.no_upscale)
+    skipped = [k for s in scans for k in s.skipped] + too_small
+    too_small_paths = {k.path for k in too_small}
+    report = {
+        "settings": {"resolution": cfg.resolution, "buckets": cfg.buckets, "bucket_step": cfg.bucket_step,
+                     "no_upscale": cfg.no_upscale, "max_image_pixels": cfg.max_image_pixels},
+        "sources": [{"path": s.path, "role": cfg.sources[s.index].role, "images": len(s.records),
+                     "usable": sum(r.path not in too_small_paths for r in s.records),
+                     "skipped": len(s.skipped) + sum(r.path in too_small_paths for r in s.records),
+                     "items_per_epoch": sum(r.repeats for r in s.records if r.path not in too_small_paths)}
+                    for s in scans],
+        "totals": {"files": len(records) + sum(len(s.skipped) for s in scans), "usable": len(kept),
+                   "skipped": len(skipped)},
+        "skipped": [{"path": k.path, "code": k.code, "reason": k.reason} for k in skipped],
+        "skipped_by_reason": dict(Counter(k.code for k in skipped).most_common()),
+        "resolutions": resolution_histogram(records),
+        "buckets": dict(sorted(Counter(bucket_name(b) for b in buckets).items())),
+        "upscaled": len(upscaled),
+        "captions": caption_stats(kept, cfg, tokenizer),
+        "top_tags": Counter(t for r in kept for t in split_tags(r.caption)).most_common(TOP_TAGS),
+        "duplicates": duplicate_groups(records),
+        "notes": [f"{s.path}: {n}" for s in scans for n in s.notes],
+    }
+    report["warnings"] = _warnings(report, cfg, len(upscaled))
+    return report
+
+
+def render_report(report: dict) -> str:
+    """The report as plain text for a terminal."""
+    t, caps = report["totals"], report["captions"]
+    lines = [f"{t['files']} image files: {t['usable']} usable, {t['skipped']} skipped"]
+    for s in report["sources"]:
+        lines.append(f"  {s['path']} ({s['role']}): {s['usable']} usable, {s['skipped']} skipped, "
+                     f"{s['items_per_epoch']} items per epoch with repeats")
+    if report["skipped"]:
+        lines.append("skipped files:")
+        lines += [f"  {k['path']}: {k['reason']}" for k in report["skipped"]]
+    lines.append("shorter side (px): " + ", ".join(f"{k}: {v}" for k, v in report["resolutions"].items() if v))
+    lines.append("buckets: " + (", ".join(f"{k}: {v}" for k, v in report["buckets"].items()) or "none"))
+    lines.append(f"captions: {caps['from_sidecar']} caption files, {caps['from_metadata']} metadata rows, "
+                 f"{caps['from_folder_name']} from folder names, {caps['from_prompt']} from the prompt, "
+                 f"{caps['missing']} missing, {caps['empty_files']} empty, {caps['too_long']} too long")
+    if report["top_tags"]:
+        lines.append("top tags: " + ", ".join(f"{tag} ({n})" for tag, n in report["top_tags"]))
+    for group in report["duplicates"]:
+        lines.append("duplicates: " + " = ".join(group))
+    lines += [f"warning: {w}" for w in report["warnings"]]
+    return "\n".join(lines)
+
+
+def run_inspect(paths: list[str], *, config: str | None = None, resolution: int | None = None,
+                caption_extension: str | None = None, json_path: str | None = None) -> str:
+    """What `sdlora dataset inspect` does: build the settings, inspect, write JSON, return the text."""
+    cfg = load_config(config).data if config else DataConfig()
+    if resolution is not None:
+        if resolution <= 0 or resolution % 8:
+            raise SdloraError(f"--resolution must be a positive multiple of 8, got {resolution}")
+        cfg.resolution = resolution
+    report = inspect_paths(paths, cfg, caption_extension=caption_extension)
+    if json_path:
+        Path(json_path).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return render_report(report)
