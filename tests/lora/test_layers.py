@@ -64,6 +64,21 @@ def test_matches_peft_outputs_and_merged_weights(kind, dora, rslora):
         assert torch.allclose(ours(x), peft(x), atol=TOL, rtol=0)
 
 
+@pytest.mark.parametrize("kind,dora", list(itertools.product(KINDS, [False, True])))
+def test_gradients_match_peft(kind, dora):
+    """Same gradients for down/up/magnitude: in particular the DoRA norm is detached the same way."""
+    ours, base, x = make_layer(kind, dora=dora)
+    peft = peft_twin(base, ours, dora, False)
+    ours.train()(x).square().sum().backward()
+    peft.train()(x).square().sum().backward()
+    ad = ours.adapters["default"]
+    pairs = [(ad.down.weight, peft.lora_A["default"].weight), (ad.up.weight, peft.lora_B["default"].weight)]
+    if dora:
+        pairs.append((ad.magnitude, peft.lora_magnitude_vector["default"].weight))
+    for mine, theirs in pairs:
+        assert torch.allclose(mine.grad.view(theirs.grad.shape), theirs.grad, atol=1e-4, rtol=1e-5)
+
+
 @pytest.mark.parametrize("kind,rslora", list(itertools.product(KINDS, [False, True])))
 def test_delta_weight_matches_peft(kind, rslora):
     ours, base, _ = make_layer(kind, rslora=rslora)
@@ -312,3 +327,14 @@ def test_conv_rank_limit_counts_the_kernel_and_grouped_conv_is_refused():
         layer.add_adapter("too_big", 19)
     with pytest.raises(SdloraError, match="grouped convolutions"):
         LoRAConv2d(nn.Conv2d(4, 4, 3, groups=2))
+
+
+def test_compiles_without_graph_breaks():
+    layer = LoRALinear(nn.Linear(8, 8))
+    layer.add_adapter("default", 4, dora=True, dropout=0.1, rank_dropout=0.1, module_dropout=0.1)
+    layer.add_adapter("second", 2)
+    compiled = torch.compile(layer, backend="eager", fullgraph=True)  # fullgraph: a break is an error
+    compiled.train()(torch.randn(2, 3, 8)).sum().backward()
+    assert layer.adapters["default"].magnitude.grad is not None
+    x = torch.randn(2, 3, 8)
+    assert torch.allclose(compiled.eval()(x), layer(x))

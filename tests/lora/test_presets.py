@@ -113,3 +113,27 @@ def test_text_encoder_preset_on_unet_is_an_error(sd14_meta):
     with pytest.raises(SdloraError, match="preset 'text-encoder' matches no"):
         inject(sd14_meta[0], "text-encoder", rank=4)
     assert not lora_modules(sd14_meta[0])
+
+
+def test_presets_on_tiny_sd_models_run_and_merge():
+    """diffusers' UNet and transformers' CLIP run with the wrappers in place (no attribute they miss)."""
+    from sdlora.lora import merge_lora, unmerge_lora
+    from sdlora.models.skeleton import tiny_text_encoder, tiny_unet
+
+    unet, text_encoder = tiny_unet().eval().requires_grad_(False), tiny_text_encoder().eval().requires_grad_(False)
+    latents, ids = torch.randn(1, 4, 8, 8), torch.randint(0, 1000, (1, 77))
+    with torch.no_grad():
+        context = text_encoder(ids)[0]
+        reference = unet(latents, 10, context).sample
+        inject(unet, ["unet-transformer", "unet-conv"], rank=4, dora=True)
+        inject(text_encoder, "text-encoder", rank=4)
+        assert torch.equal(text_encoder(ids)[0], context) and torch.equal(unet(latents, 10, context).sample, reference)
+        for wrapper in lora_modules(unet).values():
+            wrapper.adapters["default"].up.weight.normal_(std=0.1)
+        adapted = unet(latents, 10, context).sample
+        assert not torch.allclose(adapted, reference, atol=1e-3)
+        merge_lora(unet)
+        assert torch.allclose(unet(latents, 10, context).sample, adapted, atol=1e-5)
+        unmerge_lora(unet)
+        remove(unet)
+        assert torch.allclose(unet(latents, 10, context).sample, reference, atol=1e-5)
