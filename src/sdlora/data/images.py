@@ -78,7 +78,7 @@ def _open(fp, max_pixels: int) -> Image.Image:
             warnings.simplefilter("ignore")  # Pillow's DecompressionBombWarning: we apply our own limit
             img = Image.open(fp, formats=SAFE_FORMATS)
     except Image.DecompressionBombError as exc:
-        raise BadImage("too_large", str(exc).split(" could be")[0]) from None
+        raise BadImage("too_large", f"over Pillow's hard limit of {2 * Image.MAX_IMAGE_PIXELS:,} pixels") from None
     except UnidentifiedImageError:
         raise BadImage("not_image") from None
     except (OSError, SyntaxError, ValueError, struct.error, EOFError) as exc:
@@ -100,12 +100,23 @@ def _orientation(img: Image.Image, data: bytes | None = None) -> int:
         return 1
 
 
+def _decode_error(exc: Exception) -> BadImage:
+    truncated = "truncat" in str(exc).lower() or isinstance(exc, EOFError)
+    return BadImage("truncated" if truncated else "corrupt", str(exc))
+
+
+def _check_riff(data: bytes) -> None:
+    """WebP is a RIFF file: its header states the file's size, so a shorter file is cut off."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        declared = struct.unpack("<I", data[4:8])[0] + 8
+        if declared > len(data):
+            raise BadImage("truncated", f"{len(data):,} of {declared:,} bytes")
+
+
 def _looks_truncated(data: bytes, fmt: str) -> bool:
     """Cheap end-of-file checks; True means 'decode fully to find out'."""
     if fmt in ("JPEG", "MPO"):
         return b"\xff\xd9" not in data[-4096:]
-    if fmt == "WEBP" and len(data) >= 8:
-        return struct.unpack("<I", data[4:8])[0] + 8 > len(data)
     if fmt in ("BMP", "DIB") and len(data) >= 6:
         return struct.unpack("<I", data[2:6])[0] > len(data)
     return False
@@ -116,8 +127,7 @@ def _full_decode(data: bytes, max_pixels: int) -> None:
     try:
         img.load()
     except (OSError, SyntaxError, ValueError, struct.error, EOFError) as exc:
-        code = "truncated" if "truncated" in str(exc) or isinstance(exc, EOFError) else "corrupt"
-        raise BadImage(code, str(exc)) from None
+        raise _decode_error(exc) from None
 
 
 def probe_image(data: bytes, max_pixels: int) -> ImageInfo:
@@ -125,14 +135,14 @@ def probe_image(data: bytes, max_pixels: int) -> ImageInfo:
     unless a cheap check says the file may be cut short."""
     if not data:
         raise BadImage("empty")
+    _check_riff(data)
     img = _open(io.BytesIO(data), max_pixels)
     fmt, mode, (w, h) = img.format or "?", img.mode, img.size
     if fmt == "PNG":
         try:
             img.verify()  # walks every chunk and checks its CRC; no zlib decoding
         except (OSError, SyntaxError, ValueError, struct.error, EOFError) as exc:
-            code = "truncated" if "truncated" in str(exc) or isinstance(exc, EOFError) else "corrupt"
-            raise BadImage(code, str(exc)) from None
+            raise _decode_error(exc) from None
         img = _open(io.BytesIO(data), max_pixels)  # verify() leaves the image unusable
     elif _looks_truncated(data, fmt):
         _full_decode(data, max_pixels)
@@ -171,6 +181,7 @@ def load_rgb(path: str | Path, *, background: tuple[int, int, int] = (255, 255, 
         raise BadImage("unreadable", exc.strerror or str(exc)) from None
     if not data:
         raise BadImage("empty")
+    _check_riff(data)
     img = _open(io.BytesIO(data), max_pixels)
     orientation = _orientation(img, data)
     if draft is not None and img.format in ("JPEG", "MPO"):
@@ -181,5 +192,4 @@ def load_rgb(path: str | Path, *, background: tuple[int, int, int] = (255, 255, 
         img = ImageOps.exif_transpose(img) if orientation != 1 else img
         return to_rgb(img, background)
     except (OSError, SyntaxError, ValueError, struct.error, EOFError) as exc:
-        code = "truncated" if "truncated" in str(exc) or isinstance(exc, EOFError) else "corrupt"
-        raise BadImage(code, str(exc)) from None
+        raise _decode_error(exc) from None

@@ -1,0 +1,120 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from sdlora.config import SourceConfig
+from sdlora.data.sources import kohya_folder, list_images, scan_source
+from sdlora.errors import SdloraError
+
+
+def scan(path, **kw):
+    return scan_source(SourceConfig(path=str(path), **kw), 0, max_pixels=10**8)
+
+
+def by_name(scan_result):
+    return {Path(r.path).relative_to(scan_result.path).as_posix(): r for r in scan_result.records}
+
+
+@pytest.mark.parametrize("rel, expected", [
+    ("10_sks person/a.png", (10, "sks person")),
+    ("3_anime style/sub/a.png", (3, "anime style")),
+    ("1_x/5_y z/a.png", (5, "y z")),          # nearest folder wins
+    ("plain/a.png", None),
+    ("0_nothing/a.png", None),                # zero repeats is not a kohya folder
+    ("10_/a.png", None),
+    ("abc_def/a.png", None),
+])
+def test_kohya_folder_table(rel, expected):
+    root = Path("/data/train")
+    assert kohya_folder(root, root / rel) == expected
+
+
+def test_kohya_folder_may_be_the_source_root():
+    assert kohya_folder(Path("/d/20_sks dog"), Path("/d/20_sks dog/a.png")) == (20, "sks dog")
+
+
+def test_sidecars_nested_and_extension(tmp_path, mk):
+    mk.rgb(tmp_path / "a.png")
+    mk.rgb(tmp_path / "deep" / "er" / "b.jpg")
+    mk.rgb(tmp_path / "c.webp")
+    (tmp_path / "a.caption").write_text("from caption ext")
+    (tmp_path / "a.txt").write_text("from txt")
+    (tmp_path / "deep" / "er" / "b.caption").write_text("nested")
+    found = by_name(scan(tmp_path, caption_extension=".caption"))
+    assert set(found) == {"a.png", "deep/er/b.jpg", "c.webp"}
+    assert found["a.png"].caption == "from caption ext" and found["a.png"].caption_from == "sidecar"
+    assert found["deep/er/b.jpg"].caption == "nested"
+    assert found["c.webp"].caption == "" and found["c.webp"].caption_from == "none"
+
+
+def test_hidden_entries_are_ignored(tmp_path, mk):
+    mk.rgb(tmp_path / "a.png")
+    mk.rgb(tmp_path / ".thumbs" / "b.png")
+    mk.rgb(tmp_path / "__MACOSX" / "c.png")
+    mk.write(tmp_path / "._a.png", b"AppleDouble junk")
+    assert [p.name for p in list_images(tmp_path)] == ["a.png"]
+
+
+def test_metadata_jsonl(tmp_path, mk):
+    for name in ("a.png", "b.png", "sub/c.png", "d.png"):
+        mk.rgb(tmp_path / name)
+    rows = [{"file_name": "a.png", "text": "caption a"}, {"file_name": "sub/c.png", "text": "caption c"},
+            {"file_name": "missing.png", "text": "gone"}, {"file_name": "b.png"}]
+    lines = [json.dumps(r) for r in rows] + ["{not json"]
+    (tmp_path / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    (tmp_path / "d.txt").write_text("sidecar wins")
+    result = scan(tmp_path)
+    found = by_name(result)
+    assert found["a.png"].caption == "caption a" and found["a.png"].caption_from == "metadata"
+    assert found["sub/c.png"].caption == "caption c"
+    assert found["b.png"].caption_from == "none"
+    assert found["d.png"].caption == "sidecar wins"
+    notes = " | ".join(result.notes)
+    assert "line 4: needs `file_name` and `text`" in notes
+    assert "line 5: not valid JSON" in notes
+    assert "1 metadata rows name files that do not exist" in notes
+
+
+def test_metadata_csv_in_a_subfolder(tmp_path, mk):
+    mk.rgb(tmp_path / "part" / "x.png")
+    mk.rgb(tmp_path / "part" / "y.png")
+    (tmp_path / "part" / "metadata.csv").write_text('file_name,text\nx.png,"a cat, sitting"\ny.png,\n')
+    found = by_name(scan(tmp_path))
+    assert found["part/x.png"].caption == "a cat, sitting"
+    assert found["part/y.png"].caption == "" and found["part/y.png"].caption_empty_file
+
+
+def test_kohya_repeats_and_class_tokens_with_prompt_fallback(tmp_path, mk):
+    mk.rgb(tmp_path / "10_sks person" / "a.png")
+    mk.rgb(tmp_path / "10_sks person" / "b.png")
+    (tmp_path / "10_sks person" / "b.txt").write_text("sks person smiling")
+    mk.rgb(tmp_path / "other" / "c.png")
+    found = by_name(scan(tmp_path, repeats=2, prompt="a photo"))
+    a, b, c = found["10_sks person/a.png"], found["10_sks person/b.png"], found["other/c.png"]
+    assert (a.caption, a.caption_from, a.repeats) == ("sks person", "folder", 20)
+    assert (b.caption, b.caption_from, b.repeats) == ("sks person smiling", "sidecar", 20)
+    assert (c.caption, c.caption_from, c.repeats) == ("a photo", "prompt", 2)
+
+
+def test_class_role_and_empty_caption_file(tmp_path, mk):
+    mk.rgb(tmp_path / "a.png")
+    (tmp_path / "a.txt").write_text("  \n")
+    rec = scan(tmp_path, role="class", prompt="a photo of a person").records[0]
+    assert rec.is_class and rec.caption == "" and rec.caption_empty_file
+
+
+def test_duplicates_share_a_digest_and_sizes_are_displayed_sizes(tmp_path, mk):
+    mk.rgb(tmp_path / "a.png", 90, 60, seed=3)
+    (tmp_path / "copy.png").write_bytes((tmp_path / "a.png").read_bytes())
+    mk.rgb(tmp_path / "b.png", 90, 60, seed=4)
+    found = by_name(scan(tmp_path))
+    assert found["a.png"].digest == found["copy.png"].digest != found["b.png"].digest
+    assert found["a.png"].size == (90, 60)
+
+
+def test_missing_folder_and_bad_extension_name_the_field(tmp_path):
+    with pytest.raises(SdloraError, match=r"data.sources\[0\].path"):
+        scan(tmp_path / "nope")
+    with pytest.raises(SdloraError, match="caption_extension"):
+        scan(tmp_path, caption_extension="txt")
