@@ -86,13 +86,6 @@ def test_delta_weight_matches_peft(kind, rslora):
     assert torch.allclose(ours.delta_weight("default"), peft.get_delta_weight("default"), atol=TOL, rtol=0)
 
 
-def test_scale_is_alpha_over_rank_or_sqrt_rank():
-    layer = LoRALinear(nn.Linear(16, 16))
-    assert layer.add_adapter("a", 4).scale == 1.0  # alpha defaults to rank
-    assert layer.add_adapter("b", 4, 2).scale == 0.5
-    assert layer.add_adapter("c", 4, 2, rslora=True).scale == 1.0
-
-
 @pytest.mark.parametrize("kind,dora", list(itertools.product(KINDS, [False, True])))
 def test_fresh_adapter_is_bitwise_the_base(kind, dora):
     torch.manual_seed(0)
@@ -197,16 +190,6 @@ def test_dilated_conv_down_keeps_the_base_geometry():
         assert torch.allclose(ours(x), merged, atol=TOL, rtol=0)
 
 
-def test_gaussian_init_and_zero_up():
-    layer = LoRALinear(nn.Linear(64, 64))
-    torch.manual_seed(0)
-    ad = layer.add_adapter("default", 8, init="gaussian")
-    assert torch.count_nonzero(ad.up.weight) == 0
-    assert abs(ad.down.weight.std().item() - 1 / 8) < 0.02
-    bound = layer.add_adapter("k", 8).down.weight.abs().max().item()
-    assert bound <= 1 / 64 ** 0.5  # kaiming-uniform(a=sqrt(5)) bound is 1/sqrt(fan_in)
-
-
 def identity_adapter(p_input=0.0, p_rank=0.0, p_module=0.0):
     """A LoRALinear on a zero base whose adapter is the identity (down = up = I), in train mode."""
     base = nn.Linear(4, 4, bias=False)
@@ -225,17 +208,6 @@ def test_dropouts_are_training_only():
     assert torch.equal(layer(x), x)
 
 
-def test_rank_dropout_masks_ranks_per_sample_and_rescales():
-    torch.manual_seed(0)
-    x = torch.randn(16, 6, 4) + 3.0  # (B, T, rank); no zeros
-    y = identity_adapter(p_rank=0.5)(x)
-    kept = y != 0
-    assert torch.allclose(y[kept], 2 * x[kept])  # 1 / (1 - p)
-    assert torch.equal(kept, kept[:, :1, :].expand_as(kept))  # same mask for every token of a sample
-    per_sample = {tuple(mask[0].tolist()) for mask in kept}  # (rank,) keep pattern of each sample
-    assert len(per_sample) > 1 and 0 < kept.float().mean() < 1
-
-
 def test_input_dropout_drops_elements():
     torch.manual_seed(0)
     x = torch.randn(4, 6, 4) + 3.0
@@ -252,20 +224,6 @@ def test_module_dropout_skips_the_whole_adapter():
     outcomes = {("skip" if torch.equal(y, torch.zeros_like(y)) else "full" if torch.equal(y, x) else "other")
                 for y in (layer(x) for _ in range(40))}
     assert outcomes == {"skip", "full"}
-
-
-def test_rank_dropout_on_conv_masks_channels():
-    torch.manual_seed(0)
-    base = nn.Conv2d(4, 4, 1, bias=False)
-    nn.init.zeros_(base.weight)
-    layer = LoRAConv2d(base)
-    ad = layer.add_adapter("default", 4, rank_dropout=0.5)
-    with torch.no_grad():
-        ad.down.weight.copy_(torch.eye(4).view(4, 4, 1, 1))
-        ad.up.weight.copy_(torch.eye(4).view(4, 4, 1, 1))
-    x = torch.randn(8, 4, 3, 3) + 3.0
-    kept = layer.train()(x) != 0  # (B, rank, H, W)
-    assert torch.equal(kept, kept[:, :, :1, :1].expand_as(kept))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -304,13 +262,7 @@ def test_wrapper_exposes_the_base_attributes():
 
 @pytest.mark.parametrize("call,message", [
     (lambda l: l.add_adapter("a", 0), "rank must be a positive integer"),
-    (lambda l: l.add_adapter("a", -2), "rank must be a positive integer"),
-    (lambda l: l.add_adapter("a", 2.5), "rank must be a positive integer"),
     (lambda l: l.add_adapter("a", 9), "rank 9 is larger than this layer allows \\(8\\)"),
-    (lambda l: l.add_adapter("a", 4, 0), "alpha must be a positive number"),
-    (lambda l: l.add_adapter("a", 4, dropout=1.0), "dropout must be a probability"),
-    (lambda l: l.add_adapter("a", 4, rank_dropout=-0.1), "rank_dropout must be a probability"),
-    (lambda l: l.add_adapter("a", 4, init="xavier"), "init must be one of"),
     (lambda l: l.add_adapter("a", 4, use_dora=True), "unknown LoRA option 'use_dora'"),
     (lambda l: l.add_adapter("a.b", 4), "adapter name must be"),
     (lambda l: (l.add_adapter("a", 4), l.add_adapter("a", 4)), "already exists"),

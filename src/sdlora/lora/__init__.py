@@ -15,7 +15,8 @@ from sdlora.lora.inject import (
     set_multiplier,
     unmerge_lora,
 )
-from sdlora.lora.layers import LoRAAdapter, LoRAConv2d, LoRALinear, LoRAModule, wrapper_for
+from sdlora.lora.adapter import LoRAAdapter
+from sdlora.lora.layers import LoRAConv2d, LoRALinear, LoRAModule, wrapper_for
 from sdlora.lora.native import load_native, native_metadata, save_native
 from sdlora.lora.presets import PRESETS, resolve_targets
 from sdlora.lora.state import (

@@ -13,7 +13,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from torch import nn
 
 from sdlora.errors import SdloraError
-from sdlora.lora.layers import ADAPTER_OPTIONS, LoRAModule, check_options, wrapper_for
+from sdlora.lora.adapter import ADAPTER_OPTIONS, check_options
+from sdlora.lora.layers import LoRAModule, wrapper_for
 from sdlora.lora.presets import compile_pattern, resolve_targets
 
 OVERRIDE_KEYS = ("rank", "alpha") + ADAPTER_OPTIONS

@@ -1,4 +1,4 @@
-"""LoRA adapters and the wrappers that attach them to a frozen `nn.Linear` / `nn.Conv2d`.
+"""The wrappers that attach LoRA adapters (sdlora.lora.adapter) to a frozen `nn.Linear` / `nn.Conv2d`.
 
     y = base(x) + sum over adapters of  multiplier * scale * up(down(dropout(x)))
 
@@ -13,90 +13,12 @@ W' = W * (1 + sum c) + sum d  and unmerging is its exact algebraic inverse.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from sdlora.errors import SdloraError
-
-INITS = ("kaiming", "gaussian")
-ADAPTER_OPTIONS = ("rslora", "dora", "dropout", "rank_dropout", "module_dropout", "init", "dtype",
-                   "multiplier")
-
-
-def check_options(rank, alpha=None, **opts) -> None:
-    """Validate adapter settings before anything is built (raises SdloraError naming the field)."""
-    unknown = sorted(set(opts) - set(ADAPTER_OPTIONS))
-    if unknown:
-        raise SdloraError(f"unknown LoRA option {unknown[0]!r}; known options: {', '.join(ADAPTER_OPTIONS)}")
-    if isinstance(rank, bool) or not isinstance(rank, int) or rank <= 0:
-        raise SdloraError(f"rank must be a positive integer, got {rank!r}")
-    if alpha is not None and not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
-        raise SdloraError(f"alpha must be a positive number (None means alpha = rank), got {alpha!r}")
-    for key in ("dropout", "rank_dropout", "module_dropout"):
-        p = opts.get(key, 0.0)
-        if not (isinstance(p, (int, float)) and 0.0 <= p < 1.0):
-            raise SdloraError(f"{key} must be a probability in [0, 1), got {p!r}")
-    if opts.get("init", "kaiming") not in INITS:
-        raise SdloraError(f"init must be one of {INITS}, got {opts['init']!r}")
-
-
-class LoRAAdapter(nn.Module):
-    """One named low-rank adapter: `down` (in -> rank) and `up` (rank -> out), plus its settings.
-
-    forward(x) is the un-scaled low-rank path  up(rank_dropout(down(x))); the wrapper owning the
-    adapter applies input dropout, scale, DoRA, module dropout and the multiplier.
-    """
-
-    def __init__(self, down: nn.Module, up: nn.Module, rank: int, alpha: float | None = None, *,
-                 rslora: bool = False, dropout: float = 0.0, rank_dropout: float = 0.0,
-                 module_dropout: float = 0.0, init: str = "kaiming", multiplier: float = 1.0):
-        super().__init__()
-        self.down, self.up = down, up
-        self.rank = rank
-        self.alpha = float(rank if alpha is None else alpha)
-        self.rslora = bool(rslora)
-        self.dropout, self.rank_dropout, self.module_dropout = dropout, rank_dropout, module_dropout
-        self.multiplier = float(multiplier)
-        self.register_parameter("magnitude", None)  # DoRA: (out,) row magnitudes, set by the wrapper
-        if init == "kaiming":  # the nn.Linear default, as in microsoft/LoRA and PEFT
-            nn.init.kaiming_uniform_(self.down.weight, a=math.sqrt(5))
-        else:
-            nn.init.normal_(self.down.weight, std=1.0 / rank)
-        nn.init.zeros_(self.up.weight)  # so a fresh adapter leaves the model unchanged
-
-    @property
-    def scale(self) -> float:
-        return self.alpha / (math.sqrt(self.rank) if self.rslora else self.rank)
-
-    @property
-    def dora(self) -> bool:
-        return self.magnitude is not None
-
-    def lora_weight(self) -> torch.Tensor:
-        """up @ down flattened: (out, in * kh * kw), unscaled."""
-        return self.up.weight.flatten(1) @ self.down.weight.flatten(1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.down(x)  # Linear: (..., rank); Conv2d: (B, rank, H, W)
-        if self.training and self.rank_dropout > 0:
-            h = h * self._rank_mask(h)
-        return self.up(h)
-
-    def _rank_mask(self, h: torch.Tensor) -> torch.Tensor:
-        """Per-sample keep mask over the rank axis, rescaled by 1 / (1 - p) (as kohya does)."""
-        if isinstance(self.down, nn.Conv2d):  # (B, rank, H, W) -> mask (B, rank, 1, 1)
-            shape = h.shape[:-2] + (1, 1)
-        else:  # (B, ..., rank) -> mask (B, 1, ..., rank)
-            shape = h.shape[:1] + (1,) * (h.dim() - 2) + (self.rank,) if h.dim() > 1 else h.shape
-        keep = torch.rand(shape, device=h.device) >= self.rank_dropout
-        return keep.to(h.dtype) / (1.0 - self.rank_dropout)
-
-    def extra_repr(self) -> str:
-        flags = "".join(f", {k}" for k in ("rslora", "dora") if getattr(self, k))
-        return f"rank={self.rank}, alpha={self.alpha:g}, multiplier={self.multiplier:g}{flags}"
+from sdlora.lora.adapter import ADAPTER_OPTIONS, INITS, LoRAAdapter, check_options  # noqa: F401 (re-exported)
 
 
 class LoRAModule(nn.Module):
