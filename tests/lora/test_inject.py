@@ -112,6 +112,8 @@ def test_stacked_adapters_sum_and_multipliers(tiny_net, tiny_input, randomize):
     assert torch.allclose(layer_both, layer_a + layer_b, atol=TOL)
     with pytest.raises(SdloraError, match="no LoRA adapter named 'c'"):
         set_multiplier(tiny_net, "c", 1)
+    with pytest.raises(SdloraError, match="multiplier must be a finite number, got 'strong'"):
+        set_multiplier(tiny_net, "a", "strong")
 
 
 def test_merge_whole_model_matches_and_unmerges(tiny_net, tiny_input, randomize):

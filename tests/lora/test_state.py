@@ -72,11 +72,19 @@ def test_inject_from_state_dict_recovers_ranks_alphas_and_dora(make_net, randomi
     assert torch.allclose(target(tiny_input), source(tiny_input), atol=1e-6)
 
 
-def test_missing_alpha_means_alpha_equals_rank(make_net, randomize):
+def test_missing_or_zero_alpha_means_alpha_equals_rank(make_net, randomize):
     sd = {k: v for k, v in lora_state_dict(trained(make_net, randomize)).items() if not k.endswith(".alpha")}
+    sd["proj.alpha"] = torch.tensor(0.0)  # kohya reads alpha 0 as "no scaling"
     target = make_net(0)
     inject_from_state_dict(target, sd)
     assert target.conv_in.adapters["default"].alpha == 2.0 and target.proj.adapters["default"].alpha == 4.0
+    assert target.blocks[0].to_q.adapters["default"].scale == 1.0
+    sd["proj.alpha"] = torch.tensor(-1.0)
+    sd["proj.lora_up.weight"] = torch.ones_like(sd["proj.lora_up.weight"])
+    before = weights(target)
+    with pytest.raises(SdloraError, match="negative LoRA alpha -1"):
+        load_lora_state_dict(target, sd)
+    assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())  # nothing written
 
 
 def weights(model):

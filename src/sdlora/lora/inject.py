@@ -7,6 +7,7 @@ adapter instead of being wrapped twice. Nothing is changed when any selected mod
 """
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 
@@ -158,6 +159,8 @@ def adapter_names(model: nn.Module) -> set[str]:
 
 def set_multiplier(model: nn.Module, adapter: str, value: float) -> int:
     """Set adapter `adapter`'s runtime multiplier on every layer (0 disables it); returns the layer count."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SdloraError(f"LoRA multiplier must be a finite number, got {value!r}")
     layers = [w for w in lora_modules(model).values() if adapter in w.adapters]
     if not layers:
         raise SdloraError(f"no LoRA adapter named {adapter!r} in this model; it has {sorted(adapter_names(model))}")

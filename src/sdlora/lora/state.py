@@ -1,7 +1,7 @@
 """LoRA weights as flat state dicts, strict loading, and trainability helpers.
 
 Keys are `<module path>.<suffix>` with the suffixes below (kohya's names, module paths as in the
-model). `alpha` is a 0-d tensor and may be absent (then alpha = rank, as kohya reads it).
+model). `alpha` is a 0-d tensor; absent or 0 means alpha = rank (as kohya reads it).
 `dora_scale` is the DoRA magnitude shaped like LyCORIS/ComfyUI write it: (out, 1) for Linear,
 (out, 1, 1, 1) for Conv2d (a norm per output row).
 """
@@ -39,6 +39,14 @@ def _adapter_tensors(wrapper: LoRAModule, ad: LoRAAdapter) -> dict[str, torch.Te
     return tensors
 
 
+def file_alpha(value: torch.Tensor | None, rank: int) -> float:
+    """The alpha a stored value means: kohya reads a missing or zero alpha as alpha = rank."""
+    alpha = None if value is None else float(value)
+    if alpha is not None and alpha < 0:
+        raise SdloraError(f"negative LoRA alpha {alpha:g} in the state dict; alpha must be positive")
+    return float(rank) if not alpha else alpha
+
+
 def _with_adapter(model: nn.Module, adapter: str) -> dict[str, LoRAModule]:
     wrappers = {path: w for path, w in lora_modules(model).items() if adapter in w.adapters}
     if not wrappers:
@@ -69,7 +77,7 @@ def _mismatch(missing: list[str], unexpected: list[str], adapter: str) -> Sdlora
 def load_lora_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], adapter: str = "default") -> None:
     """Copy `sd` into adapter `adapter`, strictly: every key must match a module and every shape agree.
 
-    Nothing is written unless the whole dict fits. `alpha` keys are optional (absent: alpha = rank).
+    Nothing is written unless the whole dict fits. `alpha` keys are optional (absent or 0: alpha = rank).
     """
     targets: dict[str, tuple[LoRAModule, LoRAAdapter, str, torch.Tensor]] = {}
     for path, wrapper in _with_adapter(model, adapter).items():
@@ -87,10 +95,11 @@ def load_lora_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], adapter:
                               f"{tuple(expected)}; was this LoRA trained with another rank or model?")
     if any(wrapper.merged for wrapper, *_ in targets.values()):
         raise SdloraError("cannot load LoRA weights while they are merged into the model; unmerge first")
-    with torch.no_grad():
+    alphas = {key: file_alpha(sd.get(key), ad.rank) for key, (_, ad, suffix, _) in targets.items() if suffix == ALPHA}
+    with torch.no_grad():  # everything checked: now write
         for key, (wrapper, ad, suffix, tensor) in targets.items():
             if suffix == ALPHA:
-                ad.alpha = float(sd[key]) if key in sd else float(ad.rank)
+                ad.alpha = alphas[key]
             else:
                 tensor.copy_(sd[key].to(tensor.dtype))
 
@@ -106,8 +115,8 @@ def lora_plan(sd: dict[str, torch.Tensor]) -> dict[str, dict]:
         if DOWN not in group or UP not in group:
             missing = DOWN if DOWN not in group else UP
             raise SdloraError(f"LoRA state dict has no {path}.{missing}; the file is incomplete")
-        alpha = float(group[ALPHA]) if ALPHA in group else None
-        plan[path] = {"rank": int(group[DOWN].shape[0]), "alpha": alpha, "dora": DORA in group}
+        rank = int(group[DOWN].shape[0])
+        plan[path] = {"rank": rank, "alpha": file_alpha(group.get(ALPHA), rank), "dora": DORA in group}
     return plan
 
 
