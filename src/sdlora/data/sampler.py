@@ -4,7 +4,8 @@ Per epoch: shuffle the items of each bucket, cut them into batches (a bucket's l
 kept, so a bucket with fewer images than a batch still trains), shuffle the batch order, then make
 the batch count a multiple of the number of replicas by splitting the largest batches in two. Every
 replica then gets the same number of batches (DDP steps in lock-step) and together they see each
-item exactly once. Only when there are fewer items than replicas are batches repeated to fill up.
+item exactly once. Only when every batch is down to one item (batch_size 1, or tiny datasets) and the
+count is still not a multiple are a few batches repeated to fill up.
 """
 from __future__ import annotations
 
