@@ -4,7 +4,7 @@ from sdlora.generate.loras import LoadedLora, LoraSpec, parse_lora_arg
 from sdlora.generate.pngmeta import Parameters, format_parameters, parse_parameters, read_parameters
 from sdlora.generate.prompts import PromptSpec, parse_prompt_line, read_prompt_file
 from sdlora.generate.job import GenerateJob, GenerateResult, generate, load_model
-from sdlora.generate.sampler import Sample, Sampler
+from sdlora.generate.sampling import Sample, Sampler
 from sdlora.generate.schedulers import SCHEDULERS, make_scheduler
 
 __all__ = ["GenerateJob", "GenerateResult", "LoadedLora", "LoraSpec", "Parameters", "PromptSpec", "SCHEDULERS",

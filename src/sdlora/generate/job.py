@@ -13,7 +13,7 @@ from sdlora.generate import loras as lora_files
 from sdlora.generate.loras import LoadedLora, LoraSpec
 from sdlora.generate.pngmeta import Parameters, format_pairs, format_parameters, save_png
 from sdlora.generate.prompts import PromptSpec
-from sdlora.generate.sampler import Sample, Sampler, resolve_device, resolve_dtype
+from sdlora.generate.sampling import Sample, Sampler, resolve_device, resolve_dtype
 from sdlora.generate.schedulers import sampler_label
 from sdlora.models import SDComponents
 
@@ -57,7 +57,9 @@ def prepare(components: SDComponents, specs: list[LoraSpec], merge: bool = False
     loaded = lora_files.attach_loras(components, specs)
     components.to(device=components.unet.device, dtype=components.unet.dtype)
     if merge and loaded:
-        lora_files.merge(components)
+        from sdlora.formats import apply
+
+        apply.merge(components)
     return loaded
 
 

@@ -1,5 +1,5 @@
-"""LoRA files at generation time: `--lora file:weight` arguments, loading, attaching each file as its
-own named adapter (sdlora's own LoRA code, never PEFT), per-adapter weights, merging.
+"""LoRA files at generation time: `--lora file:weight` arguments, A1111 short hashes, loading and
+attaching each file as its own named adapter (through sdlora.formats.apply, never PEFT).
 
 Every LoRA file becomes one adapter named after its file stem, so several LoRAs stack with
 individual weights, and `compare` can sweep one LoRA's weight while the others stay put. Weight 0
@@ -12,10 +12,7 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from sdlora.errors import SdloraError
-from sdlora.lora import inject as lora_inject
 from sdlora.models import SDComponents
 
 
@@ -80,43 +77,24 @@ def adapter_name(path: Path, taken: set[str]) -> str:
 def attach_loras(components: SDComponents, specs: list[LoraSpec]) -> list[LoadedLora]:
     """Load every file and attach it as its own adapter with its weight as multiplier."""
     from sdlora.formats import apply, io  # formats depends on models; imported when needed
+    from sdlora.formats.modules import component_paths
 
+    # The model's own module paths, so that files for a smaller SD-architecture model (sd-tiny) resolve.
+    paths = component_paths(components.unet, components.text_encoder)
     loaded: list[LoadedLora] = []
     for spec in specs:
         if not spec.path.is_file():
             raise SdloraError(f"--lora {spec.path}: file not found")
-        lora, metadata, fmt = io.load_lora_file(spec.path)
+        lora, metadata, fmt = io.load_lora_file(spec.path, module_paths=paths)
         name = adapter_name(spec.path, {item.adapter for item in loaded})
         modules = apply.attach(components, lora, adapter=name, multiplier=spec.weight)
         loaded.append(LoadedLora(spec, name, dict(metadata), fmt, short_hash(spec.path), list(modules)))
     return loaded
 
 
-def _networks(components: SDComponents) -> list[torch.nn.Module]:
-    return [components.unet, components.text_encoder]
-
-
 def set_weights(components: SDComponents, weights: dict[str, float]) -> None:
-    """Set each adapter's multiplier (adapter name -> weight) on the UNet and the text encoder."""
+    """Set each adapter's multiplier (adapter name -> weight) wherever it is attached."""
+    from sdlora.formats import apply
+
     for adapter, weight in weights.items():
-        found = 0
-        for net in _networks(components):
-            if adapter in lora_inject.adapter_names(net):
-                found += lora_inject.set_multiplier(net, adapter, weight)
-        if not found:
-            raise SdloraError(f"no LoRA adapter named {adapter!r} is attached")
-
-
-def merge(components: SDComponents) -> int:
-    """Fold every attached adapter (at its current weight) into the base weights: no per-step cost."""
-    return sum(lora_inject.merge_lora(net) for net in _networks(components))
-
-
-def unmerge(components: SDComponents) -> int:
-    return sum(lora_inject.unmerge_lora(net) for net in _networks(components))
-
-
-def detach(components: SDComponents) -> None:
-    """Remove every adapter; base weights come back exactly (merged layers are unmerged first)."""
-    for net in _networks(components):
-        lora_inject.remove(net)
+        apply.set_multiplier(components, adapter, weight)

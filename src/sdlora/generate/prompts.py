@@ -110,3 +110,13 @@ def read_prompt_file(path: str | Path, defaults: PromptSpec | None = None) -> li
     if not specs:
         raise SdloraError(f"{path}: no prompts found (one prompt per line; `#` starts a comment)")
     return specs
+
+
+def collect_prompts(texts: list[str] | None, prompt_file: str | Path | None, defaults: PromptSpec) -> list[PromptSpec]:
+    """The prompts of a run: each `--prompt` text (same syntax as a file line), then the file's lines."""
+    specs = [parse_prompt_line(text, defaults, f"--prompt {text!r}") for text in texts or []]
+    if prompt_file is not None:
+        specs += read_prompt_file(prompt_file, defaults)
+    if not specs:
+        raise SdloraError("no prompts: give --prompt TEXT (repeatable) or --prompts FILE")
+    return specs

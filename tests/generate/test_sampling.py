@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+import torch
+
+from sdlora.errors import SdloraError
+from sdlora.generate.prompts import PromptSpec
+from sdlora.generate.sampling import Sampler, resolve_device, resolve_dtype, to_pil
+
+SPEC = PromptSpec("a red circle on a blue square", "blurry", seed=5, steps=2, cfg=4.0, width=32, height=24)
+
+
+@pytest.fixture(scope="module")
+def sampler():
+    from sdlora.models import tiny_components
+
+    return Sampler(tiny_components(0))
+
+
+def test_same_seed_same_image_and_seeds_differ(sampler):
+    a, b = sampler.arrays(SPEC, [5, 6]), sampler.arrays(SPEC, [5])
+    assert a.shape == (2, 24, 32, 3) and a.dtype == np.float32
+    assert 0.0 <= a.min() and a.max() <= 1.0
+    assert np.abs(a[0] - b[0]).max() < 1e-5  # an image depends on its seed, not on its batch
+    assert np.abs(a[0] - a[1]).max() > 1e-2
+
+
+def test_samples_number_seeds_from_the_spec_seed(sampler):
+    samples = sampler.samples(SPEC, count=3, batch_size=2)
+    assert [s.seed for s in samples] == [5, 6, 7]
+    assert all(s.image.size == (32, 24) and s.spec == SPEC for s in samples)
+    alone = to_pil(sampler.arrays(SPEC, [7])[0])
+    assert np.abs(np.asarray(alone, np.int16) - np.asarray(samples[2].image, np.int16)).max() <= 1
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "euler_a", "dpmpp_2m_karras"])
+def test_scheduler_choice_changes_the_sampler(sampler, scheduler):
+    other = sampler.arrays(SPEC.replace(scheduler=scheduler), [5])
+    assert type(sampler.pipeline.scheduler).__name__ != "PNDMScheduler"
+    assert np.abs(other - sampler.arrays(SPEC, [5])).max() > 1e-3
+
+
+def test_bad_settings_are_refused(sampler):
+    with pytest.raises(SdloraError, match="width 30 is not a positive multiple of 8"):
+        sampler.arrays(SPEC.replace(width=30), [1])
+    with pytest.raises(SdloraError, match="at least 1"):
+        sampler.samples(SPEC, count=0)
+
+
+@pytest.mark.parametrize("name, device, expected", [
+    ("auto", "cpu", torch.float32), ("auto", "cuda", torch.float16), ("fp16", "cpu", torch.float16),
+    ("bf16", "cpu", torch.bfloat16), ("fp32", "cuda", torch.float32),
+])
+def test_resolve_dtype(name, device, expected):
+    assert resolve_dtype(name, torch.device(device)) == expected
+
+
+def test_resolve_device_and_dtype_errors():
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(SdloraError, match="not a device"):
+        resolve_device("gpu0")
+    with pytest.raises(SdloraError, match="choose one of auto, fp32"):
+        resolve_dtype("int8", torch.device("cpu"))
+    if not torch.cuda.is_available():
+        with pytest.raises(SdloraError, match="CUDA is not available"):
+            resolve_device("cuda")
