@@ -85,6 +85,10 @@ class LoRAModule(nn.Module):
         del self.adapters[name]
 
     # Weight-space math (the one place) ----------------------------------------------------------
+    def _rows(self, v: torch.Tensor) -> torch.Tensor:
+        """(out,) -> (out, 1) or (out, 1, 1, 1): broadcast a per-row vector over the base weight."""
+        return v.view(-1, *[1] * (self.base.weight.dim() - 1))
+
     def _row_norm(self, ad: LoRAAdapter) -> torch.Tensor:
         """||W + scale * up @ down|| per output row, (out,), fp32, detached (DoRA paper, sec. 4.3)."""
         w = self.base.weight.detach().float().flatten(1)
@@ -105,7 +109,7 @@ class LoRAModule(nn.Module):
         if ratio is None:
             return None, d
         ratio = ratio.detach().to(d.device, torch.float32)  # recorded ratios may predate a .to(device)
-        return multiplier * (ratio - 1), ratio.view(-1, *[1] * (len(shape) - 1)) * d
+        return multiplier * (ratio - 1), self._rows(ratio) * d
 
     def _sum_terms(self, record: dict[str, tuple[float, torch.Tensor | None]]):
         """(row factor 1 + sum c, (out, 1, ...); sum d) over the adapters in `record`."""
@@ -116,7 +120,7 @@ class LoRAModule(nn.Module):
             c, d = self._terms(self.adapters[name], multiplier, ratio)
             factor = factor if c is None else factor + c
             total = total + d
-        return factor.view(-1, *[1] * (weight.dim() - 1)), total
+        return self._rows(factor), total
 
     def delta_weight(self, name: str) -> torch.Tensor:
         """The effective weight change of adapter `name` (times its multiplier), fp32, base weight shape."""
@@ -126,7 +130,7 @@ class LoRAModule(nn.Module):
         c, d = self._terms(ad, ad.multiplier, self._dora_ratio(ad) if ad.dora else None)
         if c is None:
             return d
-        return c.view(-1, *[1] * (d.dim() - 1)) * self.base.weight.detach().float() + d
+        return self._rows(c) * self.base.weight.detach().float() + d
 
     @torch.no_grad()
     def merge(self) -> None:
