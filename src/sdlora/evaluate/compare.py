@@ -1,0 +1,147 @@
+"""`sdlora compare`: the same prompts and seeds with the base model and with each LoRA (at one or
+several weights), as a labelled grid, the individual PNGs and a self-contained HTML report.
+
+The model is loaded once and every LoRA attached once, as its own adapter; a column only sets the
+adapters' multipliers. Weight 0 skips an adapter entirely, so the base column is the very same
+pipeline with every multiplier at 0 (pixel-identical to the model without LoRA).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sdlora.errors import SdloraError
+from sdlora.evaluate.grid import labelled_grid
+from sdlora.generate.job import DEFAULT_MODEL, load_model, model_label, parameters, slug
+from sdlora.generate.loras import LoadedLora, LoraSpec, attach_loras, set_weights
+from sdlora.generate.pngmeta import format_parameters, save_png
+from sdlora.generate.prompts import PromptSpec
+from sdlora.generate.sampling import Sample, Sampler
+from sdlora.models import SDComponents
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CompareJob:
+    prompts: list[PromptSpec]
+    loras: list[LoraSpec]
+    out_dir: Path
+    model: str = DEFAULT_MODEL
+    weights: list[float] | None = None  # one column per LoRA per weight; None: each file's own weight
+    num_images: int = 1  # seeds per prompt: one grid row each
+    batch_size: int = 1
+    dtype: str = "auto"
+    device: str | None = None
+
+
+@dataclass(frozen=True)
+class Column:
+    label: str
+    weights: dict[str, float]  # every attached adapter -> its multiplier in this column
+    lora: str | None = None  # the adapter this column shows (None: base)
+
+
+@dataclass(frozen=True)
+class Row:
+    spec: PromptSpec
+    seed: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.spec.prompt}  (seed {self.seed})"
+
+
+@dataclass
+class CompareResult:
+    job: CompareJob
+    model: str
+    loras: list[LoadedLora]
+    columns: list[Column]
+    rows: list[Row]
+    samples: list[list[Sample]]  # [row][column]
+    image_paths: list[list[Path]]
+    grid_path: Path
+    extra: dict = field(default_factory=dict)
+
+
+def make_columns(loaded: list[LoadedLora], weights: list[float] | None) -> list[Column]:
+    """Base first, then each LoRA at each non-zero weight with the other LoRAs off."""
+    off = {item.adapter: 0.0 for item in loaded}
+    columns = [Column("base" + (" (every LoRA at 0)" if loaded else ""), off)]
+    for item in loaded:
+        for weight in (weights if weights is not None else [item.spec.weight]):
+            if weight != 0:  # weight 0 is the base column
+                columns.append(Column(f"{item.adapter} @ {weight:g}", {**off, item.adapter: float(weight)}, item.adapter))
+    return columns
+
+
+def make_rows(prompts: list[PromptSpec], num_images: int) -> list[Row]:
+    return [Row(spec, spec.seed + i) for spec in prompts for i in range(num_images)]
+
+
+def sweep(sampler: Sampler, components: SDComponents, columns: list[Column], prompts: list[PromptSpec],
+          num_images: int, batch_size: int) -> list[list[Sample]]:
+    """Samples [row][column]; a column sets the multipliers once, then runs every prompt."""
+    by_column: list[list[Sample]] = []
+    for index, column in enumerate(columns):
+        log.info("column %d/%d: %s", index + 1, len(columns), column.label)
+        if column.weights:
+            set_weights(components, column.weights)
+        by_column.append([s for spec in prompts for s in sampler.samples(spec, num_images, batch_size)])
+    return [list(row) for row in zip(*by_column)]
+
+
+def run_compare(job: CompareJob, components: SDComponents | None = None) -> CompareResult:
+    """Generate the grid's images and write them with the grid; the report is written by the caller."""
+    if not job.prompts:
+        raise SdloraError("no prompts: give --prompt TEXT or --prompts FILE")
+    if any(w < 0 for w in job.weights or []):
+        raise SdloraError(f"--weights: LoRA weights must be >= 0, got {job.weights}")
+    components = components or load_model(job.model, job.dtype, job.device)
+    loaded = attach_loras(components, job.loras)
+    components.to(device=components.unet.device, dtype=components.unet.dtype)
+    columns, rows = make_columns(loaded, job.weights), make_rows(job.prompts, job.num_images)
+    samples = sweep(Sampler(components), components, columns, job.prompts, job.num_images, job.batch_size)
+    label = model_label(components.source)
+    paths = [[save_png(sample.image, job.out_dir / "images" / f"r{r:02d}-c{c:02d}-{sample.seed}-{slug(sample.spec.prompt, 24)}.png",
+                       format_parameters(parameters(sample, label, loaded, columns[c].weights)))
+              for c, sample in enumerate(row)] for r, row in enumerate(samples)]
+    grid = labelled_grid([[s.image for s in row] for row in samples], [r.label for r in rows], [c.label for c in columns])
+    grid_path = job.out_dir / "grid.png"
+    grid.save(grid_path)
+    return CompareResult(job, label, loaded, columns, rows, samples, paths, grid_path)
+
+
+def summary(result: CompareResult) -> dict:
+    """JSON-ready description of a comparison: settings, LoRA files, columns, rows and image paths."""
+    out = result.job.out_dir
+    return {
+        "model": result.model,
+        "loras": [{"name": item.adapter, "path": str(item.spec.path), "format": item.format, "hash": item.hash,
+                   "modules": len(item.modules)} for item in result.loras],
+        "columns": [{"label": c.label, "lora": c.lora, "weights": c.weights} for c in result.columns],
+        "rows": [{"prompt": r.spec.prompt, "negative_prompt": r.spec.negative_prompt, "seed": r.seed,
+                  "steps": r.spec.steps, "cfg": r.spec.cfg, "size": [r.spec.width, r.spec.height],
+                  "scheduler": r.spec.scheduler} for r in result.rows],
+        "grid": str(result.grid_path.relative_to(out)),
+        "images": [[str(p.relative_to(out)) for p in row] for row in result.image_paths],
+    }
+
+
+def write_json(path: Path, data: dict) -> Path:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+def compare(job: CompareJob, components: SDComponents | None = None) -> CompareResult:
+    """`sdlora compare`: grid.png, images/*.png, compare.json and report.html in job.out_dir."""
+    from sdlora.evaluate.report import write_report
+
+    result = run_compare(job, components)
+    data = summary(result)
+    result.extra["json"] = write_json(job.out_dir / "compare.json", data)
+    result.extra["report"] = write_report(job.out_dir / "report.html", result, title="sdlora compare")
+    return result

@@ -1,0 +1,67 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sdlora.errors import SdloraError
+from sdlora.evaluate.compare import CompareJob, compare, make_columns, make_rows, run_compare
+from sdlora.generate.loras import LoadedLora, LoraSpec
+from sdlora.generate.pngmeta import parse_pairs, read_parameters
+from sdlora.generate.prompts import PromptSpec
+from sdlora.generate.sampling import Sampler
+from sdlora.models import tiny_components
+
+PROMPTS = [PromptSpec("a red square", seed=1, steps=2, cfg=4.0, width=32, height=32),
+           PromptSpec("a green circle", "dark", seed=9, steps=2, cfg=4.0, width=32, height=32)]
+
+
+def loaded(name, weight=1.0):
+    return LoadedLora(LoraSpec(f"{name}.safetensors", weight), name)
+
+
+@pytest.mark.parametrize("loras, weights, labels", [
+    ([], None, ["base"]),
+    ([loaded("a", 0.8)], None, ["base (every LoRA at 0)", "a @ 0.8"]),
+    ([loaded("a"), loaded("b")], [0, 0.5, 1.0], ["base (every LoRA at 0)", "a @ 0.5", "a @ 1", "b @ 0.5", "b @ 1"]),
+])
+def test_columns(loras, weights, labels):
+    columns = make_columns(loras, weights)
+    assert [c.label for c in columns] == labels
+    assert all(set(c.weights) == {item.adapter for item in loras} for c in columns)
+    for column in columns[1:]:  # exactly one LoRA on per column, at the column's weight
+        assert [a for a, w in column.weights.items() if w] == [column.lora]
+
+
+def test_rows_are_prompt_by_seed():
+    rows = make_rows(PROMPTS, 2)
+    assert [(r.spec.prompt, r.seed) for r in rows] == [("a red square", 1), ("a red square", 2),
+                                                      ("a green circle", 9), ("a green circle", 10)]
+
+
+def test_compare_grid_images_report_and_base_column_equals_plain_model(tmp_path, lora_file):
+    job = CompareJob(PROMPTS, [LoraSpec(lora_file)], tmp_path, weights=[0.0, 0.5, 1.0])
+    result = compare(job, tiny_components(0))
+    assert [c.label for c in result.columns] == ["base (every LoRA at 0)", "style @ 0.5", "style @ 1"]
+    assert len(result.samples) == 2 and all(len(row) == 3 for row in result.samples)
+    # the base column (LoRA attached, weight 0) is pixel-identical to the model without any LoRA
+    plain = Sampler(tiny_components(0))
+    for row, spec in zip(result.samples, PROMPTS):
+        assert np.array_equal(np.asarray(row[0].image), np.asarray(plain.samples(spec)[0].image))
+        assert not np.array_equal(np.asarray(row[0].image), np.asarray(row[2].image))
+    params = read_parameters(result.image_paths[1][1])
+    assert params.prompt == "a green circle" and params.fields["Seed"] == "9"
+    assert parse_pairs(params.fields["Lora weights"]) == {"style": "0.5"}
+    with Image.open(result.grid_path) as grid:
+        assert grid.width > 3 * 32 and grid.height > 2 * 32
+    data = json.loads((tmp_path / "compare.json").read_text())
+    assert data["columns"][2] == {"label": "style @ 1", "lora": "style", "weights": {"style": 1.0}}
+    assert data["images"][1][2].startswith("images/r01-c02-9-")
+    html = (tmp_path / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 1 and "http" not in html.replace("http-equiv", "")
+    assert "a green circle" in html and "ss_network_dim" in html and "(5000 characters)" in html
+
+
+def test_negative_weights_are_refused(tmp_path, lora_file):
+    with pytest.raises(SdloraError, match="weights must be >= 0"):
+        run_compare(CompareJob(PROMPTS, [LoraSpec(lora_file)], tmp_path, weights=[-1.0]), tiny_components(0))

@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from sdlora.evaluate.grid import contact_sheet, font, labelled_grid, text_block, wrap
+
+
+def solid(color, size=(40, 30)):
+    return Image.new("RGB", size, color)
+
+
+COLORS = [[(255, 0, 0), (0, 255, 0), (0, 0, 255)], [(255, 255, 0), (0, 255, 255), (255, 0, 255)]]
+
+
+def test_grid_places_each_cell_and_draws_labels():
+    cells = [[solid(c) for c in row] for row in COLORS]
+    grid = labelled_grid(cells, ["row one", "row two"], ["base", "lora @ 0.5", "lora @ 1"])
+    array = np.asarray(grid)
+    label_w, header_h = grid.width - 3 * 40, grid.height - 2 * 30
+    assert label_w >= 40 and header_h > 0
+    for r, row in enumerate(COLORS):
+        for c, color in enumerate(row):
+            y, x = header_h + r * 30 + 15, label_w + c * 40 + 20
+            assert tuple(array[y, x]) == color
+    assert (array[:header_h, label_w:] < 128).any()  # column labels drawn
+    assert (array[header_h:, :label_w] < 128).any()  # row labels drawn
+
+
+def test_grid_centres_smaller_cells():
+    grid = labelled_grid([[solid((0, 0, 0), (40, 30)), solid((0, 0, 0), (20, 10))]], ["r"], ["a", "b"])
+    array = np.asarray(grid)
+    header_h, label_w = grid.height - 30, grid.width - 80
+    cell = array[header_h:, label_w + 40:]
+    dark = np.argwhere(cell.sum(axis=2) == 0)
+    assert dark.min(axis=0).tolist() == [10, 10] and dark.max(axis=0).tolist() == [19, 29]
+
+
+def test_grid_needs_one_label_per_row_and_column():
+    with pytest.raises(ValueError):
+        labelled_grid([[solid((0, 0, 0))]], ["a", "b"], ["c"])
+
+
+def test_contact_sheet_layout():
+    images = [solid((i * 30, 0, 0), (32, 32)) for i in range(5)]
+    sheet = contact_sheet(images, [f"seed {i}" for i in range(5)])
+    assert sheet.width == 3 * 96  # ceil(sqrt(5)) columns, cells at least 96 px wide
+    two = contact_sheet(images, ["x"] * 5, columns=2)
+    assert two.width == 2 * 96 and two.height > sheet.height
+
+
+def test_wrap_fits_the_width():
+    fnt = font(14)
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    text = "a photograph of an astronaut riding a horse " + "x" * 80
+    lines = wrap(text, 100, fnt)
+    assert len(lines) > 2 and all(draw.textlength(line, font=fnt) <= 100 for line in lines)
+    assert "".join(lines).replace(" ", "") == text.replace(" ", "")
+    assert text_block("one\ntwo\nthree\nfour", 100, fnt, max_lines=2).height < text_block("one\ntwo", 100, fnt, 6).height + 1
