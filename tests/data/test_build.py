@@ -85,7 +85,7 @@ def test_small_images_upscaled_with_warning_or_skipped(tmp_path, mk, caplog):
     mk.rgb(tmp_path / "small.png", 40, 40)
     with caplog.at_level(logging.WARNING, logger="sdlora.data"):
         train, _ = build_datasets(mk.small_cfg(tmp_path), None, seed=0)
-    assert len(train) == 2 and "1 images are smaller than their bucket and will be upscaled" in caplog.text
+    assert len(train) == 2 and "1 image is smaller than its bucket and will be upscaled" in caplog.text
     assert train[1 if "small" in train.records[1].path else 0]["pixel_values"].shape == (3, 64, 64)
     train, _ = build_datasets(mk.small_cfg(tmp_path, no_upscale=True), None, seed=0)
     assert [Path(r.path).name for r in train.records] == ["big.png"]
@@ -98,4 +98,4 @@ def test_truncation_warning_names_the_count(tmp_path, mk, tokenizer, caplog):
     mk.rgb(tmp_path / "b.png")
     with caplog.at_level(logging.WARNING, logger="sdlora.data"):
         build_datasets(mk.small_cfg(tmp_path), tokenizer, seed=0)
-    assert "1 captions are longer than 75 tokens and will be truncated" in caplog.text
+    assert "1 caption is longer than 75 tokens and will be truncated" in caplog.text

@@ -25,6 +25,11 @@ from sdlora.errors import SdloraError
 log = logging.getLogger("sdlora.data")
 
 
+def counted(n: int, one: str, many: str) -> str:
+    """counted(1, "image is", "images are") -> "1 image is" (warnings read as plain sentences)."""
+    return f"{n} {one if n == 1 else many}"
+
+
 def caption_transforms(cfg) -> dict[int, CaptionTransform]:
     return {i: CaptionTransform(prefix=s.caption_prefix, suffix=s.caption_suffix, shuffle_tags=cfg.shuffle_tags,
                                 keep_tokens=cfg.keep_tokens, tag_dropout=cfg.tag_dropout,
@@ -88,17 +93,19 @@ def _no_images_error(cfg, skipped: list[Skipped]) -> SdloraError:
 def _warn(records: list[ImageRecord], upscaled: list[ImageRecord], transforms, tokenizer) -> None:
     if upscaled:
         e = upscaled[0]
-        log.warning("%d images are smaller than their bucket and will be upscaled (e.g. %s, %dx%d); "
-                    "set data.no_upscale to skip them", len(upscaled), e.path, e.width, e.height)
+        log.warning("%s and will be upscaled (e.g. %s, %dx%d); set data.no_upscale to skip them",
+                    counted(len(upscaled), "image is smaller than its bucket", "images are smaller than their bucket"),
+                    e.path, e.width, e.height)
     dupes = len(records) - len({r.digest for r in records})
     if dupes:
-        log.warning("%d images are exact duplicates of other images (same bytes)", dupes)
+        log.warning("%s exact duplicates of other images (same bytes)", counted(dupes, "image is", "images are"))
     if tokenizer is not None:
         captions = sorted({transforms[r.source].full(r.caption) for r in records})
         long = too_long(tokenizer, captions)
         if long:
-            log.warning("%d captions are longer than %d tokens and will be truncated at CLIP's 77-token limit "
-                        "(e.g. %d tokens: %.80s...)", len(long), MAX_CAPTION_TOKENS, long[0][1], long[0][0])
+            log.warning("%s longer than %d tokens and will be truncated at CLIP's 77-token limit "
+                        "(e.g. %d tokens: %.80s...)", counted(len(long), "caption is", "captions are"),
+                        MAX_CAPTION_TOKENS, long[0][1], long[0][0])
 
 
 def build_datasets(cfg, tokenizer, *, seed: int) -> tuple[LoRADataset, LoRADataset | None]:

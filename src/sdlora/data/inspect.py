@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 from sdlora.config import DataConfig, SourceConfig, load_config
-from sdlora.data.build import apply_buckets, caption_transforms
+from sdlora.data.build import apply_buckets, caption_transforms, counted
 from sdlora.data.buckets import BucketSpec, bucket_name, make_buckets
 from sdlora.data.captions import MAX_CAPTION_TOKENS, split_tags, token_counts
 from sdlora.data.sources import ImageRecord, scan_source
@@ -63,21 +63,22 @@ def _warnings(report: dict, cfg: DataConfig, upscaled: int) -> list[str]:
     by_reason = report["skipped_by_reason"]
     if by_reason:
         parts = ", ".join(f"{n} {code.replace('_', ' ')}" for code, n in by_reason.items())
-        out.append(f"{sum(by_reason.values())} files will be skipped ({parts}); see the list above")
+        out.append(f"{counted(sum(by_reason.values()), 'file', 'files')} will be skipped ({parts}); see the list above")
     if upscaled:
-        out.append(f"{upscaled} images are smaller than their bucket (resolution {cfg.resolution} px) and will be "
-                   "upscaled; set data.no_upscale to skip them instead")
+        out.append(f"{counted(upscaled, 'image is smaller than its bucket', 'images are smaller than their bucket')} "
+                   f"(resolution {cfg.resolution} px) and will be upscaled; set data.no_upscale to skip them instead")
     if caps["missing"]:
-        out.append(f"{caps['missing']} images have no caption (no caption file, metadata row, kohya folder name or "
-                   "prompt) and will train on an empty caption")
+        out.append(f"{counted(caps['missing'], 'image has', 'images have')} no caption (no caption file, metadata "
+                   "row, kohya folder name or prompt) and will train on an empty caption")
     if caps["empty_files"]:
-        out.append(f"{caps['empty_files']} caption files are empty")
+        out.append(f"{counted(caps['empty_files'], 'caption is', 'captions are')} empty")
     if caps["too_long"]:
-        out.append(f"{caps['too_long']} captions are longer than {MAX_CAPTION_TOKENS} tokens and will be truncated "
-                   f"at CLIP's 77-token limit (longest: {caps['max_tokens']} tokens)")
+        out.append(f"{counted(caps['too_long'], 'caption is', 'captions are')} longer than {MAX_CAPTION_TOKENS} tokens "
+                   f"and will be truncated at CLIP's 77-token limit (longest: {caps['max_tokens']} tokens)")
     dupes = sum(len(g) - 1 for g in report["duplicates"])
     if dupes:
-        out.append(f"{dupes} images are exact duplicates of other images (same bytes); they will be seen more often")
+        out.append(f"{counted(dupes, 'image is an exact duplicate', 'images are exact duplicates')} of other images "
+                   "(same bytes); duplicates are seen more often in training")
     out.extend(report["notes"])
     if report["totals"]["usable"] == 0:
         out.append("no usable image: training would stop with an error")

@@ -1,0 +1,143 @@
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from sdlora.data import BucketBatchSampler, build_datasets, cache_latents, cache_text, collate, encode_latents
+from sdlora.data.cache import vae_fingerprint
+from sdlora.models.skeleton import tiny_text_encoder, tiny_vae
+
+
+@pytest.fixture(scope="module")
+def vae():
+    return tiny_vae(0).eval()
+
+
+@pytest.fixture()
+def folder(tmp_path, mk):
+    for i in range(4):
+        mk.rgb(tmp_path / "img" / f"{i}.png", 64 + 32 * (i % 2), 64, seed=i)
+    return tmp_path / "img"
+
+
+class EncodeCounter:
+    """Counts VAE encoder calls (a forward hook: nothing is patched)."""
+
+    def __init__(self, vae):
+        self.calls = 0
+        self.handle = vae.encoder.register_forward_hook(self)
+
+    def __call__(self, *args):
+        self.calls += 1
+
+
+def test_memory_cache_matches_direct_encoding(folder, mk, vae):
+    cfg = mk.small_cfg(folder)
+    plain, _ = build_datasets(cfg, None, seed=0)
+    cached, _ = build_datasets(cfg, None, seed=0)
+    stats = cache_latents(cached, vae, mode="memory", progress=False)
+    assert stats == {"computed": 4, "reused": 0, "failed": 0}
+    for i in range(len(cached)):
+        item, ref = cached[i], plain[i]
+        assert "pixel_values" not in item and item["latents"].dtype == torch.float32
+        w, h = item["bucket"]
+        assert item["latents"].shape == (4, h // 2, w // 2)  # the tiny VAE downsamples by 2 (SD's by 8)
+        with torch.no_grad():
+            dist = vae.encode(ref["pixel_values"][None]).latent_dist
+        mean, std = cached.latents.get(cached.items[i], False)
+        torch.testing.assert_close(mean.float(), dist.mean[0], atol=2e-2, rtol=1e-2)
+        torch.testing.assert_close(std.float(), dist.std[0], atol=2e-2, rtol=1e-2)
+        deviation = (item["latents"] / vae.config.scaling_factor - mean.float()) / std.float().clamp_min(1e-6)
+        assert deviation.abs().max() < 8  # a sample of N(mean, std), scaled
+
+
+def test_disk_cache_is_reused_then_invalidated_by_content_vae_flip_and_size(folder, tmp_path, mk, vae, caplog):
+    cache_dir = tmp_path / "cache"
+
+    def run(vae_=vae, **kw):
+        ds, _ = build_datasets(mk.small_cfg(folder, **kw), None, seed=0)
+        counter = EncodeCounter(vae_)
+        stats = cache_latents(ds, vae_, mode="disk", cache_dir=cache_dir, progress=False, num_workers=kw.pop("w", 0))
+        counter.handle.remove()
+        return stats, counter.calls, ds
+
+    stats, calls, ds = run()
+    assert stats["computed"] == 4 and calls > 0 and len(list(cache_dir.glob("*.safetensors"))) == 4
+    mtimes = {p: p.stat().st_mtime_ns for p in cache_dir.iterdir()}
+    stats, calls, ds = run()
+    assert stats == {"computed": 0, "reused": 4, "failed": 0} and calls == 0
+    assert {p: p.stat().st_mtime_ns for p in cache_dir.iterdir()} == mtimes
+    assert ds[0]["latents"].shape[0] == 4
+    mk.rgb(folder / "1.png", 96, 64, seed=99)  # same name and size, new content
+    assert run()[0] == {"computed": 1, "reused": 3, "failed": 0}
+    assert run(vae_=tiny_vae(1))[0]["computed"] == 4
+    assert run(flip=True)[0]["computed"] == 4
+    with caplog.at_level(logging.WARNING, logger="sdlora.data"):
+        assert run(flip=True, crop="random")[0]["reused"] == 4  # random crop caches the center crop
+    assert "center crop" in caplog.text
+    assert run(resolution=48)[0]["computed"] == 4  # other buckets, other files
+
+
+def test_flip_caches_the_encoded_mirror(folder, mk, vae):
+    ds, _ = build_datasets(mk.small_cfg(folder, flip=True), None, seed=0)
+    plain, _ = build_datasets(mk.small_cfg(folder), None, seed=0)
+    cache_latents(ds, vae, progress=False)
+    with torch.no_grad():
+        ref = vae.encode(plain[0]["pixel_values"].flip(-1)[None]).latent_dist.mean[0]
+    torch.testing.assert_close(ds.latents.get(ds.items[0], True)[0].float(), ref, atol=2e-2, rtol=1e-2)
+
+
+def test_cache_worker_processes_and_a_file_failing_during_caching(folder, mk, vae, caplog):
+    ds, _ = build_datasets(mk.small_cfg(folder), None, seed=0)
+    broken = next(i for i, r in enumerate(ds.records) if r.path.endswith("2.png"))
+    Path(ds.records[broken].path).write_bytes(b"")
+    with caplog.at_level(logging.WARNING, logger="sdlora.data"):
+        stats = cache_latents(ds, vae, progress=False, num_workers=2)
+    assert stats == {"computed": 3, "reused": 0, "failed": 1} and "2.png" in caplog.text
+    i = ds.items.index(broken)
+    assert ds[i]["latents"].shape == ds[ds.items.index(0)]["latents"].shape  # same bucket, another image
+    loader = DataLoader(ds, batch_sampler=BucketBatchSampler(ds, 2, seed=0), collate_fn=collate)
+    assert sum(b["latents"].shape[0] for b in loader) == len(ds)
+
+
+def test_disk_mode_needs_a_folder(folder, mk, vae):
+    ds, _ = build_datasets(mk.small_cfg(folder), None, seed=0)
+    with pytest.raises(ValueError, match="cache_dir"):
+        cache_latents(ds, vae, mode="disk")
+    assert cache_latents(ds, vae, mode="off") == {"computed": 0, "reused": 0, "failed": 0} and ds.latents is None
+
+
+def test_vae_fingerprint_sees_any_weight_change(vae):
+    before = vae_fingerprint(vae)
+    assert vae_fingerprint(vae) == before
+    with torch.no_grad():
+        p = next(vae.parameters())
+        p.view(-1)[5] += 1e-3
+        assert vae_fingerprint(vae) != before
+        p.view(-1)[5] -= 1e-3
+
+
+def test_encode_latents_samples_and_scales(vae):
+    x = torch.rand(2, 3, 32, 48) * 2 - 1
+    out = encode_latents(vae, x, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = vae.encode(x).latent_dist.sample(torch.Generator().manual_seed(0)) * vae.config.scaling_factor
+    torch.testing.assert_close(out, ref)
+    assert out.shape == (2, 4, 16, 24)
+
+
+def test_text_cache_for_static_captions_only(folder, mk, tokenizer):
+    (folder / "0.txt").write_text("a red square")
+    encoder = tiny_text_encoder(0).eval()
+    ds, _ = build_datasets(mk.small_cfg(folder), tokenizer, seed=0)
+    ids = ds[0]["input_ids"]
+    assert cache_text(ds, encoder, progress=False)
+    assert sorted(ds.text_cache) == ["", "a red square"]
+    item = ds[0]
+    assert "input_ids" not in item and item["encoder_hidden_states"].shape == (77, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(item["encoder_hidden_states"], encoder(ids[None])[0][0])
+    shuffled, _ = build_datasets(mk.small_cfg(folder, shuffle_tags=True), tokenizer, seed=0)
+    assert not cache_text(shuffled, encoder, progress=False) and "input_ids" in shuffled[0]

@@ -1,0 +1,86 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from sdlora.cli import main
+from sdlora.config import DataConfig
+from sdlora.data.inspect import inspect_paths, render_report, resolution_histogram
+from sdlora.data.sources import ImageRecord
+
+
+@pytest.fixture(scope="module")
+def report(mixed_folder, tokenizer):
+    folder, _, _ = mixed_folder
+    return inspect_paths([str(folder)], DataConfig(resolution=64, bucket_step=16, min_bucket_side=32,
+                                                   max_bucket_side=128), tokenizer=tokenizer)
+
+
+def test_every_bad_file_is_reported_once_with_its_reason(report, mixed_folder):
+    folder, good, bad = mixed_folder
+    got = {Path(k["path"]).relative_to(folder).as_posix(): k["code"] for k in report["skipped"]}
+    assert got == bad and len(report["skipped"]) == len(bad)
+    assert report["totals"] == {"files": len(good) + len(bad), "usable": len(good), "skipped": len(bad)}
+    assert sum(report["buckets"].values()) == len(good) == sum(report["resolutions"].values())
+    assert sum(report["skipped_by_reason"].values()) == len(bad)
+    assert report["sources"][0]["usable"] + report["sources"][0]["skipped"] == report["totals"]["files"]
+
+
+def test_caption_coverage_and_tags(report, mixed_folder):
+    _, good, _ = mixed_folder
+    caps = report["captions"]
+    assert caps["from_sidecar"] == 2 and caps["missing"] == len(good) - 2
+    assert dict(report["top_tags"])["1girl"] == 2 and dict(report["top_tags"])["red hair"] == 1
+    text = render_report(report)
+    assert f"{len(good) - 2} images have no caption" in text
+    assert "junk/truncated.jpg: truncated file" in text and "9 files will be skipped" in text
+
+
+def test_duplicates_upscaling_empty_and_long_captions(tmp_path, mk, tokenizer):
+    mk.rgb(tmp_path / "a.png", 128, 128, seed=1)
+    (tmp_path / "b.png").write_bytes((tmp_path / "a.png").read_bytes())
+    mk.rgb(tmp_path / "small.png", 40, 30, seed=2)
+    (tmp_path / "a.txt").write_text("")
+    (tmp_path / "small.txt").write_text(", ".join(f"word{i} thing{i}" for i in range(50)))
+    cfg = DataConfig(resolution=64, bucket_step=16, min_bucket_side=32, max_bucket_side=128)
+    report = inspect_paths([str(tmp_path)], cfg, tokenizer=tokenizer)
+    assert [sorted(Path(p).name for p in g) for g in report["duplicates"]] == [["a.png", "b.png"]]
+    assert report["upscaled"] == 1 and report["captions"]["empty_files"] == 1
+    assert report["captions"]["too_long"] == 1 and report["captions"]["max_tokens"] > 75
+    text = "\n".join(report["warnings"])
+    assert "1 image is smaller than its bucket (resolution 64 px) and will be upscaled" in text
+    assert "1 image is an exact duplicate" in text and "1 caption is empty" in text
+    assert "1 caption is longer than 75 tokens" in text
+    no_up = inspect_paths([str(tmp_path)], DataConfig(**{**cfg.__dict__, "no_upscale": True}), tokenizer=tokenizer)
+    assert no_up["skipped_by_reason"] == {"too_small": 1} and no_up["totals"]["usable"] == 2
+
+
+def test_resolution_histogram_bins():
+    recs = [ImageRecord(f"{i}", 0, w, h, "d", "", "none") for i, (w, h) in
+            enumerate([(100, 5000), (300, 256), (511, 900), (512, 512), (3000, 2048), (1023, 1024)])]
+    hist = resolution_histogram(recs)
+    assert hist == {"<256": 1, "256-511": 2, "512-767": 1, "768-1023": 1, "1024-2047": 0, ">=2048": 1}
+
+
+def test_cli_inspect_writes_json_and_never_fails_on_bad_files(mixed_folder, tmp_path, capsys):
+    folder, good, bad = mixed_folder
+    out = tmp_path / "r.json"
+    assert main(["dataset", "inspect", str(folder), "--resolution", "64", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["totals"]["skipped"] == len(bad) and data["settings"]["resolution"] == 64
+    assert f"{len(good) + len(bad)} image files: {len(good)} usable" in capsys.readouterr().out
+
+
+def test_cli_inspect_config_sources_and_caption_extension(tmp_path, mk, capsys):
+    mk.rgb(tmp_path / "d" / "a.png", 64, 64)
+    (tmp_path / "d" / "a.caption").write_text("tagged")
+    run = tmp_path / "run.toml"
+    run.write_text(f'[data]\nresolution = 64\n[[data.sources]]\npath = "{(tmp_path / "d").as_posix()}"\n'
+                   'caption_extension = ".caption"\n')
+    assert main(["dataset", "inspect", "--config", str(run)]) == 0
+    assert "1 caption files" in capsys.readouterr().out
+    assert main(["dataset", "inspect", str(tmp_path / "d"), "--caption-extension", ".caption"]) == 0
+    assert "1 caption files" in capsys.readouterr().out
+    assert main(["dataset", "inspect", str(tmp_path / "nope")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    assert main(["dataset", "inspect"]) == 2
