@@ -98,3 +98,13 @@ def test_each_lora_weight_counts(components, tiny_model):
 def test_missing_lora_file_is_named(components, tmp_path):
     with pytest.raises(SdloraError, match="nope.safetensors: file not found"):
         attach_loras(components, [LoraSpec(tmp_path / "nope.safetensors")])
+
+
+def test_adapters_take_the_model_dtype(components, tiny_model):
+    components.to(dtype=torch.bfloat16)
+    attach_loras(components, [LoraSpec(tiny_model["style"], 1.0)])
+    dtypes = {p.dtype for net in (components.unet, components.text_encoder)
+              for name, p in net.named_parameters() if ".adapters." in name}
+    assert dtypes == {torch.bfloat16}
+    image = Sampler(components).samples(SPEC)[0].image
+    assert image.size == (32, 32) and np.asarray(image).std() > 0

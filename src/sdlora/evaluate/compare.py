@@ -15,7 +15,7 @@ from pathlib import Path
 from sdlora.errors import SdloraError
 from sdlora.evaluate.grid import labelled_grid
 from sdlora.generate.job import DEFAULT_MODEL, load_model, model_label, parameters, slug
-from sdlora.generate.loras import LoadedLora, LoraSpec, attach_loras, set_weights
+from sdlora.generate.loras import LoadedLora, LoraSpec, attach_loras, check_files, set_weights
 from sdlora.generate.pngmeta import format_parameters, save_png
 from sdlora.generate.prompts import PromptSpec
 from sdlora.generate.sampling import Sample, Sampler
@@ -100,9 +100,9 @@ def run_compare(job: CompareJob, components: SDComponents | None = None) -> Comp
         raise SdloraError("no prompts: give --prompt TEXT or --prompts FILE")
     if any(w < 0 for w in job.weights or []):
         raise SdloraError(f"--weights: LoRA weights must be >= 0, got {job.weights}")
+    check_files(job.loras)
     components = components or load_model(job.model, job.dtype, job.device)
     loaded = attach_loras(components, job.loras)
-    components.to(device=components.unet.device, dtype=components.unet.dtype)
     columns, rows = make_columns(loaded, job.weights), make_rows(job.prompts, job.num_images)
     samples = sweep(Sampler(components), components, columns, job.prompts, job.num_images, job.batch_size)
     label = model_label(components.source)

@@ -53,9 +53,8 @@ def load_model(model: str, dtype: str = "auto", device: str | None = None) -> SD
 
 
 def prepare(components: SDComponents, specs: list[LoraSpec], merge: bool = False) -> list[LoadedLora]:
-    """Attach every LoRA file at its weight (cast like the model), then optionally merge them."""
+    """Attach every LoRA file at its weight, then optionally merge them into the weights."""
     loaded = lora_files.attach_loras(components, specs)
-    components.to(device=components.unet.device, dtype=components.unet.dtype)
     if merge and loaded:
         from sdlora.formats import apply
 
@@ -93,6 +92,7 @@ def generate(job: GenerateJob, components: SDComponents | None = None) -> Genera
     """Run `job`; `components` (already loaded, without LoRA) skips loading `job.model`."""
     if not job.prompts:
         raise SdloraError("no prompts: give --prompt TEXT or --prompts FILE")
+    lora_files.check_files(job.loras)
     components = components or load_model(job.model, job.dtype, job.device)
     loaded = prepare(components, job.loras, job.merge)
     sampler = Sampler(components)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sdlora.errors import SdloraError
+from sdlora.lora import lora_modules
 from sdlora.models import SDComponents
 
 
@@ -74,21 +75,31 @@ def adapter_name(path: Path, taken: set[str]) -> str:
     return name
 
 
+def check_files(specs: list[LoraSpec]) -> None:
+    """Fail before the (slow) model load when a LoRA file is missing."""
+    for spec in specs:
+        if not spec.path.is_file():
+            raise SdloraError(f"--lora {spec.path}: file not found")
+
+
 def attach_loras(components: SDComponents, specs: list[LoraSpec]) -> list[LoadedLora]:
-    """Load every file and attach it as its own adapter with its weight as multiplier."""
+    """Load every file and attach it as its own adapter with its weight as multiplier; the adapters
+    take the dtype and device of the layer they wrap (fp16 model: fp16 LoRA)."""
     from sdlora.formats import apply, io  # formats depends on models; imported when needed
     from sdlora.formats.modules import component_paths
 
     # The model's own module paths, so that files for a smaller SD-architecture model (sd-tiny) resolve.
     paths = component_paths(components.unet, components.text_encoder)
+    check_files(specs)
     loaded: list[LoadedLora] = []
     for spec in specs:
-        if not spec.path.is_file():
-            raise SdloraError(f"--lora {spec.path}: file not found")
         lora, metadata, fmt = io.load_lora_file(spec.path, module_paths=paths)
         name = adapter_name(spec.path, {item.adapter for item in loaded})
         modules = apply.attach(components, lora, adapter=name, multiplier=spec.weight)
         loaded.append(LoadedLora(spec, name, dict(metadata), fmt, short_hash(spec.path), list(modules)))
+    for net in (components.unet, components.text_encoder):
+        for wrapper in lora_modules(net).values():
+            wrapper.adapters.to(device=wrapper.base.weight.device, dtype=wrapper.base.weight.dtype)
     return loaded
 
 
