@@ -14,7 +14,7 @@ def test_compare_command(tmp_path, tiny_model_dir, lora_file, capsys):
     assert main(["compare", "--model", str(tiny_model_dir), "--lora", str(lora_file), "--weights", "0,0.5,1",
                  "--prompt", "a red circle --d 5", "--prompt", "a blue star", "--out", str(out), *FAST]) == 0
     data = json.loads((out / "compare.json").read_text())
-    assert [c["label"] for c in data["columns"]] == ["base (every LoRA at 0)", "style @ 0.5", "style @ 1"]
+    assert [c["label"] for c in data["columns"]] == ["base", "style @ 0.5", "style @ 1"]
     assert [r["seed"] for r in data["rows"]] == [5, 42]
     assert (out / "grid.png").is_file() and (out / "report.html").is_file()
     assert len(list((out / "images").glob("*.png"))) == 6
@@ -48,7 +48,7 @@ def test_evaluate_command_with_and_without_encoders(tmp_path, tiny_model_dir, lo
     assert main([*common, "--out", str(bare), "--clip-model", str(tmp_path / "no-clip"),
                  "--dino-model", "nobody/no-dino"]) == 0
     data = json.loads((bare / "evaluate.json").read_text())
-    assert data["metrics"]["columns"] == {"base (every LoRA at 0)": {}, "style @ 0.9": {}}
+    assert data["metrics"]["columns"] == {"base": {}, "style @ 0.9": {}}
     assert any("huggingface-cli download nobody/no-dino" in n for n in data["notes"])
     assert any(f"--clip-model {tmp_path / 'no-clip'}" in n for n in data["notes"])
     assert (bare / "grid.png").is_file() and "huggingface-cli download" in (bare / "report.html").read_text()

@@ -5,7 +5,7 @@ from PIL import Image, ImageDraw
 from sdlora.evaluate.grid import contact_sheet, font, labelled_grid, text_block, wrap
 
 
-def solid(color, size=(40, 30)):
+def solid(color, size=(100, 30)):
     return Image.new("RGB", size, color)
 
 
@@ -16,23 +16,28 @@ def test_grid_places_each_cell_and_draws_labels():
     cells = [[solid(c) for c in row] for row in COLORS]
     grid = labelled_grid(cells, ["row one", "row two"], ["base", "lora @ 0.5", "lora @ 1"])
     array = np.asarray(grid)
-    label_w, header_h = grid.width - 3 * 40, grid.height - 2 * 30
-    assert label_w >= 40 and header_h > 0
+    label_w, header_h = grid.width - 3 * 100, grid.height - 2 * 30
+    assert label_w == 160 and header_h > 0
     for r, row in enumerate(COLORS):
         for c, color in enumerate(row):
-            y, x = header_h + r * 30 + 15, label_w + c * 40 + 20
+            y, x = header_h + r * 30 + 15, label_w + c * 100 + 50
             assert tuple(array[y, x]) == color
     assert (array[:header_h, label_w:] < 128).any()  # column labels drawn
     assert (array[header_h:, :label_w] < 128).any()  # row labels drawn
 
 
 def test_grid_centres_smaller_cells():
-    grid = labelled_grid([[solid((0, 0, 0), (40, 30)), solid((0, 0, 0), (20, 10))]], ["r"], ["a", "b"])
+    grid = labelled_grid([[solid((0, 0, 0), (100, 30)), solid((0, 0, 0), (20, 10))]], ["r"], ["a", "b"])
     array = np.asarray(grid)
-    header_h, label_w = grid.height - 30, grid.width - 80
-    cell = array[header_h:, label_w + 40:]
+    header_h, label_w = grid.height - 30, grid.width - 200
+    cell = array[header_h:, label_w + 100:]
     dark = np.argwhere(cell.sum(axis=2) == 0)
-    assert dark.min(axis=0).tolist() == [10, 10] and dark.max(axis=0).tolist() == [19, 29]
+    assert dark.min(axis=0).tolist() == [10, 40] and dark.max(axis=0).tolist() == [19, 59]
+
+
+def test_small_cells_get_columns_wide_enough_for_labels():
+    grid = labelled_grid([[solid((0, 0, 0), (32, 32))] * 3], ["r"], ["a", "b", "c"])
+    assert grid.width == 160 + 3 * 96
 
 
 def test_grid_needs_one_label_per_row_and_column():

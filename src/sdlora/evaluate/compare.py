@@ -70,7 +70,7 @@ class CompareResult:
 def make_columns(loaded: list[LoadedLora], weights: list[float] | None) -> list[Column]:
     """Base first, then each LoRA at each non-zero weight with the other LoRAs off."""
     off = {item.adapter: 0.0 for item in loaded}
-    columns = [Column("base" + (" (every LoRA at 0)" if loaded else ""), off)]
+    columns = [Column("base", off)]  # with LoRAs attached at weight 0: the base model exactly
     for item in loaded:
         for weight in (weights if weights is not None else [item.spec.weight]):
             if weight != 0:  # weight 0 is the base column

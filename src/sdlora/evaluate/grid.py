@@ -72,13 +72,17 @@ def _paste_centred(canvas: Image.Image, image: Image.Image, box: tuple[int, int,
 
 
 def labelled_grid(cells: list[list[Image.Image]], row_labels: list[str], col_labels: list[str],
-                  font_size: int = 14) -> Image.Image:
-    """`cells[r][c]` laid out in a grid, `col_labels` above the columns, `row_labels` left of the rows."""
+                  font_size: int | None = None) -> Image.Image:
+    """`cells[r][c]` laid out in a grid, `col_labels` above the columns, `row_labels` left of the rows.
+
+    Text scales with the cells (about 21 px on 512 px images); columns are at least 96 px wide so
+    that labels stay readable next to small images.
+    """
     if len(cells) != len(row_labels) or any(len(row) != len(col_labels) for row in cells):
         raise ValueError("labelled_grid: need one label per row and per column")
-    fnt = font(font_size)
-    cw, ch = _cell_size([im for row in cells for im in row])
-    label_w = max(cw, 160)
+    iw, ch = _cell_size([im for row in cells for im in row])
+    fnt = font(font_size or max(12, iw // 24))
+    cw, label_w = max(iw, 96), max(160, iw // 2)
     headers = [text_block(label, cw, fnt) for label in col_labels]
     header_h = max(block.height for block in headers)
     sides = [text_block(label, label_w, fnt, max_lines=max(2, ch // _line_height(fnt))) for label in row_labels]
