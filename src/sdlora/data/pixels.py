@@ -16,16 +16,22 @@ def fit_to_bucket(img: Image.Image, bucket: Size, crop: str, rng: np.random.Gene
     """Resize `img` (aspect kept) to cover `bucket`, then crop it to exactly `bucket`."""
     target = cover_size(img.size, bucket)
     if img.size != target:
-        # LANCZOS with a reducing gap: a cheap box pre-shrink, then a sharp final filter.
-        img = img.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        # Pillow's filters are antialiased (support scales with the shrink factor); bicubic is ~1.5x cheaper
+        # than Lanczos at nearly the same quality, and reducing_gap box-shrinks very large images first.
+        img = img.resize(target, Image.Resampling.BICUBIC, reducing_gap=3.0)
     box = crop_box(img.size, bucket, crop, rng)
     return img.crop(box) if img.size != bucket else img
 
 
 def to_tensor(img: Image.Image) -> torch.Tensor:
-    """RGB PIL image -> float32 (3, H, W) in [-1, 1]."""
-    arr = np.asarray(img, dtype=np.uint8)  # (H, W, 3)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+    """RGB PIL image -> float32 (3, H, W) in [-1, 1].
+
+    Done in numpy on a contiguous array: torch's intra-op threads make these small elementwise ops
+    20-50x slower on a busy machine (and DataLoader workers gain nothing from them)."""
+    chw = np.ascontiguousarray(np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)).astype(np.float32)  # (3, H, W)
+    chw /= 127.5
+    chw -= 1.0
+    return torch.from_numpy(chw)
 
 
 def load_pixels(path: str, size: Size, bucket: Size, *, crop: str, flip: bool, background: tuple[int, int, int],
