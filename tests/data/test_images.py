@@ -104,3 +104,10 @@ def test_parse_background():
 
 def test_extensions_cover_the_issue_list():
     assert {".png", ".jpg", ".jpeg", ".webp", ".bmp"} <= IMAGE_EXTENSIONS
+
+
+@pytest.mark.skipif(".avif" not in IMAGE_EXTENSIONS, reason="this Pillow has no AVIF support")
+def test_avif_decodes(tmp_path, mk):
+    path = mk.save(tmp_path / "a.avif", Image.fromarray(mk.noise(64, 48)))
+    assert probe_image(path.read_bytes(), 10**8).width == 64
+    assert load_rgb(path).size == (64, 48)

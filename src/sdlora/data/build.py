@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
@@ -19,7 +20,7 @@ from sdlora.data.buckets import BucketSpec, Size, assign_bucket, bucket_name, ma
 from sdlora.data.captions import MAX_CAPTION_TOKENS, CaptionTransform, too_long
 from sdlora.data.dataset import LoRADataset, SampleOptions
 from sdlora.data.images import IMAGE_EXTENSIONS, SKIP_CODES, parse_background
-from sdlora.data.sources import ImageRecord, Skipped, scan_sources
+from sdlora.data.sources import ImageRecord, Skipped, scan_source, scan_sources
 from sdlora.errors import SdloraError
 
 log = logging.getLogger("sdlora.data")
@@ -106,6 +107,22 @@ def _warn(records: list[ImageRecord], upscaled: list[ImageRecord], transforms, t
             log.warning("%s longer than %d tokens and will be truncated at CLIP's 77-token limit "
                         "(e.g. %d tokens: %.80s...)", counted(len(long), "caption is", "captions are"),
                         MAX_CAPTION_TOKENS, long[0][1], long[0][0])
+
+
+def missing_class_images(cfg) -> dict[int, int]:
+    """{source index: images still to generate} for class sources whose folder holds fewer usable images
+    than their `num_images` (the trainer generates that many with the base model into `path`, then
+    calls build_datasets; generated images are ordinary files there). A missing folder counts as empty."""
+    out = {}
+    for i, source in enumerate(cfg.sources):
+        if source.role != "class" or source.num_images <= 0:
+            continue
+        have = 0
+        if Path(source.path).expanduser().is_dir():
+            have = len(scan_source(source, i, max_pixels=cfg.max_image_pixels).records)
+        if have < source.num_images:
+            out[i] = source.num_images - have
+    return out
 
 
 def build_datasets(cfg, tokenizer, *, seed: int) -> tuple[LoRADataset, LoRADataset | None]:
