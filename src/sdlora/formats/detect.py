@@ -111,6 +111,8 @@ def detect_format(state: Mapping[str, torch.Tensor], metadata: Mapping[str, str]
         return "kohya"
     if all(k.startswith(DIFFUSERS_COMPONENTS) for k in keys):
         return "native" if all(k.endswith(NATIVE_PARAMS) for k in keys) else "diffusers"
-    stray = next(k for k in keys if not k.startswith(("lora_",) + DIFFUSERS_COMPONENTS))
-    raise SdloraError(f"unrecognised LoRA key layout (e.g. {stray!r}); expected kohya keys (lora_unet_..., "
-                      "lora_te_...) or diffusers keys (unet...., text_encoder....)")
+    kohya = [k for k in keys if k.startswith("lora_")]
+    example = next((k for k in keys if not k.startswith(("lora_",) + DIFFUSERS_COMPONENTS)), None)
+    what = f"e.g. {example!r}" if example else f"kohya keys like {kohya[0]!r} mixed with diffusers keys"
+    raise SdloraError(f"unrecognised LoRA key layout ({what}); expected kohya keys (lora_unet_..., lora_te_...) "
+                      "or diffusers keys (unet...., text_encoder....)")

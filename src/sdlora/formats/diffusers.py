@@ -2,7 +2,7 @@
 
     unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight    (rank, in)
     text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_B.weight         (out, rank)
-    unet.<path>.lora_magnitude_vector                                               DoRA (PEFT shape)
+    unet.<path>.lora_magnitude_vector.weight                                        DoRA (PEFT shape)
 
 These files hold no alphas: diffusers keeps the PEFT LoraConfig as JSON under the metadata key
 `lora_adapter_metadata` ({"unet.r", "unet.lora_alpha", "unet.alpha_pattern", ...}); without it
@@ -25,7 +25,9 @@ from sdlora.formats.modules import ModulePaths, resolve_paths
 from sdlora.models.names import PREFIX as TE_PREFIX
 
 METADATA_KEY = "lora_adapter_metadata"
-WRITE_PARAMS = {C.DOWN: "lora_A.weight", C.UP: "lora_B.weight", C.DORA: "lora_magnitude_vector"}
+# DoRA magnitudes are written with `.weight`: PEFT's loader accepts both spellings, transformers 5's
+# text-encoder loader only this one (PEFT's own state dicts drop it).
+WRITE_PARAMS = {C.DOWN: "lora_A.weight", C.UP: "lora_B.weight", C.DORA: "lora_magnitude_vector.weight"}
 READ_PARAMS = {  # file suffix -> canonical parameter; the longest matching suffix wins
     "lora_A.weight": C.DOWN, "lora_B.weight": C.UP,
     "lora.down.weight": C.DOWN, "lora.up.weight": C.UP,
