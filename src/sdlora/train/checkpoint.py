@@ -1,0 +1,164 @@
+"""Atomic files, the run folder's checkpoint layout, training-state save/resume, keep-last-K.
+
+    OUT/checkpoints/step-000200/{<name>.safetensors, state.pt}
+
+Every file is written to a temporary name in the same folder, flushed, fsync-ed and renamed over
+the target (os.replace is atomic on POSIX and Windows), and a checkpoint folder is assembled under
+a hidden temporary name and renamed into place last. A crash or kill at any moment therefore
+leaves either the previous good file/checkpoint or the new one, never a torn one; leftovers of an
+interrupted save are hidden `.tmp` names that `find_checkpoints` ignores and the next save removes.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import torch
+
+from sdlora.errors import SdloraError
+
+STATE_FILE = "state.pt"
+CHECKPOINTS = "checkpoints"
+_STEP_DIR = re.compile(r"step-(\d+)")
+STATE_VERSION = 1
+
+
+# ----------------------------------------------------------------------------- atomic files
+
+def _fsync_dir(path: Path) -> None:
+    if os.name == "posix":  # directory fsync makes the rename itself durable
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
+    """Write `path` by calling write(file) on a temp file beside it, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_torch_save(path: str | Path, obj) -> Path:
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+# ----------------------------------------------------------------------------- checkpoint folders
+
+@dataclass(frozen=True)
+class Checkpoint:
+    step: int
+    path: Path
+
+    @property
+    def state_path(self) -> Path:
+        return self.path / STATE_FILE
+
+
+def checkpoint_dir(run_dir: str | Path, step: int) -> Path:
+    return Path(run_dir) / CHECKPOINTS / f"step-{step:06d}"
+
+
+def find_checkpoints(run_dir: str | Path) -> list[Checkpoint]:
+    """Complete checkpoints of a run (those holding a state file), oldest first."""
+    root = Path(run_dir) / CHECKPOINTS
+    found = []
+    for child in root.iterdir() if root.is_dir() else []:
+        match = _STEP_DIR.fullmatch(child.name)
+        if match and child.is_dir():
+            found.append(Checkpoint(int(match.group(1)), child))
+    return sorted(found, key=lambda c: c.step)
+
+
+def write_checkpoint(run_dir: str | Path, step: int, write: Callable[[Path], None]) -> Checkpoint:
+    """Create checkpoints/step-N atomically; write(folder) fills the (temporary) folder.
+
+    The folder is filled under a hidden temporary name and renamed into place when complete;
+    an existing checkpoint of the same step is replaced only after the new one is complete.
+    """
+    final = checkpoint_dir(run_dir, step)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(final.parent)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        write(staging)
+        if final.exists():
+            old = final.with_name(f".{final.name}.old.tmp")
+            os.replace(final, old)
+            os.replace(staging, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _fsync_dir(final.parent)
+    return Checkpoint(step, final)
+
+
+def _remove_leftovers(root: Path) -> None:
+    """Delete hidden temporaries left by a save that was killed."""
+    for child in root.glob(".*.tmp"):
+        shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
+
+
+def prune(run_dir: str | Path, keep_last: int) -> list[Path]:
+    """Delete all but the newest `keep_last` checkpoints (keep_last <= 0 keeps all); returns the deleted."""
+    checkpoints = find_checkpoints(run_dir)
+    doomed = [c.path for c in checkpoints[:-keep_last]] if keep_last > 0 else []
+    for path in doomed:
+        shutil.rmtree(path)
+    return doomed
+
+
+# ----------------------------------------------------------------------------- resume
+
+def resolve_resume(resume: str, output_dir: str | Path) -> Checkpoint:
+    """`latest` (newest checkpoint in output_dir), a run folder (its newest), or a step-N folder."""
+    target = Path(output_dir) if resume == "latest" else Path(resume)
+    match = _STEP_DIR.fullmatch(target.name)
+    if match and (target / STATE_FILE).is_file():
+        return Checkpoint(int(match.group(1)), target)
+    checkpoints = [c for c in find_checkpoints(target) if c.state_path.is_file()]
+    if not checkpoints:
+        raise SdloraError(f"--resume {resume}: no checkpoint with a training state found in {target} "
+                          "(expected checkpoints/step-N/state.pt; was save.save_state off?)")
+    return checkpoints[-1]
+
+
+def load_state(checkpoint: Checkpoint) -> dict:
+    try:
+        state = torch.load(checkpoint.state_path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unreadable/corrupt file: say which and what to do
+        raise SdloraError(f"{checkpoint.state_path}: cannot read the training state ({exc}); "
+                          "resume from an older checkpoint folder instead") from None
+    if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+        raise SdloraError(f"{checkpoint.state_path}: not an sdlora training state (version {STATE_VERSION})")
+    return state

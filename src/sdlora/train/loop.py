@@ -1,0 +1,349 @@
+"""The training loop. `train(cfg)` reads top to bottom: build the run, step until done, finish.
+
+    build_run   accelerator, base model, class images, data + caches, LoRA, optimizer, resume state
+    run_loop    per step: reseed, draw grad_accum micro-batches, train_step, guard, log, save, validate
+    finish      final LoRA + checkpoint, final samples, the no-effect check, a summary
+
+Only the main process writes files and logs; every process runs the same steps (DDP keeps the
+LoRA weights identical, which finish() verifies).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from sdlora.config import RunConfig, to_toml
+from sdlora.errors import SdloraError
+from sdlora.train import checkpoint as ckpt
+from sdlora.train import rng
+from sdlora.train.batches import BatchStream
+from sdlora.train.export import delta_norm, lora_metadata, save_lora
+from sdlora.train.guard import NonFiniteGuard, StopRequest, is_oom, oom_message
+from sdlora.train.noise import NoiseSchedule
+from sdlora.train.optim import build_optimizer, build_scheduler, param_groups
+from sdlora.train.progress import Progress
+from sdlora.train.setup import (DTYPES, attach_lora, enable_sdpa, lora_parameters, load_model, make_accelerator,
+                                offload, release_accelerator, prepare_data, trainable_models)
+from sdlora.train.state import restore, training_state
+from sdlora.train.step import StepContext, StepResult, train_step
+from sdlora.train.validation import Validator, validation_loss
+
+log = logging.getLogger("sdlora.train")
+CONFIG_FILE = "config.toml"
+NO_EFFECT_RELATIVE = 1e-6  # |delta W| / |W| below this: the LoRA changes nothing
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    status: str  # "done" | "interrupted"
+    lora_files: list[Path] = field(default_factory=list)
+    checkpoint: Path | None = None
+    nonfinite_steps: int = 0
+    validation_losses: dict[int, float] = field(default_factory=dict)  # step -> held-out loss
+    delta_norm: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Run:
+    """Everything the loop touches, built once by build_run()."""
+
+    cfg: RunConfig
+    acc: object  # accelerate.Accelerator
+    run_dir: Path
+    components: object  # SDComponents (unwrapped modules)
+    models: dict  # trainable networks by component name (unwrapped)
+    ctx: StepContext
+    optimizer: object
+    scheduler: object
+    stream: BatchStream
+    guard: NonFiniteGuard
+    progress: Progress
+    validator: Validator
+    val_batches: list[dict]
+    total: int
+    dataset: dict
+    step: int = 0
+    last_saved: int = -1
+    validation_losses: dict[int, float] = field(default_factory=dict)
+    started: float = field(default_factory=time.time)
+
+
+def train(cfg: RunConfig, *, resume: str | None = None,
+          on_step: Callable[[int, StepResult], None] | None = None) -> TrainResult:
+    """Train a LoRA as `cfg` says (resume: "latest", a run folder or a checkpoint folder)."""
+    acc = make_accelerator(cfg)
+    run = None
+    try:
+        run = build_run(cfg, acc, resume)
+        status = run_loop(run, on_step)
+        return finish(run, status)
+    except Exception as exc:
+        if is_oom(exc):
+            raise SdloraError(oom_message(cfg, acc.mixed_precision)) from None
+        raise
+    finally:
+        if run is not None:
+            run.progress.close()
+        release_accelerator(acc)
+
+
+# ----------------------------------------------------------------------------- build
+
+def build_run(cfg: RunConfig, acc, resume: str | None) -> Run:
+    run_dir = Path(cfg.save.output_dir)
+    found = ckpt.resolve_resume(resume, run_dir) if resume else None
+    if acc.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt.atomic_write_text(run_dir / CONFIG_FILE, to_toml(cfg))
+    progress = Progress(run_dir, enabled=acc.is_main_process, tensorboard=cfg.log.tensorboard,
+                        every=cfg.log.every_n_steps)
+    rng.seed_all(cfg.train.seed)
+    components = load_model(cfg.model.name, DTYPES[acc.mixed_precision])
+    if acc.is_main_process:
+        from sdlora.train.classgen import generate_class_images
+
+        generate_class_images(cfg, components, acc.device)
+    acc.wait_for_everyone()
+    data = prepare_data(cfg, components, acc, cfg.data.cache_dir or str(run_dir / "cache"))
+    place_models(components, acc.device, latents_cached=data.latents_cached, text_cached=data.text_cached)
+    rng.seed_all(cfg.train.seed)  # LoRA init does not depend on what loading and caching drew
+    counts = attach_lora(components, cfg)
+    enable_sdpa(components.unet)
+    if cfg.train.gradient_checkpointing:
+        components.unet.enable_gradient_checkpointing()
+        if cfg.lora.train_text_encoder:
+            components.text_encoder.gradient_checkpointing_enable()
+    models = trainable_models(components, cfg)
+    groups = param_groups(models, cfg.train)
+    optimizer = build_optimizer(groups, cfg.train)
+    sampler = make_sampler(cfg, data.train, acc)
+    total = total_steps(cfg, len(sampler))
+    scheduler = build_scheduler(optimizer, cfg.train, total)
+    prepared = acc.prepare(*models.values(), optimizer)
+    wrapped, optimizer = dict(zip(models, prepared[:-1])), prepared[-1]
+    for model in models.values():
+        model.train()
+    ctx = StepContext(unet=wrapped["unet"], schedule=NoiseSchedule.from_config(components.scheduler.config, acc.device),
+                      cfg=cfg.train, device=acc.device, weight_dtype=DTYPES[acc.mixed_precision],
+                      text_encoder=wrapped.get("text_encoder", components.text_encoder),
+                      train_text_encoder=cfg.lora.train_text_encoder, vae=components.vae,
+                      vae_scaling=float(components.vae.config.scaling_factor),
+                      params=lora_parameters(models), rank=acc.process_index)
+    guard = NonFiniteGuard(cfg.train.max_nonfinite_steps, acc.mixed_precision)
+    step, stream_state = 0, {"epoch": 0, "global_position": 0}
+    if found is not None:
+        state = ckpt.load_state(found)
+        step = restore(state, models=models, optimizer=optimizer, scheduler=scheduler, scaler=acc.scaler,
+                       guard=guard, where=str(found.path))
+        stream_state = state["stream"]
+        progress.message(f"resumed from {found.path} at step {step}")
+    epoch, position = BatchStream.resume_position(stream_state, acc.num_processes)
+    workers = 0 if data.latents_cached else cfg.data.num_workers
+    stream = BatchStream(data.train, sampler, collate_fn(), num_workers=workers, epoch=epoch, position=position)
+    progress.message(f"training {sum(p.numel() for p in ctx.params):,} LoRA parameters in {counts} modules; "
+                     f"{total} steps of {cfg.train.batch_size}x{cfg.train.grad_accum}x{acc.num_processes} images, "
+                     f"precision {acc.mixed_precision}, device {acc.device}")
+    return Run(cfg=cfg, acc=acc, run_dir=run_dir, components=components, models=models, ctx=ctx,
+               optimizer=optimizer, scheduler=scheduler, stream=stream, guard=guard, progress=progress,
+               validator=Validator(cfg, components, acc.device, run_dir), val_batches=val_batches(cfg, data.val),
+               total=total, dataset=data.train.summary(), step=step, last_saved=step if found else -1)
+
+
+def place_models(components, device, *, latents_cached: bool, text_cached: bool) -> None:
+    """UNet on the device; VAE / text encoder there only when the step still needs them."""
+    components.unet.to(device)
+    for module, cached in ((components.vae, latents_cached), (components.text_encoder, text_cached)):
+        offload(module) if cached else module.to(device)
+
+
+def make_sampler(cfg: RunConfig, dataset, acc, shuffle: bool = True):
+    from sdlora.data import BucketBatchSampler
+
+    return BucketBatchSampler(dataset, cfg.train.batch_size, seed=cfg.train.seed, num_replicas=acc.num_processes,
+                              rank=acc.process_index, shuffle=shuffle)
+
+
+def collate_fn():
+    from sdlora.data import collate
+
+    return collate
+
+
+def val_batches(cfg: RunConfig, dataset) -> list[dict]:
+    """The held-out set as fixed batches (no shuffling: the same batches at every validation)."""
+    if dataset is None or not cfg.validation.loss_every_n_steps:
+        return []
+    from sdlora.data import BucketBatchSampler, collate
+
+    sampler = BucketBatchSampler(dataset, cfg.train.batch_size, seed=cfg.train.seed, shuffle=False)
+    return [collate([dataset[i] for i in batch]) for batch in sampler]
+
+
+def total_steps(cfg: RunConfig, batches_per_epoch: int) -> int:
+    if cfg.train.epochs is not None:
+        return cfg.train.epochs * max(1, math.ceil(batches_per_epoch / cfg.train.grad_accum))
+    return cfg.train.steps
+
+
+# ----------------------------------------------------------------------------- loop
+
+def run_loop(run: Run, on_step: Callable[[int, StepResult], None] | None) -> str:
+    """Step until run.total; returns "done", or "interrupted" after Ctrl-C (a checkpoint is saved)."""
+    cfg, acc = run.cfg, run.acc
+    run.progress.start(run.total, run.step)
+    if run.validator.enabled:
+        sample_grid(run, base=True)
+    if run.val_batches:
+        log_validation_loss(run)  # the baseline the later values compare to
+    with StopRequest() as stop:
+        while run.step < run.total:
+            rng.seed_step(cfg.train.seed, run.step, acc.process_index)
+            epoch = run.stream.epoch
+            micro = [next(run.stream) for _ in range(cfg.train.grad_accum)]
+            lr = run.optimizer.param_groups[0]["lr"]
+            result = train_step(acc, run.ctx, micro, run.optimizer, run.scheduler, run.step)
+            run.step += 1
+            run.guard.update(result.skipped, run.step)
+            run.progress.step(run.step, result.loss, lr, result.grad_norm, result.skipped)
+            after_step(run, epoch_done=run.stream.epoch > epoch)
+            if on_step is not None:
+                on_step(run.step, result)
+            if any_process(acc, stop.requested):
+                save_checkpoint(run)
+                return "interrupted"
+    return "done"
+
+
+def after_step(run: Run, *, epoch_done: bool) -> None:
+    """Periodic work after optimizer step run.step: checkpoint, sample grid, validation loss."""
+    s, v, step = run.cfg.save, run.cfg.validation, run.step
+    by_steps = s.every_n_steps > 0 and step % s.every_n_steps == 0
+    by_epochs = epoch_done and s.every_n_epochs > 0 and run.stream.epoch % s.every_n_epochs == 0
+    if (by_steps or by_epochs) and step < run.total:
+        save_checkpoint(run)
+    if run.validator.enabled and v.every_n_steps > 0 and step % v.every_n_steps == 0 and step < run.total:
+        sample_grid(run)
+    if run.val_batches and v.loss_every_n_steps > 0 and step % v.loss_every_n_steps == 0:
+        log_validation_loss(run)
+
+
+def any_process(acc, flag: bool) -> bool:
+    """True on every process when `flag` is set on any (so all stop at the same step)."""
+    if acc.num_processes == 1:
+        return flag
+    return bool(acc.reduce(torch.tensor(float(flag), device=acc.device), reduction="sum").item() > 0)
+
+
+def save_checkpoint(run: Run) -> Path | None:
+    """checkpoints/step-N with the LoRA files and (save.save_state) the training state; main process only."""
+    run.last_saved = run.step
+    if not run.acc.is_main_process:
+        return None
+    cfg = run.cfg
+
+    def write(folder: Path) -> None:
+        save_lora(folder, run.components, cfg, metadata(run))
+        if cfg.save.save_state:
+            state = training_state(step=run.step, stream=run.stream.state(), models=run.models,
+                                   optimizer=run.optimizer, scheduler=run.scheduler, scaler=run.acc.scaler,
+                                   guard=run.guard, num_processes=run.acc.num_processes, config=to_toml(cfg))
+            ckpt.atomic_torch_save(folder / ckpt.STATE_FILE, state)
+
+    written = ckpt.write_checkpoint(run.run_dir, run.step, write)
+    ckpt.prune(run.run_dir, cfg.save.keep_last)
+    run.progress.message(f"step {run.step}: checkpoint saved to {written.path}")
+    return written.path
+
+
+def metadata(run: Run) -> dict[str, str]:
+    return lora_metadata(run.cfg, step=run.step, epoch=run.stream.epoch, dataset=run.dataset,
+                         base=run.components.source, started=run.started, num_processes=run.acc.num_processes)
+
+
+def sample_grid(run: Run, *, base: bool = False):
+    """Validation samples (main process); base=True samples the untrained model (LoRA multiplier 0)."""
+    if not run.acc.is_main_process:
+        return None
+    step = 0 if base else run.step
+    with lora_disabled(run.components, base):
+        sheet, arrays = run.validator.grid(step, base=base)
+    run.progress.image("samples/base" if base else "samples/lora", sheet, step)
+    return arrays
+
+
+def lora_disabled(components, disabled: bool):
+    from sdlora.train.validation import lora_multiplier
+
+    return lora_multiplier(components, 0.0 if disabled else None)
+
+
+def log_validation_loss(run: Run) -> None:
+    if not run.acc.is_main_process:
+        return
+    import dataclasses
+
+    ctx = dataclasses.replace(run.ctx, unet=run.components.unet, text_encoder=run.components.text_encoder)
+    value = validation_loss(ctx, run.val_batches, run.cfg.validation.seed, run.acc.autocast)
+    run.validation_losses[run.step] = value
+    run.progress.scalars(run.step, {"validation/loss": value})
+    run.progress.message(f"step {run.step}: validation loss {value:.5f}")
+
+
+# ----------------------------------------------------------------------------- finish
+
+def finish(run: Run, status: str) -> TrainResult:
+    result = TrainResult(run.run_dir, run.step, status, nonfinite_steps=run.guard.total,
+                         validation_losses=dict(run.validation_losses))
+    if status == "interrupted":
+        result.checkpoint = ckpt.checkpoint_dir(run.run_dir, run.step)
+        run.progress.message(f"interrupted at step {run.step}; resume with --resume {result.checkpoint}")
+        return result
+    if run.acc.is_main_process:
+        result.lora_files = save_lora(run.run_dir, run.components, run.cfg, metadata(run))
+        if run.last_saved != run.step:
+            save_checkpoint(run)
+        result.checkpoint = ckpt.checkpoint_dir(run.run_dir, run.step)
+        result.delta_norm, result.warnings = no_effect_check(run)
+        for warning in result.warnings:
+            run.progress.message(warning, logging.WARNING)
+    check_replicas_agree(run)
+    run.progress.message(f"done: {run.step} steps, {run.guard.total} skipped as non-finite; LoRA in "
+                         f"{', '.join(str(p) for p in result.lora_files) or run.run_dir}")
+    return result
+
+
+def no_effect_check(run: Run) -> tuple[float, list[str]]:
+    """Warn loudly when the LoRA's weight change is ~0 or the final samples equal the base model's."""
+    from sdlora.train.export import base_norm
+
+    norm, base = delta_norm(run.components), base_norm(run.components)
+    warnings = []
+    if norm <= NO_EFFECT_RELATIVE * max(base, 1e-12):
+        warnings.append(f"WARNING: the LoRA changes nothing (weight delta norm {norm:.3g}, relative "
+                        f"{norm / max(base, 1e-12):.2g}); check train.lr, the number of steps and lora.* settings")
+    if run.validator.enabled:
+        arrays = sample_grid(run)
+        if arrays is not None and run.validator.identical_to_base(arrays):
+            warnings.append("WARNING: validation samples are pixel-identical to the base model's: the LoRA has "
+                            "no visible effect (train longer, raise train.lr or lora.rank)")
+    return norm, warnings
+
+
+def check_replicas_agree(run: Run) -> None:
+    """All processes must end with the same LoRA (DDP averages gradients); a checksum proves it."""
+    if run.acc.num_processes == 1:
+        return
+    local = torch.stack([p.detach().double().sum() for p in run.ctx.params]).sum().to(run.acc.device)
+    sums = run.acc.gather(local.reshape(1)).tolist()
+    if max(sums) != min(sums):
+        raise SdloraError(f"processes ended with different LoRA weights (checksums {sums}); this is a bug")
+    run.progress.message(f"LoRA weights identical on all {run.acc.num_processes} processes (checksum {sums[0]:.10g})")

@@ -1,0 +1,119 @@
+"""One optimizer step: forward/backward over the micro-batches, guard, clip, update.
+
+This is the code path the loop runs and the benchmark times. Randomness (noise, timesteps, VAE
+sampling) comes from a generator derived from (seed, step, micro-batch, process rank), so a
+resumed run draws exactly what an uninterrupted one does.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from sdlora.config import TrainConfig
+from sdlora.train import rng
+from sdlora.train.loss import diffusion_loss, item_weights
+from sdlora.train.noise import NoiseSchedule, sample_noise, sample_timesteps
+
+
+@dataclass
+class StepContext:
+    """Everything a step needs that stays fixed during training."""
+
+    unet: nn.Module  # may be wrapped for DDP
+    schedule: NoiseSchedule
+    cfg: TrainConfig
+    device: torch.device
+    weight_dtype: torch.dtype  # dtype of the frozen weights (fp32/fp16/bf16)
+    text_encoder: nn.Module | None = None  # needed unless text embeddings are cached
+    train_text_encoder: bool = False
+    vae: nn.Module | None = None  # needed unless latents are cached
+    vae_scaling: float = 0.18215
+    params: list[torch.Tensor] = field(default_factory=list)  # trainable, fp32
+    rank: int = 0
+
+
+@dataclass
+class StepResult:
+    loss: float  # mean over micro-batches and processes (nan when non-finite)
+    grad_norm: float | None  # before clipping; None when the update was skipped for a non-finite loss
+    skipped: bool  # True: non-finite loss or gradients, the LoRA was not changed
+
+
+def encode_text(ctx: StepContext, batch: dict) -> torch.Tensor:
+    """Text conditioning (B, 77, D): cached embeddings, or the text encoder run on input_ids."""
+    if "encoder_hidden_states" in batch:
+        return batch["encoder_hidden_states"].to(ctx.device, ctx.weight_dtype)
+    ids = batch["input_ids"].to(ctx.device)
+    grad = torch.enable_grad() if ctx.train_text_encoder else torch.no_grad()
+    with grad:
+        return ctx.text_encoder(ids)[0]
+
+
+@torch.no_grad()
+def encode_latents(ctx: StepContext, batch: dict, generator: torch.Generator) -> torch.Tensor:
+    """Scaled VAE latents (B, 4, H/8, W/8) float32: cached, or sampled from the VAE posterior."""
+    if "latents" in batch:
+        return batch["latents"].to(ctx.device, torch.float32)
+    pixels = batch["pixel_values"].to(ctx.device, ctx.weight_dtype)  # (B, 3, H, W) in [-1, 1]
+    dist = ctx.vae.encode(pixels).latent_dist
+    return (dist.sample(generator) * ctx.vae_scaling).float()
+
+
+def compute_loss(ctx: StepContext, batch: dict, generator: torch.Generator) -> torch.Tensor:
+    """The weighted diffusion loss of one micro-batch (a scalar with a graph to the LoRA weights)."""
+    cfg = ctx.cfg
+    latents = encode_latents(ctx, batch, generator)  # (B, 4, h, w)
+    noise = sample_noise(latents, generator, cfg.noise_offset)
+    t = sample_timesteps(latents.shape[0], generator, cfg.timestep_min, cfg.timestep_max, ctx.device)
+    noisy = ctx.schedule.add_noise(latents, noise, t)
+    target = ctx.schedule.target(latents, noise, t, cfg.prediction_type)
+    hidden = encode_text(ctx, batch)
+    pred = ctx.unet(noisy.to(ctx.weight_dtype), t, hidden).sample  # (B, 4, h, w)
+    snr_w = ctx.schedule.min_snr_weights(t, cfg.min_snr_gamma, cfg.prediction_type) if cfg.min_snr_gamma else None
+    weights = item_weights(batch.get("is_class"), latents.shape[0], cfg.prior_loss_weight, snr_w, ctx.device)
+    return diffusion_loss(pred, target, weights)
+
+
+def _no_sync(accelerator, models: list[nn.Module], sync: bool):
+    """Skip DDP's gradient all-reduce on all but the last micro-batch of an accumulation."""
+    stack = contextlib.ExitStack()
+    if not sync:
+        for model in models:
+            stack.enter_context(accelerator.no_sync(model))
+    return stack
+
+
+def train_step(accelerator, ctx: StepContext, micro_batches: list[dict], optimizer, scheduler,
+               step: int) -> StepResult:
+    """Accumulate gradients over `micro_batches`, then one guarded, clipped optimizer update."""
+    models = [ctx.unet] + ([ctx.text_encoder] if ctx.train_text_encoder else [])
+    losses = []
+    for i, batch in enumerate(micro_batches):
+        g = rng.generator(ctx.cfg.seed, "noise", step, i, ctx.rank, device=ctx.device)
+        with _no_sync(accelerator, models, sync=i == len(micro_batches) - 1):
+            with accelerator.autocast():
+                loss = compute_loss(ctx, batch, g)
+            accelerator.backward(loss / len(micro_batches))
+        losses.append(loss.detach().float())
+    # one all-reduce: mean loss over processes (NaN anywhere makes it NaN everywhere, so all skip together)
+    mean_loss = accelerator.reduce(torch.stack(losses).mean(), reduction="mean").item()
+    if not math.isfinite(mean_loss):
+        return _skip(optimizer, scheduler, mean_loss, None)
+    max_norm = ctx.cfg.max_grad_norm if ctx.cfg.max_grad_norm > 0 else float("inf")
+    grad_norm = float(accelerator.clip_grad_norm_(ctx.params, max_norm))
+    if not math.isfinite(grad_norm) and accelerator.scaler is None:
+        return _skip(optimizer, scheduler, mean_loss, grad_norm)
+    optimizer.step()  # with an fp16 GradScaler, an overflowing step is skipped (and the scale lowered) here
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return StepResult(mean_loss, grad_norm, skipped=False)
+
+
+def _skip(optimizer, scheduler, loss: float, grad_norm: float | None) -> StepResult:
+    optimizer.zero_grad(set_to_none=True)
+    scheduler.step()  # the schedule stays a function of the step count
+    return StepResult(loss, grad_norm, skipped=True)
