@@ -105,12 +105,12 @@ def detect_format(state: Mapping[str, torch.Tensor], metadata: Mapping[str, str]
     keys = list(state)
     if not keys:
         raise SdloraError("the file holds no tensors, so it is not a LoRA")
-    if FORMAT_KEY in (metadata or {}):
-        return "native"
     if all(k.startswith("lora_") for k in keys):
         return "kohya"
     if all(k.startswith(DIFFUSERS_COMPONENTS) for k in keys):
         return "native" if all(k.endswith(NATIVE_PARAMS) for k in keys) else "diffusers"
+    if FORMAT_KEY in (metadata or {}):  # sdlora.lora.save_native of one model: keys without a component
+        return "native"
     kohya = [k for k in keys if k.startswith("lora_")]
     example = next((k for k in keys if not k.startswith(("lora_",) + DIFFUSERS_COMPONENTS)), None)
     what = f"e.g. {example!r}" if example else f"kohya keys like {kohya[0]!r} mixed with diffusers keys"

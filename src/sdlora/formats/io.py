@@ -21,13 +21,15 @@ from sdlora.errors import SdloraError
 from sdlora.formats import diffusers, kohya, native
 from sdlora.formats.detect import detect_format, refuse_unsupported
 from sdlora.formats.modules import ModulePaths
+from sdlora.lora.native import FORMAT_KEY
 
 FORMATS = ("kohya", "diffusers", "native")
 WRITERS = {"kohya": kohya.to_kohya, "diffusers": diffusers.to_diffusers, "native": native.to_native}
 READERS = {"kohya": kohya.from_kohya, "diffusers": diffusers.from_diffusers, "native": native.from_native}
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 # Metadata describing one particular tensor layout: dropped on writing, each writer makes its own.
-LAYOUT_METADATA = (diffusers.METADATA_KEY, "sshs_model_hash", "sshs_legacy_hash", "format")
+LAYOUT_METADATA = (diffusers.METADATA_KEY, "sshs_model_hash", "sshs_legacy_hash", "format", FORMAT_KEY,
+                   native.VERSION_KEY)
 
 
 def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -1,0 +1,69 @@
+"""merge-into-model: the saved model (diffusers folder or LDM single file) equals base + LoRA."""
+import pytest
+import torch
+from formats_helpers import make_lora, max_diff
+
+from sdlora.errors import SdloraError
+from sdlora.formats import apply
+from sdlora.formats.io import save_lora_file
+from sdlora.formats.merge_model import merge_into_model, merge_loras, model_configs, output_layout
+from sdlora.lora import lora_modules
+from sdlora.models import build_pipeline, load_components, tiny_components
+from sdlora.models.single_file import load_single_file
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory):
+    """The tiny random model saved as a diffusers folder (what load_components reads)."""
+    folder = tmp_path_factory.mktemp("base") / "tiny-sd"
+    build_pipeline(tiny_components(0)).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def loras(tmp_path_factory):
+    tiny = tiny_components(0)
+    folder = tmp_path_factory.mktemp("loras")
+    a = save_lora_file(folder / "a.safetensors", make_lora(tiny, ("unet-transformer",), seed=1), {}, "kohya",
+                       torch.float32)
+    b = save_lora_file(folder / "b.safetensors", make_lora(tiny, ("unet-conv",), seed=2, dora=True), {}, "native",
+                       torch.float32)
+    return a, b
+
+
+def _expected(base_dir, loras, weights, probe):
+    from sdlora.formats.io import load_lora_file
+
+    model = load_components(base_dir)
+    for i, (path, weight) in enumerate(zip(loras, weights)):
+        apply.attach(model, load_lora_file(path)[0], adapter=f"l{i}", multiplier=weight)
+    return probe(model.unet, model.text_encoder)
+
+
+@pytest.mark.parametrize("name", ["merged", "merged.safetensors"])
+def test_saved_model_equals_base_with_loras_attached(name, base_dir, loras, tmp_path, probe):
+    out = tmp_path / name
+    report = merge_into_model(base_dir, [(loras[0], 0.8), (loras[1], -0.5)], out)
+    assert report["layout"] == output_layout(out) and [x["format"] for x in report["loras"]] == ["kohya", "native"]
+    if report["layout"] == "diffusers":
+        merged = load_components(out)
+    else:  # LDM layout; the tiny architecture needs its own configs to be read back
+        merged = load_single_file(out, configs=model_configs(load_components(base_dir)))
+    assert not lora_modules(merged.unet)
+    got = probe(merged.unet, merged.text_encoder)
+    errors = [max_diff(a, b) for a, b in zip(got, _expected(base_dir, loras, (0.8, -0.5), probe))]
+    print(f"merge-into-model ({report['layout']}): max |merged - attached| unet {errors[0]:.2e}, text {errors[1]:.2e}")
+    assert max(errors) < 1e-4
+
+
+def test_refusals(base_dir, loras, tmp_path):
+    with pytest.raises(SdloraError, match="pickle"):
+        output_layout(tmp_path / "x.ckpt")
+    existing = tmp_path / "exists"
+    existing.mkdir()
+    with pytest.raises(SdloraError, match="already exists"):
+        merge_into_model(base_dir, [(loras[0], 1.0)], existing)
+    model = tiny_components(0)
+    apply.attach(model, make_lora(model), adapter="live")
+    with pytest.raises(SdloraError, match="already carries LoRA adapters"):
+        merge_loras(model, [(make_lora(model), 1.0)])
