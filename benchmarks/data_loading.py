@@ -61,14 +61,17 @@ def time_epoch(dataset: LoRADataset, workers: int, batch_size: int = 4) -> float
     return time.perf_counter() - start
 
 
-def time_cache(folder: Path, subset: int, tokenizer, device: str, cache_dir: Path) -> dict:
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def time_cache(folder: Path, subset: int, tokenizer, device: str, dtype: str, cache_dir: Path) -> dict:
     """Cache latents of the first `subset` images twice (computed, then re-used) with the SD 1.4 VAE."""
     sub = folder.parent / "subset"
     sub.mkdir(exist_ok=True)
     for path in sorted(folder.glob("*.jpg"))[:subset]:
         (sub / path.name).write_bytes(path.read_bytes())
     cfg = DataConfig(sources=[SourceConfig(path=str(sub))], resolution=512)
-    vae = sd14_vae(0).to(device)
+    vae = sd14_vae(0).to(device, DTYPES[dtype])
     warm, _ = build_datasets(cfg, tokenizer, seed=0)  # one image to warm up kernels / allocator
     warm.items = warm.items[:1]
     cache_latents(warm, vae, mode="memory", progress=False)
@@ -92,6 +95,7 @@ def main() -> None:
     parser.add_argument("--cache-subset", type=int, default=6, help="images actually encoded by the SD 1.4 VAE")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32", help="VAE dtype for caching")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     tokenizer = load_tokenizer()
@@ -111,10 +115,11 @@ def main() -> None:
             t = time_epoch(train, workers)
             print(f"one epoch of pixel loading, {workers} workers, batch 4: {t:.1f} s = {1000 * t / len(train):.1f} ms/image"
                   f" ({len(train) / t:.0f} images/s)")
-        cache = time_cache(folder, args.cache_subset, tokenizer, args.device, Path(tmp) / "cache")
+        cache = time_cache(folder, args.cache_subset, tokenizer, args.device, args.dtype,
+                           Path(tmp) / "cache")
         (t1, s1, buckets), (t2, s2, _) = cache["computed"], cache["re-used"]
         per = t1 / max(1, s1["computed"])
-        print(f"latent caching, SD 1.4 VAE fp32 on {args.device}, bucket {list(buckets)}: {s1['computed']} images in "
+        print(f"latent caching, SD 1.4 VAE {args.dtype} on {args.device}, bucket {list(buckets)}: {s1['computed']} images in "
               f"{t1:.1f} s = {per:.2f} s/image -> EXTRAPOLATED to {args.images} images: {per * args.images / 60:.1f} min")
         print(f"second run, same settings: {s2['reused']} re-used, {s2['computed']} recomputed, {t2:.2f} s")
 

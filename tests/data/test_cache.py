@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from sdlora.data import BucketBatchSampler, build_datasets, cache_latents, cache_text, collate, encode_latents
+from sdlora.data import BucketBatchSampler, build_datasets, cache_latents, collate, encode_latents
 from sdlora.data.cache import vae_fingerprint
-from sdlora.models.skeleton import tiny_text_encoder, tiny_vae
+from sdlora.models.skeleton import tiny_vae
 
 
 @pytest.fixture(scope="module")
@@ -126,18 +126,3 @@ def test_encode_latents_samples_and_scales(vae):
         ref = vae.encode(x).latent_dist.sample(torch.Generator().manual_seed(0)) * vae.config.scaling_factor
     torch.testing.assert_close(out, ref)
     assert out.shape == (2, 4, 16, 24)
-
-
-def test_text_cache_for_static_captions_only(folder, mk, tokenizer):
-    (folder / "0.txt").write_text("a red square")
-    encoder = tiny_text_encoder(0).eval()
-    ds, _ = build_datasets(mk.small_cfg(folder), tokenizer, seed=0)
-    ids = ds[0]["input_ids"]
-    assert cache_text(ds, encoder, progress=False)
-    assert sorted(ds.text_cache) == ["", "a red square"]
-    item = ds[0]
-    assert "input_ids" not in item and item["encoder_hidden_states"].shape == (77, 32)
-    with torch.no_grad():
-        torch.testing.assert_close(item["encoder_hidden_states"], encoder(ids[None])[0][0])
-    shuffled, _ = build_datasets(mk.small_cfg(folder, shuffle_tags=True), tokenizer, seed=0)
-    assert not cache_text(shuffled, encoder, progress=False) and "input_ids" in shuffled[0]

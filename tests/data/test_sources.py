@@ -1,4 +1,3 @@
-import json
 from pathlib import Path
 
 import pytest
@@ -54,35 +53,6 @@ def test_hidden_entries_are_ignored(tmp_path, mk):
     mk.rgb(tmp_path / "__MACOSX" / "c.png")
     mk.write(tmp_path / "._a.png", b"AppleDouble junk")
     assert [p.name for p in list_images(tmp_path)] == ["a.png"]
-
-
-def test_metadata_jsonl(tmp_path, mk):
-    for name in ("a.png", "b.png", "sub/c.png", "d.png"):
-        mk.rgb(tmp_path / name)
-    rows = [{"file_name": "a.png", "text": "caption a"}, {"file_name": "sub/c.png", "text": "caption c"},
-            {"file_name": "missing.png", "text": "gone"}, {"file_name": "b.png"}]
-    lines = [json.dumps(r) for r in rows] + ["{not json"]
-    (tmp_path / "metadata.jsonl").write_text("\n".join(lines) + "\n")
-    (tmp_path / "d.txt").write_text("sidecar wins")
-    result = scan(tmp_path)
-    found = by_name(result)
-    assert found["a.png"].caption == "caption a" and found["a.png"].caption_from == "metadata"
-    assert found["sub/c.png"].caption == "caption c"
-    assert found["b.png"].caption_from == "none"
-    assert found["d.png"].caption == "sidecar wins"
-    notes = " | ".join(result.notes)
-    assert "line 4: needs `file_name` and `text`" in notes
-    assert "line 5: not valid JSON" in notes
-    assert "1 metadata rows name files that do not exist" in notes
-
-
-def test_metadata_csv_in_a_subfolder(tmp_path, mk):
-    mk.rgb(tmp_path / "part" / "x.png")
-    mk.rgb(tmp_path / "part" / "y.png")
-    (tmp_path / "part" / "metadata.csv").write_text('file_name,text\nx.png,"a cat, sitting"\ny.png,\n')
-    found = by_name(scan(tmp_path))
-    assert found["part/x.png"].caption == "a cat, sitting"
-    assert found["part/y.png"].caption == "" and found["part/y.png"].caption_empty_file
 
 
 def test_kohya_repeats_and_class_tokens_with_prompt_fallback(tmp_path, mk):

@@ -73,10 +73,15 @@ def stored_key(path: Path) -> str | None:
 
 
 class MemoryLatents:
+    """Latents kept in RAM: {(record, flip): (mean, std)}."""
+
     def __init__(self) -> None:
         self.data: dict[tuple[int, bool], tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def put(self, record: int, tensors: dict[str, torch.Tensor], path: Path | None = None) -> None:
+    def reuse(self, record: int, rec, bucket: Size, key: str) -> bool:
+        return False
+
+    def add(self, record: int, rec, bucket: Size, key: str, tensors: dict[str, torch.Tensor]) -> None:
         for flip in (False, True):
             suffix = "_flip" if flip else ""
             if "mean" + suffix in tensors:
@@ -87,18 +92,36 @@ class MemoryLatents:
 
 
 class DiskLatents:
-    """Reads a record's file at each access (keeps RAM flat; safetensors loads are fast)."""
+    """One file per image and bucket; read at each access (keeps RAM flat; safetensors loads are fast)."""
 
-    def __init__(self) -> None:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
         self.files: dict[int, str] = {}
+        folder.mkdir(parents=True, exist_ok=True)
 
-    def put(self, record: int, tensors: dict[str, torch.Tensor] | None, path: Path) -> None:
+    def reuse(self, record: int, rec, bucket: Size, key: str) -> bool:
+        """Adopt an existing file when its stored key matches."""
+        path = cache_file(self.folder, rec, bucket)
+        if stored_key(path) != key:
+            return False
+        self.files[record] = str(path)
+        return True
+
+    def add(self, record: int, rec, bucket: Size, key: str, tensors: dict[str, torch.Tensor]) -> None:
+        path = cache_file(self.folder, rec, bucket)
+        _save_atomic(path, tensors, key)
         self.files[record] = str(path)
 
     def get(self, record: int, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
         suffix = "_flip" if flip else ""
         tensors = load_file(self.files[record])
         return tensors["mean" + suffix], tensors["std" + suffix]
+
+
+def _save_atomic(path: Path, tensors: dict[str, torch.Tensor], key: str) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    save_file(tensors, str(tmp), metadata={"key": key})
+    os.replace(tmp, path)
 
 
 class _Pixels(Dataset):
@@ -144,12 +167,6 @@ def _encode(vae, pixels: torch.Tensor, flips: tuple[bool, ...]) -> list[dict[str
     return out
 
 
-def _save_atomic(path: Path, tensors: dict[str, torch.Tensor], key: str) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    save_file(tensors, str(tmp), metadata={"key": key})
-    os.replace(tmp, path)
-
-
 def cache_latents(dataset, vae, *, mode: str = "memory", cache_dir: str | Path | None = None, device=None,
                   dtype=None, num_workers: int = 0, batch_size: int = 4, progress: bool = True) -> dict:
     """Encode every image of `dataset` once (both flips when flip is on) and switch it to latents.
@@ -167,34 +184,29 @@ def cache_latents(dataset, vae, *, mode: str = "memory", cache_dir: str | Path |
     vae.eval()
     flips = (False, True) if dataset.options.flip else (False,)
     vae_id, enc_dtype = vae_fingerprint(vae), next(vae.parameters()).dtype
-    store = DiskLatents() if mode == "disk" else MemoryLatents()
-    folder = Path(cache_dir) if mode == "disk" else None
-    if folder is not None:
-        folder.mkdir(parents=True, exist_ok=True)
-    keys, todo, reused = {}, [], 0
+    store = DiskLatents(Path(cache_dir)) if mode == "disk" else MemoryLatents()
+    keys, todo = {}, []
     for record in dataset.used_records():
         rec, bucket = dataset.records[record], dataset.record_buckets[record]
         keys[record] = latent_key(rec, bucket, flips=flips, background=dataset.options.background,
                                   vae_id=vae_id, dtype=enc_dtype)
-        if folder is not None and stored_key(cache_file(folder, rec, bucket)) == keys[record]:
-            store.put(record, None, cache_file(folder, rec, bucket))
-            reused += 1
-        else:
+        if not store.reuse(record, rec, bucket, keys[record]):
             todo.append(record)
-    failed = _compute(dataset, vae, todo, keys, store, folder, flips, num_workers, batch_size, progress)
+    loader = DataLoader(_Pixels(dataset, todo), batch_sampler=_bucket_batches(dataset, todo, batch_size),
+                        num_workers=num_workers if todo else 0, collate_fn=list)
+    failed = _compute(dataset, vae, loader, keys, store, flips, progress)
     dataset.latents, dataset.latent_scale = store, float(vae.config.scaling_factor)
-    stats = {"computed": len(todo) - failed, "reused": reused, "failed": failed}
+    stats = {"computed": len(todo) - failed, "reused": len(keys) - len(todo), "failed": failed}
     log.info("latents: %(computed)d computed, %(reused)d re-used from the cache, %(failed)d failed", stats)
     return stats
 
 
-def _compute(dataset, vae, todo, keys, store, folder, flips, num_workers, batch_size, progress) -> int:
-    if not todo:
-        return 0
-    loader = DataLoader(_Pixels(dataset, todo), batch_sampler=_bucket_batches(dataset, todo, batch_size),
-                        num_workers=num_workers, collate_fn=list)
+def _compute(dataset, vae, loader: DataLoader, keys: dict[int, str], store, flips: tuple[bool, ...],
+             progress: bool) -> int:
+    """Encode what `loader` decodes into `store`; returns how many images failed to decode."""
     failed = 0
-    with tqdm(total=len(todo), desc=f"caching latents ({dataset.name})", unit="img", disable=not progress) as bar:
+    with tqdm(total=len(loader.dataset), desc=f"caching latents ({dataset.name})", unit="img",
+              disable=not progress or len(loader.dataset) == 0) as bar:
         for batch in loader:
             for record, _, reason in (s for s in batch if s[1] is None):
                 dataset.mark_bad(record, reason)
@@ -203,10 +215,6 @@ def _compute(dataset, vae, todo, keys, store, folder, flips, num_workers, batch_
             if good:
                 encoded = _encode(vae, torch.stack([s[1] for s in good]), flips)
                 for (record, _, _), tensors in zip(good, encoded):
-                    path = None
-                    if folder is not None:
-                        path = cache_file(folder, dataset.records[record], dataset.record_buckets[record])
-                        _save_atomic(path, tensors, keys[record])
-                    store.put(record, tensors, path)
+                    store.add(record, dataset.records[record], dataset.record_buckets[record], keys[record], tensors)
             bar.update(len(batch))
     return failed

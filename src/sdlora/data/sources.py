@@ -107,7 +107,9 @@ def _check(path: Path, max_pixels: int) -> tuple[Path, str | None, tuple[int, in
     return path, hashlib.sha1(data).hexdigest(), (info.width, info.height), None
 
 
-def _caption_for(path: Path, root: Path, source, metadata: dict[Path, str]) -> tuple[str, str, bool]:
+def _caption_for(path: Path, folder: tuple[int, str] | None, source, metadata: dict[Path, str]
+                 ) -> tuple[str, str, bool]:
+    """(caption, where it came from, whether a caption file/row was empty), by the precedence above."""
     sidecar = path.with_suffix(source.caption_extension)
     if sidecar.is_file():
         try:
@@ -117,7 +119,6 @@ def _caption_for(path: Path, root: Path, source, metadata: dict[Path, str]) -> t
             pass
     if path in metadata:
         return metadata[path], "metadata", not metadata[path]
-    folder = kohya_folder(root, path)
     if folder is not None:
         return folder[1], "folder", False
     if source.prompt:
@@ -141,8 +142,8 @@ def scan_source(source, index: int, *, max_pixels: int, threads: int = 4) -> Sou
         if bad is not None:
             scan.skipped.append(Skipped(str(path), bad.code, bad.reason))
             continue
-        caption, origin, empty = _caption_for(path, root, source, metadata)
         folder = kohya_folder(root, path)
+        caption, origin, empty = _caption_for(path, folder, source, metadata)
         scan.records.append(ImageRecord(
             path=str(path), source=index, width=size[0], height=size[1], digest=digest, caption=caption,
             caption_from=origin, repeats=source.repeats * (folder[0] if folder else 1),
