@@ -1,0 +1,160 @@
+"""A deterministic reader of shapes-world images: foreground colour, background colour, shape, style.
+
+It needs no learning, so it can judge generated images: the background is the most common palette
+colour on the border; every other pixel is explained as a blend `bg + a * (c - bg)` of the
+background with one palette colour c (this absorbs anti-aliasing and blur); the foreground colour
+is the c with the largest total coverage `a`. The silhouette (stripes closed up, speckles opened
+away) is compared by IoU with every shape's outline stretched to the silhouette's bounding box;
+the style follows from how much of the silhouette the foreground colour covers (plain ~1,
+striped ~0.5).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from sdlora.errors import SdloraError
+from sdlora.tiny.render import shape_alpha
+from sdlora.tiny.world import COLOURS, IMAGE_SIZE, OUTLINE_WIDTH, PALETTE, SHAPES
+
+_RGB = np.asarray([PALETTE[c] for c in COLOURS], dtype=np.float32)  # (K, 3)
+FOREGROUND_DISTANCE = 45.0  # RGB distance from the background colour to count as foreground
+STRIPED_BELOW = 0.70  # mean foreground coverage of the silhouette under which a shape is striped
+MIN_PIXELS = 12  # a silhouette smaller than this is "no shape"
+CLOSE, OPEN = 5, 3  # morphology window sizes: close 4 px stripe gaps, open away 1-2 px speckles
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What the checker sees. colour/shape/style are None when there is no foreground shape."""
+
+    colour: str | None
+    background: str
+    shape: str | None
+    style: str | None
+    fill: float = 0.0  # mean foreground coverage inside the silhouette
+    iou: float = 0.0  # IoU of the silhouette with the chosen shape's outline
+
+
+def check(image) -> Reading:
+    """Read a shapes-world image (PIL image or HxWx3 array, uint8 or float in [0, 1])."""
+    pixels = _as_pixels(image)  # (64, 64, 3) float32, 0..255
+    dist = np.linalg.norm(pixels[:, :, None, :] - _RGB, axis=-1)  # (64, 64, K)
+    bg = _border_mode(dist.argmin(axis=-1))
+    candidate = dist[..., bg] > FOREGROUND_DISTANCE
+    region = _fill_holes(_open(_close(candidate)))  # the shape: stripes filled, speckles gone
+    if region.sum() < MIN_PIXELS:
+        return Reading(None, COLOURS[bg], None, None)
+    fg = _foreground_colour(pixels[candidate & region], bg)
+    cover = _coverage(pixels.reshape(-1, 3), bg, fg).reshape(region.shape)  # (64, 64) in [0, 1]
+    fill = float(cover[_core(region)].mean())
+    style = "striped" if fill < STRIPED_BELOW else "plain"
+    solid = cover > 0.5
+    if style == "striped":  # the outline and stripes, closed up and filled in
+        solid = _fill_holes(_close(solid))
+    shape, iou = _shape(solid & _filter(region, ImageFilter.MaxFilter(3)))
+    return Reading(COLOURS[fg], COLOURS[bg], shape, style, fill, iou)
+
+
+def _as_pixels(image) -> np.ndarray:
+    if isinstance(image, Image.Image):
+        image = image.convert("RGB")
+        if image.size != (IMAGE_SIZE, IMAGE_SIZE):
+            image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
+        return np.asarray(image, dtype=np.float32)
+    array = np.asarray(image)
+    if array.ndim != 3 or array.shape[-1] != 3:
+        raise SdloraError(f"checker: expected an HxWx3 RGB image, got an array of shape {array.shape}")
+    if array.dtype != np.uint8:
+        array = np.clip(np.rint(array.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
+    return _as_pixels(Image.fromarray(array, "RGB"))
+
+
+def _border_mode(classes: np.ndarray) -> int:
+    ring = np.concatenate([classes[:2].ravel(), classes[-2:].ravel(),
+                           classes[:, :2].ravel(), classes[:, -2:].ravel()])
+    return int(np.bincount(ring, minlength=len(COLOURS)).argmax())
+
+
+def _blend_fit(pixels: np.ndarray, bg: int) -> tuple[np.ndarray, np.ndarray]:
+    """Coverage a (N, K) and residual (N, K) of each pixel as bg + a * (c - bg), a in [0, 1]."""
+    offset = pixels - _RGB[bg]  # (N, 3)
+    direction = _RGB - _RGB[bg]  # (K, 3); row bg is zero
+    norm2 = np.maximum((direction ** 2).sum(-1), 1e-6)  # (K,)
+    a = np.clip(offset @ direction.T / norm2, 0.0, 1.0)  # (N, K)
+    residual = np.linalg.norm(offset[:, None, :] - a[..., None] * direction, axis=-1)
+    residual[:, bg] = np.inf
+    return a, residual
+
+
+def _foreground_colour(pixels: np.ndarray, bg: int) -> int:
+    a, residual = _blend_fit(pixels, bg)
+    best = residual.argmin(axis=-1)  # (N,)
+    votes = np.bincount(best, weights=a[np.arange(len(best)), best], minlength=len(COLOURS))
+    return int(votes.argmax())
+
+
+def _coverage(pixels: np.ndarray, bg: int, fg: int) -> np.ndarray:
+    a, _ = _blend_fit(pixels, bg)
+    return a[:, fg]
+
+
+def _filter(mask: np.ndarray, filt) -> np.ndarray:
+    return np.asarray(Image.fromarray(mask.astype(np.uint8) * 255, "L").filter(filt)) > 127
+
+
+def _close(mask: np.ndarray) -> np.ndarray:
+    return _filter(_filter(mask, ImageFilter.MaxFilter(CLOSE)), ImageFilter.MinFilter(CLOSE))
+
+
+def _open(mask: np.ndarray) -> np.ndarray:
+    return _filter(_filter(mask, ImageFilter.MinFilter(OPEN)), ImageFilter.MaxFilter(OPEN))
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """`mask` plus every pixel not 4-connected to the image border through unmasked pixels."""
+    free = np.pad(~mask, 1, constant_values=True)  # a free ring joins the whole border
+    outside = np.zeros_like(free)
+    outside[0, 0] = True
+    while True:  # grow the outside region one step per pass until it stops changing
+        grown = outside.copy()
+        grown[1:] |= outside[:-1]
+        grown[:-1] |= outside[1:]
+        grown[:, 1:] |= outside[:, :-1]
+        grown[:, :-1] |= outside[:, 1:]
+        grown &= free
+        if np.array_equal(grown, outside):
+            return ~outside[1:-1, 1:-1]
+        outside = grown
+
+
+def _core(region: np.ndarray) -> np.ndarray:
+    """`region` without its outer OUTLINE_WIDTH px, where the striped style shows its stripes."""
+    core = _filter(region, ImageFilter.MinFilter(2 * OUTLINE_WIDTH + 3))
+    return core if core.sum() >= MIN_PIXELS else region
+
+
+def _unit_bounds(outline) -> tuple[float, float, float, float]:
+    if isinstance(outline, float):
+        return -outline, outline, -outline, outline
+    xs, ys = zip(*outline)
+    return min(xs), max(xs), min(ys), max(ys)
+
+
+def _shape(silhouette: np.ndarray) -> tuple[str, float]:
+    """The shape whose outline, stretched to the silhouette's bounding box, overlaps it best."""
+    if not silhouette.any():
+        return "", 0.0
+    rows, cols = np.nonzero(silhouette)
+    x0, x1, y0, y1 = cols.min(), cols.max() + 1.0, rows.min(), rows.max() + 1.0
+    best, best_iou = "", -1.0
+    for name, outline in SHAPES.items():
+        umin, umax, vmin, vmax = _unit_bounds(outline)
+        rx, ry = (x1 - x0) / (umax - umin), (y1 - y0) / (vmax - vmin)
+        template = shape_alpha(name, x0 - umin * rx, y0 - vmin * ry, rx, ry) > 0.5
+        iou = (template & silhouette).sum() / max((template | silhouette).sum(), 1)
+        if iou > best_iou:
+            best, best_iou = name, float(iou)
+    return best, best_iou

@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+from sdlora.errors import SdloraError
+from sdlora.tiny.checker import Reading, check
+from sdlora.tiny.render import render, render_seed
+from sdlora.tiny.world import PALETTE, SHAPE_NAMES, Scene
+
+FIELDS = ("colour", "background", "shape", "style")
+N = 100  # images per style and condition
+
+
+def degrade(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Mild blur and noise, like a diffusion model's decoded output."""
+    blurred = np.asarray(Image.fromarray(pixels).filter(ImageFilter.GaussianBlur(0.8)), np.float32)
+    return np.clip(blurred + rng.normal(0.0, 8.0, pixels.shape), 0, 255).astype(np.uint8)
+
+
+def accuracy(style: str, degraded: bool) -> dict[str, float]:
+    rng = np.random.default_rng(1)
+    hits = dict.fromkeys(FIELDS, 0)
+    for i in range(N):
+        pixels, scene = render_seed(2024, i, style)
+        reading = check(degrade(pixels, rng) if degraded else pixels)
+        for f in FIELDS:
+            hits[f] += getattr(reading, f) == getattr(scene, f)
+    return {f: h / N for f, h in hits.items()}
+
+
+@pytest.mark.parametrize("degraded", [False, True], ids=["clean", "blur+noise"])
+@pytest.mark.parametrize("style", ["plain", "striped"])
+def test_checker_reads_ground_truth_at_least_95_percent(style, degraded):
+    rates = accuracy(style, degraded)
+    assert min(rates.values()) >= 0.95, rates
+
+
+@pytest.mark.parametrize("shape", SHAPE_NAMES)
+def test_each_shape_is_recognised_at_every_size(shape):
+    for size, r in (("small", 10.0), ("medium", 15.0), ("large", 21.0)):
+        for style in ("plain", "striped"):
+            reading = check(render(Scene(shape, "purple", "yellow", size, 31.0, 33.0, r, style)))
+            assert (reading.shape, reading.style, reading.colour) == (shape, style, "purple"), (size, style)
+
+
+def test_blank_image_has_no_shape():
+    blank = np.zeros((64, 64, 3), np.uint8) + np.asarray(PALETTE["green"], np.uint8)
+    assert check(blank) == Reading(None, "green", None, None)
+
+
+def test_accepts_pil_float_arrays_and_other_sizes():
+    pixels = render(Scene("triangle", "white", "blue", "large", 32.0, 32.0, 21.0))
+    expected = check(pixels)
+    assert (expected.shape, expected.colour, expected.background) == ("triangle", "white", "blue")
+    assert check(Image.fromarray(pixels)) == expected
+    assert check(pixels.astype(np.float32) / 255.0) == expected
+    big = check(Image.fromarray(pixels).resize((256, 256), Image.NEAREST))
+    assert (big.shape, big.colour, big.background, big.style) == ("triangle", "white", "blue", "plain")
+
+
+def test_checker_is_deterministic():
+    pixels, _ = render_seed(0, 3, "striped")
+    assert check(pixels) == check(pixels.copy())
+
+
+def test_non_rgb_array_is_a_user_error():
+    with pytest.raises(SdloraError, match="HxWx3"):
+        check(np.zeros((64, 64), np.uint8))
