@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from torch.utils.data import DataLoader
 
+from sdlora.train import rng
+
 
 class BatchStream:
     """next(stream) -> collated batch; `epoch` counts completed epochs, `position` batches into the current one."""
@@ -29,8 +31,11 @@ class BatchStream:
         if self._it is None:
             self.sampler.set_epoch(self.epoch)  # also sets the dataset's epoch (augmentation randomness)
             batches = list(self.sampler)[self.position:]
+            # its own generator: creating an iterator must not draw from torch's global RNG (that
+            # would shift LoRA dropout masks depending on where in an epoch a run was resumed)
             loader = DataLoader(self.dataset, batch_sampler=batches, collate_fn=self.collate,
-                                num_workers=self.num_workers)
+                                num_workers=self.num_workers,
+                                generator=rng.generator(self.sampler.seed, "loader", self.epoch, self.position))
             self._it, self._left = iter(loader), len(batches)
         batch = next(self._it)
         self.position += 1

@@ -206,9 +206,9 @@ def run_loop(run: Run, on_step: Callable[[int, StepResult], None] | None) -> str
         log_validation_loss(run)  # the baseline the later values compare to
     with StopRequest() as stop:
         while run.step < run.total:
-            rng.seed_step(cfg.train.seed, run.step, acc.process_index)
             epoch = run.stream.epoch
             micro = [next(run.stream) for _ in range(cfg.train.grad_accum)]
+            rng.seed_step(cfg.train.seed, run.step, acc.process_index)  # LoRA dropout masks of this step
             lr = run.optimizer.param_groups[0]["lr"]
             result = train_step(acc, run.ctx, micro, run.optimizer, run.scheduler, run.step)
             run.step += 1

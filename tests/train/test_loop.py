@@ -1,0 +1,104 @@
+"""End to end on the tiny model: outputs, learning, bitwise resume, the NaN guard, Ctrl-C."""
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from sdlora.config import load_config
+from sdlora.formats import load_lora_file
+from sdlora.train import train
+from sdlora.train.checkpoint import find_checkpoints, load_state
+from sdlora.train.guard import TrainingDiverged
+
+
+def read_file(path):
+    with safe_open(str(path), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+
+
+def test_run_writes_kohya_lora_logs_samples_and_config(make_cfg):
+    cfg = make_cfg(sets=['validation.prompts=["a red square"]', "save.every_n_steps=2", "log.tensorboard=true"])
+    result = train(cfg)
+    run = result.run_dir
+    assert result.status == "done" and result.step == 4
+    state, meta = read_file(run / "lora.safetensors")
+    assert state and all(k.startswith("lora_unet_") for k in state)
+    suffixes = {k.split(".", 1)[1] for k in state}
+    assert suffixes == {"lora_down.weight", "lora_up.weight", "alpha"}
+    assert "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight" in state
+    # unet-attn on the tiny UNet: 4 transformer blocks (down, mid, 2 up) x attn1/attn2 x q/k/v/out, 3 keys each
+    assert len(state) == 4 * 2 * 4 * 3
+    assert meta["ss_network_dim"] == "4" and meta["ss_steps"] == "4" and meta["ss_seed"] == "42"
+    assert meta["ss_resolution"] == "(32, 32)" and meta["ss_sd_model_name"] == str(cfg.model.name)
+    assert meta["ss_num_train_images"] == "6"
+    lora, _, fmt = load_lora_file(run / "lora.safetensors")  # our own reader round-trips it
+    assert fmt == "kohya" and len(lora) == len(state)
+    # resolved config, text log, TensorBoard events, sample grids, checkpoints
+    assert load_config(run / "config.toml") == cfg
+    log = (run / "train.log").read_text()
+    assert "step 1: loss" in log and "step 4: loss" in log and "done: 4 steps" in log
+    assert any(p.name.startswith("events.out.tfevents") for p in (run / "logs").iterdir())
+    assert (run / "samples" / "step-000000-base.png").is_file() and (run / "samples" / "step-000004.png").is_file()
+    assert [c.step for c in find_checkpoints(run)] == [2, 4]
+    assert (run / "checkpoints" / "step-000002" / "lora.safetensors").is_file()
+    assert not list(run.rglob("*.tmp"))
+    assert result.delta_norm > 0 and not result.warnings
+
+
+def test_validation_loss_decreases_over_50_steps(make_cfg):
+    cfg = make_cfg(**{"train.steps": 50, "train.lr": 5e-3, "data.validation_split": 0.34,
+                      "validation.loss_every_n_steps": 25})
+    losses = train(cfg).validation_losses
+    assert sorted(losses) == [0, 25, 50]
+    assert losses[50] < losses[25] < losses[0]
+    assert losses[50] < 0.95 * losses[0]
+
+
+def _interrupt_at(step):
+    def hook(done, result):
+        if done == step:
+            os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C: the handler only sets a flag
+    return hook
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted_bitwise(make_cfg, tmp_path):
+    flags = {"train.steps": 5, "train.grad_accum": 2, "train.lr_scheduler": "cosine", "train.warmup_steps": 1,
+             "lora.dropout": 0.1, "train.noise_offset": 0.05, "train.min_snr_gamma": 5.0}
+    full = train(make_cfg(**flags, **{"save.output_dir": str(tmp_path / "full")}))
+    parted = make_cfg(**flags, **{"save.output_dir": str(tmp_path / "parted")})
+    first = train(parted, on_step=_interrupt_at(2))
+    assert first.status == "interrupted" and first.step == 2
+    assert [c.step for c in find_checkpoints(tmp_path / "parted")] == [2]
+    second = train(parted, resume="latest")
+    assert second.status == "done" and second.step == 5
+    a = load_state(find_checkpoints(tmp_path / "full")[-1])["lora"]
+    b = load_state(find_checkpoints(tmp_path / "parted")[-1])["lora"]
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # bitwise, fp32
+    fa, _ = read_file(tmp_path / "full" / "lora.safetensors")
+    fb, _ = read_file(tmp_path / "parted" / "lora.safetensors")
+    assert all(torch.equal(fa[k], fb[k]) for k in fa)
+
+
+def test_nan_loss_stops_with_message_and_keeps_the_good_lora(make_cfg):
+    good = train(make_cfg(**{"train.steps": 2}))
+    lora_bytes = (good.run_dir / "lora.safetensors").read_bytes()
+    state_bytes = (good.run_dir / "checkpoints" / "step-000002" / "state.pt").read_bytes()
+    bad = make_cfg(sets=["train.noise_offset=nan"], **{"train.steps": 10, "train.max_nonfinite_steps": 3})
+    with pytest.raises(TrainingDiverged, match=r"3 consecutive steps had a NaN/inf loss.*last good checkpoint"):
+        train(bad, resume="latest")
+    assert (good.run_dir / "lora.safetensors").read_bytes() == lora_bytes
+    assert [c.step for c in find_checkpoints(good.run_dir)] == [2]
+    assert (good.run_dir / "checkpoints" / "step-000002" / "state.pt").read_bytes() == state_bytes
+    assert "[skipped: non-finite]" in (good.run_dir / "train.log").read_text()
+
+
+def test_no_effect_warning_when_lora_does_not_change(make_cfg):
+    result = train(make_cfg(**{"train.steps": 2, "train.lr": 0.0}))
+    assert result.delta_norm == 0.0
+    assert any("LoRA changes nothing" in w for w in result.warnings)
+    assert "LoRA changes nothing" in (result.run_dir / "train.log").read_text()
