@@ -92,6 +92,8 @@ def convert_checkpoint(src: str | Path, dst: str | Path, *, overwrite: bool = Fa
     Keys stay as they are (LDM layout for SD checkpoints), so the result loads wherever the .ckpt did.
     """
     src, dst = Path(src), Path(dst)
+    if not src.is_file():
+        raise SdloraError(f"{src}: no such checkpoint file")
     if dst.suffix.lower() != SAFETENSORS_SUFFIX:
         raise SdloraError(f"{dst}: the output must end in .safetensors")
     if dst.exists() and not overwrite:

@@ -1,8 +1,6 @@
 """A diffusers StableDiffusionPipeline around SDComponents, for generation."""
 from __future__ import annotations
 
-from diffusers import StableDiffusionPipeline
-
 from sdlora.models.components import SDComponents
 
 
@@ -12,6 +10,9 @@ def build_pipeline(components: SDComponents, scheduler=None, *, safety_checker=N
     `scheduler` replaces the components' noise scheduler for sampling (e.g. DDIM or Euler); no safety
     checker unless one is passed (with its feature extractor).
     """
+    # Imported here: the pipeline module pulls in CLIP image processors that plain model loading never needs.
+    from diffusers import StableDiffusionPipeline
+
     return StableDiffusionPipeline(
         vae=components.vae,
         text_encoder=components.text_encoder,

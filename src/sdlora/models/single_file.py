@@ -2,8 +2,9 @@
 
 The architecture comes from the bundled SD 1.4 configs, the tokenizer and scheduler are the bundled
 ones, and the weights are renamed with `sdlora.models.ldm_keys`. Models are built with empty
-(meta) parameters and the file's tensors are assigned in place, so memory holds one copy of the
-weights (plus the page cache of a memory-mapped .ckpt).
+(meta) parameters and the file's tensors are assigned in place: no second copy is ever made. Both
+file types are memory-mapped copy-on-write, so fp32 weights stay file-backed pages until written
+(a load in another dtype holds the cast copy plus the mapped file while casting).
 """
 from __future__ import annotations
 
