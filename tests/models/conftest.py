@@ -14,7 +14,7 @@ TINY_CONFIGS = {"unet": skeleton.TINY_UNET, "vae": skeleton.TINY_VAE, "text_enco
 LIGHTNING_MODULE = "pytorch_lightning.callbacks.model_checkpoint"
 
 
-def ldm_extras(n_positions: int = 77) -> dict:
+def _ldm_extras(n_positions: int = 77) -> dict:
     """Tensors real SD 1.x files carry besides the three models (training schedule, EMA counters,
     the CLIP position ids that transformers 5 no longer stores)."""
     return {
@@ -77,7 +77,7 @@ def tiny_models():
 def tiny_ldm(tiny_models):
     """A tiny SD-architecture checkpoint state dict in the LDM layout (as sd-v1-4.ckpt names keys)."""
     sd = ldm_state_dict(tiny_models.unet, tiny_models.vae, tiny_models.text_encoder, TINY_CONFIGS)
-    return {**{k: v.clone() for k, v in sd.items()}, **ldm_extras()}
+    return {**{k: v.clone() for k, v in sd.items()}, **_ldm_extras()}
 
 
 def _assert_same_weights(expected, loaded) -> None:
@@ -124,3 +124,15 @@ def tiny_folder(tiny_models, tmp_path_factory):
 def save_folder():
     """save_folder(components, folder, tokenizer=True, scheduler=True): write a diffusers folder."""
     return _save_folder
+
+
+@pytest.fixture
+def ldm_extras():
+    """ldm_extras(): the non-model tensors of a real SD 1.x checkpoint (see _ldm_extras)."""
+    return _ldm_extras
+
+
+@pytest.fixture
+def tiny_configs():
+    """Architecture configs of the tiny models by component, for loading tiny LDM files."""
+    return TINY_CONFIGS

@@ -12,15 +12,16 @@ from sdlora.models.checkpoint_io import write_safetensors
 from sdlora.models.names import canonical_te_path
 from sdlora.models.single_file import ldm_state_dict, load_single_file
 
-from conftest import TINY_CONFIGS, ldm_extras  # noqa: E402  (tests/models/conftest.py, on sys.path)
 
-
-def load_tiny(path, **kwargs):
-    return load_single_file(path, configs=TINY_CONFIGS, **kwargs)
+@pytest.fixture
+def load_tiny(tiny_configs):
+    return lambda path, **kwargs: load_single_file(path, configs=tiny_configs, **kwargs)
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".ckpt"])
-def test_tiny_round_trip_is_exact(tmp_path, tiny_models, tiny_ldm, suffix, save_lightning_ckpt, assert_same_weights):
+def test_tiny_round_trip_is_exact(
+    load_tiny, tmp_path, tiny_models, tiny_ldm, suffix, save_lightning_ckpt, assert_same_weights
+):
     path = tmp_path / f"tiny{suffix}"
     write_safetensors(path, tiny_ldm) if suffix == ".safetensors" else save_lightning_ckpt(path, tiny_ldm)
     loaded = load_tiny(path)
@@ -30,21 +31,21 @@ def test_tiny_round_trip_is_exact(tmp_path, tiny_models, tiny_ldm, suffix, save_
     assert loaded.scheduler.config.steps_offset == 1
 
 
-def test_dtype_casts_floats_only(tmp_path, tiny_ldm):
+def test_dtype_casts_floats_only(load_tiny, tmp_path, tiny_ldm):
     write_safetensors(tmp_path / "t.safetensors", tiny_ldm)
     loaded = load_tiny(tmp_path / "t.safetensors", dtype=torch.float16)
     assert {p.dtype for p in loaded.unet.parameters()} == {torch.float16}
     assert {p.dtype for p in loaded.text_encoder.parameters()} == {torch.float16}
 
 
-def test_fp16_file_loads_as_fp32(tmp_path, tiny_models, tiny_ldm):
+def test_fp16_file_loads_as_fp32(load_tiny, tmp_path, tiny_models, tiny_ldm):
     write_safetensors(tmp_path / "h.safetensors", {k: v.half() if v.is_floating_point() else v for k, v in tiny_ldm.items()})
     loaded = load_tiny(tmp_path / "h.safetensors")
     w = loaded.unet.conv_in.weight
     assert w.dtype == torch.float32 and torch.equal(w, tiny_models.unet.conv_in.weight.half().float())
 
 
-def test_old_text_encoder_keys_without_text_model(tmp_path, tiny_models, tiny_ldm, assert_same_weights):
+def test_old_text_encoder_keys_without_text_model(load_tiny, tmp_path, tiny_models, tiny_ldm, assert_same_weights):
     prefix = "cond_stage_model.transformer."
     old = {(k.replace(prefix + "text_model.", prefix) if k.startswith(prefix) else k): v for k, v in tiny_ldm.items()}
     write_safetensors(tmp_path / "old.safetensors", old)
@@ -74,7 +75,7 @@ def _edit(sd, drop=(), add=None, reshape=None):
     (dict(add={"cond_stage_model.transformer.text_model.extra.weight": torch.zeros(1)}),
      r"unexpected CLIP text encoder weights, first cond_stage_model\.transformer\.text_model\.extra\.weight"),
 ])  # fmt: skip
-def test_wrong_architecture_errors_name_file_and_key(tmp_path, tiny_ldm, edit, message):
+def test_wrong_architecture_errors_name_file_and_key(load_tiny, tmp_path, tiny_ldm, edit, message):
     if edit.get("drop") == "vae":
         edit = dict(drop=[k for k in tiny_ldm if k.startswith("first_stage_model.")])
     write_safetensors(tmp_path / "other.safetensors", _edit(tiny_ldm, **edit))
@@ -118,7 +119,7 @@ def _digests(models) -> dict:
 
 
 @pytest.mark.slow
-def test_full_size_sd14_round_trip(tmp_path, save_lightning_ckpt):
+def test_full_size_sd14_round_trip(tmp_path, save_lightning_ckpt, ldm_extras):
     """Random full-size SD 1.4 in the LDM layout, as .safetensors and as a Lightning .ckpt; each loads back
     bit for bit. Memory: one model copy at a time (the source is fingerprinted, then freed)."""
     source = skeleton.SDComponents(None, skeleton.sd14_text_encoder(1), skeleton.sd14_vae(2), skeleton.sd14_unet(3), None, "")
