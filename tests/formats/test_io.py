@@ -7,6 +7,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from sdlora.errors import SdloraError
+from sdlora.formats import canonical as C
 from sdlora.formats.io import convert_lora_file, load_lora_file, read_safetensors, save_lora_file
 
 
@@ -79,3 +80,45 @@ def test_unsupported_files_are_refused_whole_with_the_reason(state, message, tmp
     with pytest.raises(SdloraError, match=message) as err:
         load_lora_file(path)
     assert str(path) in str(err.value)
+
+
+def _sd14_layers():
+    """{(component, canonical path): base weight shape} of SD 1.4 (meta device: no memory)."""
+    from sdlora.formats.modules import lora_paths
+    from sdlora.models.names import canonical_te_path
+    from sdlora.models.skeleton import build_text_encoder, build_unet, sd14_config
+
+    with torch.device("meta"):
+        unet, te = build_unet(sd14_config("unet")), build_text_encoder(sd14_config("text_encoder"))
+    layers = {("unet", p): tuple(unet.get_submodule(p).weight.shape) for p in lora_paths(unet)}
+    layers.update({("text_encoder", canonical_te_path(p)): tuple(te.get_submodule(p).weight.shape)
+                   for p in lora_paths(te)})
+    return layers
+
+
+def test_community_style_sd15_locon_file_loads(tmp_path):
+    """A full-size kohya LoCon file as shared online: kohya's default 192 UNet + 72 text-encoder modules,
+    3x3 convs at another rank, fp16, ss_* metadata, some modules without alpha."""
+    from sdlora.lora import resolve_targets
+
+    layers = _sd14_layers()
+    unet_paths = [p for c, p in layers if c == "unet"]
+    chosen = [("unet", p) for p in resolve_targets(["unet-transformer", "unet-conv"], unet_paths)]
+    chosen += [m for m in layers if m[0] == "text_encoder"]
+    state = {}
+    for i, (component, path) in enumerate(chosen):
+        shape = layers[(component, path)]
+        rank = 2 if len(shape) == 4 and shape[2:] != (1, 1) else 1  # conv_dim vs network_dim
+        name = ("lora_unet_" if component == "unet" else "lora_te_") + path.replace(".", "_")
+        state[f"{name}.lora_down.weight"] = torch.zeros((rank, shape[1]) + shape[2:], dtype=torch.float16)
+        state[f"{name}.lora_up.weight"] = torch.zeros((shape[0], rank) + (1,) * (len(shape) - 2), dtype=torch.float16)
+        if i % 5:
+            state[f"{name}.alpha"] = torch.tensor(1.0, dtype=torch.float16)
+    path = tmp_path / "community_locon.safetensors"
+    save_file(state, str(path), metadata={"ss_network_module": "networks.lora", "ss_network_dim": "1",
+                                          "ss_base_model_version": "sd_v1", "ss_network_args": '{"conv_dim": "2"}'})
+    lora, meta, fmt = load_lora_file(path)
+    assert fmt == "kohya" and set(C.group(lora)) == set(chosen)
+    # 22 resnets x (conv1, conv2, time_emb_proj) + 14 conv_shortcuts + 3 down- and 3 upsamplers = 86 LoCon modules
+    assert sum(c == "unet" for c, _ in chosen) == 192 + 86 and sum(c == "text_encoder" for c, _ in chosen) == 72
+    assert meta["ss_network_dim"] == "1"
