@@ -16,7 +16,7 @@ def test_describe_counts_modules_ranks_alphas_and_size(tiny, tmp_path):
     unet = [p for (c, _), p in modules.items() if c == "unet"]
     assert info["format"] == "kohya" and info["base"] == "SD 1.x (trained on sd-v1-4.ckpt)"
     assert info["modules"] == len(modules) and info["parameters"] == C.parameter_count(lora)
-    assert info["size_bytes"] == path.stat().st_size and info["dtypes"] == {"float16": 2 * len(modules) + len(modules)}
+    assert info["size_bytes"] == path.stat().st_size and info["dtypes"] == {"float16": 3 * len(modules)}
     part = info["components"]["unet"]
     assert part["modules"] == len(unet) and part["dora"] == len(unet)
     assert sum(part["ranks"].values()) == len(unet) and set(part["ranks"]) == {"2", "4"}

@@ -29,13 +29,14 @@ def test_save_then_load_is_exact_in_fp32(fmt, lora, tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))  # atomic write leaves no temporary file
 
 
-def test_default_dtype_is_fp16_and_kohya_hash_is_the_data_hash(lora, tmp_path):
+def test_default_dtype_is_fp16_with_fp32_alphas_and_kohya_hash_is_the_data_hash(lora, tmp_path):
     path = save_lora_file(tmp_path / "k.safetensors", lora)
     blob = path.read_bytes()
     header = int.from_bytes(blob[:8], "little")
     with safe_open(str(path), "pt") as f:
         assert f.metadata()["sshs_model_hash"] == hashlib.sha256(blob[8 + header:]).hexdigest()
-        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+        dtypes = {k.endswith(".alpha"): f.get_tensor(k).dtype for k in f.keys()}
+    assert dtypes == {False: torch.float16, True: torch.float32}  # alphas stay exact
 
 
 def test_conversions_chain_back_exactly(lora, tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import struct
 from collections.abc import Mapping
@@ -22,6 +23,8 @@ from sdlora.formats import diffusers, kohya, native
 from sdlora.formats.detect import detect_format, refuse_unsupported
 from sdlora.formats.modules import ModulePaths
 from sdlora.lora.native import FORMAT_KEY
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("kohya", "diffusers", "native")
 WRITERS = {"kohya": kohya.to_kohya, "diffusers": diffusers.to_diffusers, "native": native.to_native}
@@ -76,11 +79,18 @@ def encode(lora: Mapping[str, torch.Tensor], metadata: Mapping[str, object] | No
     """Canonical dict -> (state dict, string metadata) of format `fmt`, floats cast to `dtype` (None: keep)."""
     if fmt not in WRITERS:
         raise SdloraError(f"unknown LoRA format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt == "kohya" and any(k.endswith(".dora_scale") for k in lora):
+        log.warning("this LoRA uses DoRA: kohya files keep it as .dora_scale (ComfyUI, LyCORIS and sdlora read it), "
+                    "but diffusers' load_lora_weights drops it; write --to diffusers for diffusers")
     carried = {k: v for k, v in _stringify(metadata or {}).items() if k not in LAYOUT_METADATA}
     state, meta = WRITERS[fmt](dict(lora), carried)
-    cast = {k: (t.to(dtype) if dtype is not None and t.is_floating_point() else t).detach().cpu().contiguous()
-            for k, t in state.items()}
+    cast = {k: (t.to(dtype) if _casts(k, t, dtype) else t).detach().cpu().contiguous() for k, t in state.items()}
     return cast, meta
+
+
+def _casts(key: str, tensor: torch.Tensor, dtype: torch.dtype | None) -> bool:
+    # alphas stay float32: a 0-d scale costs nothing and fp16 would round values like 1.3
+    return dtype is not None and tensor.is_floating_point() and not key.endswith(".alpha")
 
 
 def _stringify(metadata: Mapping[str, object]) -> dict[str, str]:
