@@ -36,6 +36,7 @@ READ_PARAMS = {  # file suffix -> canonical parameter; the longest matching suff
     "down.weight": C.DOWN, "up.weight": C.UP,  # only after a legacy attention-processor name
     "alpha": C.ALPHA,
 }
+LONGEST_FIRST = tuple(sorted(READ_PARAMS, key=len, reverse=True))
 LEGACY_ONLY = ("down.weight", "up.weight")
 # Trailing path segments of diffusers' old attention-processor LoRAs -> the module they adapt.
 LEGACY_MODULES: dict[tuple[str, ...], tuple[str, ...]] = {
@@ -98,7 +99,7 @@ def peft_config(component: str, modules: Mapping[str, Mapping[str, torch.Tensor]
 def _read_key(key: str) -> tuple[str, str, str] | None:
     """"unet.a.b.lora_A.weight" -> ("unet", "a.b", lora_down.weight), legacy names resolved; else None."""
     component, _, rest = key.partition(".")
-    for suffix in sorted(READ_PARAMS, key=len, reverse=True):
+    for suffix in LONGEST_FIRST:
         if rest.endswith("." + suffix):
             parts = tuple(rest[: -len(suffix) - 1].split("."))
             for tail, module in LEGACY_MODULES.items():
