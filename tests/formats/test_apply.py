@@ -1,7 +1,6 @@
 """attach / extract / merge at the pipeline level, several adapters, and all-or-nothing failures."""
 import pytest
 import torch
-from formats_helpers import make_lora, max_diff
 
 from sdlora.errors import SdloraError
 from sdlora.formats import apply, canonical as C
@@ -21,8 +20,8 @@ def _layer_weight(components, component, path):
     return (module.base if hasattr(module, "base") else module).weight
 
 
-def test_attach_then_extract_gives_the_dict_back(tiny):
-    lora = make_lora(tiny, ("unet-transformer", "unet-conv"), ranks=(4, 2, 1), alphas=(3.0, 0.5), dora=True)
+def test_attach_then_extract_gives_the_dict_back(tiny, lora_maker):
+    lora = lora_maker(tiny, ("unet-transformer", "unet-conv"), ranks=(4, 2, 1), alphas=(3.0, 0.5), dora=True)
     names = apply.attach(tiny, lora, adapter="style")
     assert sorted(names) == sorted({f"{c}.{p}" for c, p in C.group(lora)})
     back = apply.extract(tiny, "style")
@@ -30,28 +29,28 @@ def test_attach_then_extract_gives_the_dict_back(tiny):
     assert all(t.dtype == torch.float32 and t.device.type == "cpu" for t in back.values())
 
 
-def test_multiplier_zero_and_detach_give_the_base_model_exactly(tiny, probe):
+def test_multiplier_zero_and_detach_give_the_base_model_exactly(tiny, probe, lora_maker, diff):
     base, weights = probe(tiny.unet, tiny.text_encoder), _weights(tiny)
-    apply.attach(tiny, make_lora(tiny), multiplier=0.0)
+    apply.attach(tiny, lora_maker(tiny), multiplier=0.0)
     assert all(torch.equal(a, b) for a, b in zip(probe(tiny.unet, tiny.text_encoder), base))
     apply.set_multiplier(tiny, "default", 1.0)
-    assert max_diff(probe(tiny.unet, tiny.text_encoder)[0], base[0]) > 1e-2
+    assert diff(probe(tiny.unet, tiny.text_encoder)[0], base[0]) > 1e-2
     apply.detach(tiny)
     assert not lora_modules(tiny.unet) and not lora_modules(tiny.text_encoder)
     after = _weights(tiny)
     assert set(after) == set(weights) and all(torch.equal(after[k], weights[k]) for k in weights)
 
 
-def test_two_adapters_add_their_deltas_and_merge_unmerge_round_trip(tiny, probe):
-    a = make_lora(tiny, ("unet-attn",), seed=1, ranks=(4, 2), alphas=(3.0,))
-    b = make_lora(tiny, ("unet-transformer", "unet-conv"), seed=2, ranks=(2,), alphas=(1.0, 4.0))
+def test_two_adapters_add_their_deltas_and_merge_unmerge_round_trip(tiny, probe, lora_maker, diff):
+    a = lora_maker(tiny, ("unet-attn",), seed=1, ranks=(4, 2), alphas=(3.0,))
+    b = lora_maker(tiny, ("unet-transformer", "unet-conv"), seed=2, ranks=(2,), alphas=(1.0, 4.0))
     before = {m: _layer_weight(tiny, *m).detach().clone() for m in C.group(a) | C.group(b)}
     apply.attach(tiny, a, adapter="a", multiplier=0.7)
     apply.attach(tiny, b, adapter="b", multiplier=-0.4)
     attached = probe(tiny.unet, tiny.text_encoder)
     assert apply.merge(tiny) == len(before)
     merged = probe(tiny.unet, tiny.text_encoder)
-    errors = [max_diff(x, y) for x, y in zip(attached, merged)]
+    errors = [diff(x, y) for x, y in zip(attached, merged)]
     print(f"merged vs attached (two adapters): unet {errors[0]:.2e}, text {errors[1]:.2e}")
     assert max(errors) < 1e-4
     worst = 0.0
@@ -60,15 +59,15 @@ def test_two_adapters_add_their_deltas_and_merge_unmerge_round_trip(tiny, probe)
         for lora, mult in ((a, 0.7), (b, -0.4)):
             if module in C.group(lora):
                 expected += mult * C.delta(C.group(lora)[module])
-        worst = max(worst, max_diff(_layer_weight(tiny, *module).flatten(1) - w0.flatten(1), expected))
+        worst = max(worst, diff(_layer_weight(tiny, *module).flatten(1) - w0.flatten(1), expected))
     assert worst < 1e-5
     apply.unmerge(tiny)
-    assert max(max_diff(x, y) for x, y in zip(probe(tiny.unet, tiny.text_encoder), attached)) < 1e-5
-    assert max(max_diff(_layer_weight(tiny, *m), w0) for m, w0 in before.items()) < 1e-6
+    assert max(diff(x, y) for x, y in zip(probe(tiny.unet, tiny.text_encoder), attached)) < 1e-5
+    assert max(diff(_layer_weight(tiny, *m), w0) for m, w0 in before.items()) < 1e-6
 
 
-def test_detach_one_adapter_keeps_the_other(tiny, probe):
-    a, b = make_lora(tiny, seed=1), make_lora(tiny, seed=2)
+def test_detach_one_adapter_keeps_the_other(tiny, probe, lora_maker):
+    a, b = lora_maker(tiny, seed=1), lora_maker(tiny, seed=2)
     apply.attach(tiny, a, adapter="a")
     only_a = probe(tiny.unet, tiny.text_encoder)
     apply.attach(tiny, b, adapter="b")
@@ -79,16 +78,16 @@ def test_detach_one_adapter_keeps_the_other(tiny, probe):
         apply.detach(tiny, "b")
 
 
-def test_bake_leaves_a_plain_model_with_the_merged_weights(tiny, probe):
-    apply.attach(tiny, make_lora(tiny, ("unet-transformer", "unet-conv"), dora=True), multiplier=0.8)
+def test_bake_leaves_a_plain_model_with_the_merged_weights(tiny, probe, lora_maker, diff):
+    apply.attach(tiny, lora_maker(tiny, ("unet-transformer", "unet-conv"), dora=True), multiplier=0.8)
     attached = probe(tiny.unet, tiny.text_encoder)
     apply.bake(tiny)
     assert not lora_modules(tiny.unet) and not lora_modules(tiny.text_encoder)
-    assert max(max_diff(x, y) for x, y in zip(probe(tiny.unet, tiny.text_encoder), attached)) < 1e-4
+    assert max(diff(x, y) for x, y in zip(probe(tiny.unet, tiny.text_encoder), attached)) < 1e-4
 
 
-def test_failures_leave_the_model_untouched(tiny):
-    good = make_lora(tiny)
+def test_failures_leave_the_model_untouched(tiny, lora_maker):
+    good = lora_maker(tiny)
     weights = _weights(tiny)
     te_key = next(k for k in good if k.startswith("text_encoder") and k.endswith(C.DOWN))
     wrong_shape = {**good, te_key: torch.zeros(good[te_key].shape[0], 999)}

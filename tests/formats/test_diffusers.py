@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-from formats_helpers import make_lora, max_diff
 
 from sdlora.errors import SdloraError
 from sdlora.formats import apply, canonical as C
@@ -22,8 +21,8 @@ def _pair(rank=2, out=320, inp=320):
     return torch.randn(rank, inp), torch.randn(out, rank)
 
 
-def test_keys_and_metadata(tiny):
-    lora = make_lora(tiny, ("unet-attn",), ranks=(4, 2), alphas=(3.0, 1.5))
+def test_keys_and_metadata(tiny, lora_maker):
+    lora = lora_maker(tiny, ("unet-attn",), ranks=(4, 2), alphas=(3.0, 1.5))
     state, meta = to_diffusers(lora, {"ss_seed": "1"})
     assert f"unet.{Q}.lora_A.weight" in state and f"unet.{Q}.lora_B.weight" in state
     assert f"text_encoder.{TE_Q}.lora_A.weight" in state
@@ -35,8 +34,8 @@ def test_keys_and_metadata(tiny):
     assert meta["ss_seed"] == "1"
 
 
-def test_round_trip_is_exact(tiny):
-    lora = make_lora(tiny, ("unet-transformer", "unet-conv"), ranks=(4, 2, 1), alphas=(3.0, 1.5, 0.5), dora=True)
+def test_round_trip_is_exact(tiny, lora_maker):
+    lora = lora_maker(tiny, ("unet-transformer", "unet-conv"), ranks=(4, 2, 1), alphas=(3.0, 1.5, 0.5), dora=True)
     state, meta = to_diffusers(lora)
     back, _ = from_diffusers(state, meta)
     assert set(back) == set(lora) and all(torch.equal(back[k], lora[k]) for k in lora)
@@ -81,16 +80,16 @@ def test_unknown_keys_are_named(key):
 
 
 @pytest.mark.parametrize("dora", [False, True])
-def test_diffusers_export_loads_in_diffusers_with_alphas(dora, tmp_path, probe, tiny):
+def test_diffusers_export_loads_in_diffusers_with_alphas(dora, tmp_path, probe, tiny, lora_maker, diff):
     # per-module ranks and alphas: the scale only survives through rank_pattern / alpha_pattern
-    lora = make_lora(tiny, ("unet-transformer", "unet-conv"), ranks=(4, 2), alphas=(3.0, 1.5, 0.5), dora=dora)
+    lora = lora_maker(tiny, ("unet-transformer", "unet-conv"), ranks=(4, 2), alphas=(3.0, 1.5, 0.5), dora=dora)
     apply.attach(tiny, lora)
     ours = probe(tiny.unet, tiny.text_encoder)
     path = save_lora_file(tmp_path / "pytorch_lora_weights.safetensors", lora, {}, "diffusers", torch.float32)
     pipe = build_pipeline(tiny_components(0))
     pipe.load_lora_weights(str(path))
     theirs = probe(pipe.unet, pipe.text_encoder)
-    errors = [max_diff(a, b) for a, b in zip(ours, theirs)]
+    errors = [diff(a, b) for a, b in zip(ours, theirs)]
     print(f"diffusers export (dora={dora}): max |sdlora - diffusers| unet {errors[0]:.2e}, text {errors[1]:.2e}")
     assert max(errors) < 1e-4
 
@@ -100,7 +99,7 @@ def _peft_state(model) -> dict:
     return {k.replace(".default.", "."): v for k, v in model.state_dict().items() if ".lora_" in k}
 
 
-def test_file_written_by_diffusers_is_read(tmp_path, probe, tiny):
+def test_file_written_by_diffusers_is_read(tmp_path, probe, tiny, diff):
     """diffusers' own save_lora_weights output (PEFT names + LoraConfig metadata) loads in sdlora."""
     from peft import LoraConfig, inject_adapter_in_model
 
@@ -128,6 +127,6 @@ def test_file_written_by_diffusers_is_read(tmp_path, probe, tiny):
     assert C.rank(C.group(lora)[("unet", "down_blocks.0.attentions.0.proj_in")]) == 2
     assert float(lora[f"text_encoder.{TE_Q}.alpha"]) == 5.0
     apply.attach(tiny, lora)
-    errors = [max_diff(a, b) for a, b in zip(probe(tiny.unet, tiny.text_encoder), theirs)]
+    errors = [diff(a, b) for a, b in zip(probe(tiny.unet, tiny.text_encoder), theirs)]
     print(f"diffusers-written file: max |sdlora - PEFT| unet {errors[0]:.2e}, text {errors[1]:.2e}")
     assert max(errors) < 1e-4

@@ -1,15 +1,14 @@
 import json
 
 import torch
-from formats_helpers import make_lora
 
 from sdlora.formats import canonical as C
 from sdlora.formats.info import describe, render
 from sdlora.formats.io import save_lora_file
 
 
-def test_describe_counts_modules_ranks_alphas_and_size(tiny, tmp_path):
-    lora = make_lora(tiny, ("unet-transformer", "unet-conv"), ranks=(4, 2), alphas=(3.0,), dora=True)
+def test_describe_counts_modules_ranks_alphas_and_size(tiny, tmp_path, lora_maker):
+    lora = lora_maker(tiny, ("unet-transformer", "unet-conv"), ranks=(4, 2), alphas=(3.0,), dora=True)
     path = save_lora_file(tmp_path / "x.safetensors", lora, {"ss_sd_model_name": "sd-v1-4.ckpt"}, "kohya")
     info = describe(path)
     modules = C.group(lora)
@@ -28,8 +27,8 @@ def test_describe_counts_modules_ranks_alphas_and_size(tiny, tmp_path):
     assert "format:      kohya" in text and "ranks:" in text and "ss_network_dim" in text
 
 
-def test_render_shortens_long_metadata(tiny, tmp_path):
-    path = save_lora_file(tmp_path / "x.safetensors", make_lora(tiny), {"ss_tag_frequency": "x" * 500}, "native",
+def test_render_shortens_long_metadata(tiny, tmp_path, lora_maker):
+    path = save_lora_file(tmp_path / "x.safetensors", lora_maker(tiny), {"ss_tag_frequency": "x" * 500}, "native",
                           torch.float32)
     line = next(l for l in render(describe(path)).splitlines() if "ss_tag_frequency" in l)
     assert line.endswith("...") and len(line) < 130

@@ -2,7 +2,6 @@ import hashlib
 
 import pytest
 import torch
-from formats_helpers import make_lora
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -12,8 +11,8 @@ from sdlora.formats.io import convert_lora_file, load_lora_file, read_safetensor
 
 
 @pytest.fixture
-def lora(tiny):
-    return make_lora(tiny, ("unet-transformer", "unet-conv"), ranks=(4, 2), dora=True)
+def lora(tiny, lora_maker):
+    return lora_maker(tiny, ("unet-transformer", "unet-conv"), ranks=(4, 2), dora=True)
 
 
 def _equal(a, b):

@@ -11,7 +11,6 @@ from sdlora.formats.kohya import from_kohya, to_kohya
 from sdlora.formats.modules import component_paths
 from sdlora.models import build_pipeline, tiny_components
 
-from formats_helpers import make_lora, max_diff
 
 # canonical module -> the kohya name A1111/ComfyUI/kohya write for it (literal, not computed)
 KOHYA_NAMES = [
@@ -43,8 +42,8 @@ def test_kohya_names_follow_the_table(component, path, name):
     assert set(back) == set(lora) and all(torch.equal(back[k], lora[k]) for k in lora)
 
 
-def test_round_trip_is_exact_with_conv_dora_and_mixed_ranks(tiny):
-    lora = make_lora(tiny, ("unet-transformer", "unet-conv"), ranks=(4, 2, 1), dora=True)
+def test_round_trip_is_exact_with_conv_dora_and_mixed_ranks(tiny, lora_maker):
+    lora = lora_maker(tiny, ("unet-transformer", "unet-conv"), ranks=(4, 2, 1), dora=True)
     state, meta = to_kohya(lora, {"ss_seed": "7"})
     assert all(k.startswith(("lora_unet_", "lora_te_")) for k in state)
     dora = next(k for k in state if k.endswith("resnets_0_conv1.dora_scale"))
@@ -103,22 +102,22 @@ def _diffusers_outputs(state_or_path, probe, **kwargs):
 
 
 @pytest.mark.parametrize("presets", [("unet-attn",), ("unet-transformer",), ("unet-transformer", "unet-conv")])
-def test_kohya_export_matches_diffusers_loader(presets, tmp_path, probe, tiny):
+def test_kohya_export_matches_diffusers_loader(presets, tmp_path, probe, tiny, lora_maker, diff):
     # Mixed ranks, one alpha (!= either rank): diffusers 0.42 reads a kohya file's alphas correctly only
     # while they are all equal (per-module alphas of attention layers fall back to the most common one).
-    lora = make_lora(tiny, presets, ranks=(4, 2), alphas=(3.0,))
+    lora = lora_maker(tiny, presets, ranks=(4, 2), alphas=(3.0,))
     base = probe(tiny.unet, tiny.text_encoder)
     apply.attach(tiny, lora)
     ours = probe(tiny.unet, tiny.text_encoder)
     path = save_lora_file(tmp_path / "k.safetensors", lora, {}, "kohya", torch.float32)
     theirs = _diffusers_outputs(str(path), probe)
-    errors = [max_diff(a, b) for a, b in zip(ours, theirs)]
+    errors = [diff(a, b) for a, b in zip(ours, theirs)]
     print(f"kohya export {'+'.join(presets)}: max |sdlora - diffusers| unet {errors[0]:.2e}, text {errors[1]:.2e}")
     assert max(errors) < 1e-4
-    assert min(max_diff(a, b) for a, b in zip(ours, base)) > 1e-2  # the LoRA really changes both outputs
+    assert min(diff(a, b) for a, b in zip(ours, base)) > 1e-2  # the LoRA really changes both outputs
 
 
-def test_kohya_dict_from_elsewhere_applies_like_diffusers(probe):
+def test_kohya_dict_from_elsewhere_applies_like_diffusers(probe, diff):
     """A kohya dict written here by hand (names spelled out) gives the same outputs both ways."""
     model = tiny_components(0)
     gen = torch.Generator().manual_seed(3)
@@ -146,6 +145,6 @@ def test_kohya_dict_from_elsewhere_applies_like_diffusers(probe):
     apply.attach(model, lora)
     ours = probe(model.unet, model.text_encoder)
     theirs = _diffusers_outputs(dict(state), probe)
-    errors = [max_diff(a, b) for a, b in zip(ours, theirs)]
+    errors = [diff(a, b) for a, b in zip(ours, theirs)]
     print(f"hand-written kohya dict: max |sdlora - diffusers| unet {errors[0]:.2e}, text {errors[1]:.2e}")
     assert max(errors) < 1e-4

@@ -1,7 +1,6 @@
 """merge-into-model: the saved model (diffusers folder or LDM single file) equals base + LoRA."""
 import pytest
 import torch
-from formats_helpers import make_lora, max_diff
 
 from sdlora.errors import SdloraError
 from sdlora.formats import apply
@@ -21,12 +20,12 @@ def base_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def loras(tmp_path_factory):
+def loras(tmp_path_factory, lora_maker):
     tiny = tiny_components(0)
     folder = tmp_path_factory.mktemp("loras")
-    a = save_lora_file(folder / "a.safetensors", make_lora(tiny, ("unet-transformer",), seed=1), {}, "kohya",
+    a = save_lora_file(folder / "a.safetensors", lora_maker(tiny, ("unet-transformer",), seed=1), {}, "kohya",
                        torch.float32)
-    b = save_lora_file(folder / "b.safetensors", make_lora(tiny, ("unet-conv",), seed=2, dora=True), {}, "native",
+    b = save_lora_file(folder / "b.safetensors", lora_maker(tiny, ("unet-conv",), seed=2, dora=True), {}, "native",
                        torch.float32)
     return a, b
 
@@ -41,7 +40,7 @@ def _expected(base_dir, loras, weights, probe):
 
 
 @pytest.mark.parametrize("name", ["merged", "merged.safetensors"])
-def test_saved_model_equals_base_with_loras_attached(name, base_dir, loras, tmp_path, probe):
+def test_saved_model_equals_base_with_loras_attached(name, base_dir, loras, tmp_path, probe, diff):
     out = tmp_path / name
     report = merge_into_model(base_dir, [(loras[0], 0.8), (loras[1], -0.5)], out)
     assert report["layout"] == output_layout(out) and [x["format"] for x in report["loras"]] == ["kohya", "native"]
@@ -51,12 +50,12 @@ def test_saved_model_equals_base_with_loras_attached(name, base_dir, loras, tmp_
         merged = load_single_file(out, configs=model_configs(load_components(base_dir)))
     assert not lora_modules(merged.unet)
     got = probe(merged.unet, merged.text_encoder)
-    errors = [max_diff(a, b) for a, b in zip(got, _expected(base_dir, loras, (0.8, -0.5), probe))]
+    errors = [diff(a, b) for a, b in zip(got, _expected(base_dir, loras, (0.8, -0.5), probe))]
     print(f"merge-into-model ({report['layout']}): max |merged - attached| unet {errors[0]:.2e}, text {errors[1]:.2e}")
     assert max(errors) < 1e-4
 
 
-def test_refusals(base_dir, loras, tmp_path):
+def test_refusals(base_dir, loras, tmp_path, lora_maker):
     with pytest.raises(SdloraError, match="pickle"):
         output_layout(tmp_path / "x.ckpt")
     existing = tmp_path / "exists"
@@ -64,6 +63,6 @@ def test_refusals(base_dir, loras, tmp_path):
     with pytest.raises(SdloraError, match="already exists"):
         merge_into_model(base_dir, [(loras[0], 1.0)], existing)
     model = tiny_components(0)
-    apply.attach(model, make_lora(model), adapter="live")
+    apply.attach(model, lora_maker(model), adapter="live")
     with pytest.raises(SdloraError, match="already carries LoRA adapters"):
-        merge_loras(model, [(make_lora(model), 1.0)])
+        merge_loras(model, [(lora_maker(model), 1.0)])

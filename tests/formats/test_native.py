@@ -1,6 +1,5 @@
 import pytest
 import torch
-from formats_helpers import make_lora
 
 from sdlora.errors import SdloraError
 from sdlora.formats.io import load_lora_file
@@ -9,8 +8,8 @@ from sdlora.formats.native import from_native, to_native
 from sdlora.lora import inject, lora_state_dict, save_native
 
 
-def test_round_trip_is_exact_and_marked(tiny):
-    lora = make_lora(tiny, ("unet-transformer", "unet-conv"), ranks=(4, 1), dora=True)
+def test_round_trip_is_exact_and_marked(tiny, lora_maker):
+    lora = lora_maker(tiny, ("unet-transformer", "unet-conv"), ranks=(4, 1), dora=True)
     state, meta = to_native(lora, {"base_model": "CompVis/stable-diffusion-v1-4"})
     assert set(state) == set(lora)  # the canonical keys themselves
     assert meta["sdlora_format"] == "native/1" and "sdlora_version" in meta
@@ -31,8 +30,8 @@ def test_a_single_model_native_file_is_placed_by_module_table(tiny, tmp_path):
     assert len(lora) == len(sd)
 
 
-def test_other_native_versions_and_unknown_modules_are_refused(tiny):
-    state, meta = to_native(make_lora(tiny))
+def test_other_native_versions_and_unknown_modules_are_refused(tiny, lora_maker):
+    state, meta = to_native(lora_maker(tiny))
     with pytest.raises(SdloraError, match="upgrade sdlora"):
         from_native(state, {**meta, "sdlora_format": "native/2"})
     with pytest.raises(SdloraError, match="unet.nowhere.alpha"):

@@ -1,6 +1,5 @@
 import pytest
 import torch
-from formats_helpers import make_lora
 
 from sdlora.errors import SdloraError
 from sdlora.formats import canonical as C
@@ -55,8 +54,8 @@ def test_bad_ranks_are_refused(rank):
         resize_lora(_lora(), rank)
 
 
-def test_resize_file_keeps_format_dtype_and_records_energy(tiny, tmp_path):
-    src = save_lora_file(tmp_path / "in.safetensors", make_lora(tiny, ranks=(4,)), {"ss_seed": "5"}, "diffusers")
+def test_resize_file_keeps_format_dtype_and_records_energy(tiny, tmp_path, lora_maker):
+    src = save_lora_file(tmp_path / "in.safetensors", lora_maker(tiny, ranks=(4,)), {"ss_seed": "5"}, "diffusers")
     report = resize_lora_file(src, tmp_path / "out.safetensors", 2)
     lora, meta, fmt = load_lora_file(tmp_path / "out.safetensors")
     assert fmt == "diffusers" and {t.dtype for k, t in lora.items() if not k.endswith("alpha")} == {torch.float16}
