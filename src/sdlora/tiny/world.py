@@ -88,13 +88,13 @@ class Scene:
 def caption(shape: str, colour: str, size: str | None = None, background: str | None = None) -> str:
     """The caption of a scene's attributes; `size`/`background` None leaves them out."""
     words = " ".join(w for w in (size, colour, shape) if w)
-    text = f"{_article(words)} {words}"
+    text = f"{article(words)} {words}"
     if background:
-        text += f" on {_article(background)} {background} background"
+        text += f" on {article(background)} {background} background"
     return text
 
 
-def _article(word: str) -> str:
+def article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 

@@ -1,0 +1,81 @@
+"""How well a model draws the shapes world: generate every colour x shape prompt with several seeds
+and read each image with the checker.
+
+Used for sd-tiny's base quality bar (plain style, prompts like "a red star") and for LoRA demos
+(e.g. template "{a} {colour} {shape} in sks style", expected style "striped").
+"""
+from __future__ import annotations
+
+from itertools import product
+
+import numpy as np
+import torch
+from diffusers import StableDiffusionPipeline
+
+from sdlora.models import SDComponents
+from sdlora.tiny.checker import check
+from sdlora.tiny.world import COLOURS, SHAPE_NAMES, article
+
+DEFAULT_TEMPLATE = "{a} {colour} {shape}"  # {a}: "a" or "an", whichever fits the colour
+
+
+def as_pipeline(model: SDComponents | StableDiffusionPipeline) -> StableDiffusionPipeline:
+    """A StableDiffusionPipeline over the same modules (no safety checker), progress bar off."""
+    if isinstance(model, StableDiffusionPipeline):
+        pipe = model
+    elif isinstance(model, SDComponents):
+        pipe = StableDiffusionPipeline(vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer,
+                                       unet=model.unet, scheduler=model.scheduler, safety_checker=None,
+                                       feature_extractor=None, requires_safety_checker=False)
+    else:
+        raise TypeError(f"expected SDComponents or StableDiffusionPipeline, got {type(model).__name__}")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def prompt_grid(template: str = DEFAULT_TEMPLATE, colours=COLOURS, shapes=SHAPE_NAMES) -> list[tuple[str, str, str]]:
+    """(prompt, colour, shape) for every colour x shape."""
+    return [(template.format(a=article(c), colour=c, shape=s), c, s) for c, s in product(colours, shapes)]
+
+
+@torch.no_grad()
+def generate(pipe: StableDiffusionPipeline, prompts: list[str], seeds: list[int], *, steps: int = 20,
+             guidance: float = 5.0, batch_size: int = 64) -> np.ndarray:
+    """One image per (prompt, seed) pair, in order: float32 (N, H, W, 3) in [0, 1]."""
+    device = pipe.unet.device
+    out = []
+    for start in range(0, len(prompts), batch_size):
+        chunk, chunk_seeds = prompts[start:start + batch_size], seeds[start:start + batch_size]
+        generators = [torch.Generator(device).manual_seed(s) for s in chunk_seeds]
+        result = pipe(prompt=chunk, generator=generators, num_inference_steps=steps,
+                      guidance_scale=guidance, output_type="np")
+        out.append(np.asarray(result.images, dtype=np.float32))
+    return np.concatenate(out)
+
+
+def evaluate_quality(model: SDComponents | StableDiffusionPipeline, *, seeds: int | list[int] = 4,
+                     template: str = DEFAULT_TEMPLATE, expected_style: str = "plain", steps: int = 20,
+                     guidance: float = 5.0, batch_size: int = 64) -> dict:
+    """Generate every colour x shape prompt of `template` with each seed (`seeds`: a count or a
+    list) and score the images (see `score`); also records n, steps and guidance."""
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    jobs = [(p, c, s, seed) for (p, c, s), seed in product(prompt_grid(template), seed_list)]
+    images = generate(as_pipeline(model), [j[0] for j in jobs], [j[3] for j in jobs],
+                      steps=steps, guidance=guidance, batch_size=batch_size)
+    report = score(images, [(p, c, s) for p, c, s, _ in jobs], expected_style)
+    return {**report, "steps": steps, "guidance": guidance}
+
+
+def score(images, expected: list[tuple[str, str, str]], expected_style: str = "plain") -> dict:
+    """Checker verdicts on `images` against their (prompt, colour, shape): the share whose colour,
+    shape, both, and style match; `n`; and colour/shape rates per prompt."""
+    readings = [check(image) for image in images]
+    colour_ok = np.asarray([r.colour == c for r, (_, c, _) in zip(readings, expected)])
+    shape_ok = np.asarray([r.shape == s for r, (_, _, s) in zip(readings, expected)])
+    style_ok = np.asarray([r.style == expected_style for r in readings])
+    prompts = np.asarray([p for p, _, _ in expected])
+    per_prompt = {str(p): {"colour": float(colour_ok[prompts == p].mean()),
+                           "shape": float(shape_ok[prompts == p].mean())} for p in dict.fromkeys(prompts)}
+    return {"colour": float(colour_ok.mean()), "shape": float(shape_ok.mean()),
+            "both": float((colour_ok & shape_ok).mean()), "style": float(style_ok.mean()),
+            "n": len(readings), "per_prompt": per_prompt}
