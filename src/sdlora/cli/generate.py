@@ -60,7 +60,8 @@ def run_generate(args: argparse.Namespace) -> int:
 
     result = generate(GenerateJob(prompts(args), args.out, args.model, args.lora or [], args.num_images,
                                   args.batch_size, args.merge, args.dtype, args.device, not args.no_contact_sheet))
-    print(f"{len(result.images)} images in {args.out}" + (f", contact sheet {result.contact_sheet}" if result.contact_sheet else ""))
+    sheet = f", contact sheet {result.contact_sheet}" if result.contact_sheet else ""
+    print(f"{len(result.images)} images in {args.out}{sheet}")
     return 0
 
 

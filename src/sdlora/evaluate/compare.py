@@ -94,6 +94,10 @@ def sweep(sampler: Sampler, components: SDComponents, columns: list[Column], pro
     return [list(row) for row in zip(*by_column)]
 
 
+def image_name(row: int, column: int, sample: Sample) -> str:
+    return f"r{row:02d}-c{column:02d}-{sample.seed}-{slug(sample.spec.prompt, 24)}.png"
+
+
 def run_compare(job: CompareJob, components: SDComponents | None = None) -> CompareResult:
     """Generate the grid's images and write them with the grid; the report is written by the caller."""
     if not job.prompts:
@@ -106,10 +110,11 @@ def run_compare(job: CompareJob, components: SDComponents | None = None) -> Comp
     columns, rows = make_columns(loaded, job.weights), make_rows(job.prompts, job.num_images)
     samples = sweep(Sampler(components), components, columns, job.prompts, job.num_images, job.batch_size)
     label = model_label(components.source)
-    paths = [[save_png(sample.image, job.out_dir / "images" / f"r{r:02d}-c{c:02d}-{sample.seed}-{slug(sample.spec.prompt, 24)}.png",
+    paths = [[save_png(sample.image, job.out_dir / "images" / image_name(r, c, sample),
                        format_parameters(parameters(sample, label, loaded, columns[c].weights)))
               for c, sample in enumerate(row)] for r, row in enumerate(samples)]
-    grid = labelled_grid([[s.image for s in row] for row in samples], [r.label for r in rows], [c.label for c in columns])
+    grid = labelled_grid([[s.image for s in row] for row in samples], [r.label for r in rows],
+                         [c.label for c in columns])
     grid_path = job.out_dir / "grid.png"
     grid.save(grid_path)
     return CompareResult(job, label, loaded, columns, rows, samples, paths, grid_path)

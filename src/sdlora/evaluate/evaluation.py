@@ -112,7 +112,8 @@ def descriptions(job: EvaluateJob, encoders: dict, n_train: int, n_ref: int) -> 
     tag, extractor = job.fid_features.upper(), names.get(job.fid_features)
     text[f"FD_{tag}"] = (f"Frechet distance to {n_ref} reference images in {extractor} features "
                          f"(not Inception FID: numbers are not comparable with published FID)")
-    text[f"KID_{tag}"] = f"kernel inception distance (unbiased, polynomial kernel) in {extractor} features, mean over subsets"
+    text[f"KID_{tag}"] = (f"kernel inception distance (unbiased, polynomial kernel) in {extractor} features, "
+                          "mean over subsets")
     return text
 
 
