@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,12 @@ def _flags(tiny_model, out) -> list[str]:
     return [arg for key, value in settings.items() for arg in ("--set", f"{key}={_toml(value)}")]
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _toml(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -34,6 +41,7 @@ def test_two_process_run_matches_across_processes_and_writes_each_file_once(tiny
     # --multi_gpu selects torch.distributed's launcher; without CUDA, accelerate uses gloo on the CPU
     # (`--cpu` alone would start one process: multi-CPU needs mpirun in accelerate).
     cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--main_process_port", str(_free_port()),  # not the default 29500: other jobs may hold it
            "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "sdlora", "train",
            "--data", str(tiny_data), *_flags(tiny_model, out)]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}

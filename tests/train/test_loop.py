@@ -102,3 +102,27 @@ def test_no_effect_warning_when_lora_does_not_change(make_cfg):
     assert result.delta_norm == 0.0
     assert any("LoRA changes nothing" in w for w in result.warnings)
     assert "LoRA changes nothing" in (result.run_dir / "train.log").read_text()
+
+
+def test_dreambooth_bf16_checkpointing_text_encoder_dora_conv_run(make_cfg, tiny_data, tmp_path):
+    """Many options at once: class images generated then trained with prior preservation, bf16 autocast
+    with bf16 frozen weights and fp32 LoRA, gradient checkpointing, text-encoder LoRA (text not cached),
+    DoRA + LoCon, LoRA+, cosine-with-restarts, uncached latents."""
+    classes = tmp_path / "class"
+    sets = [f'data.sources = [{{path = "{tiny_data}", prompt = "sks square"}}, '
+            f'{{path = "{classes}", role = "class", prompt = "a square", num_images = 2}}]']
+    cfg = make_cfg(sets=sets, data=[], **{
+        "train.mixed_precision": "bf16", "train.gradient_checkpointing": True, "lora.train_text_encoder": True,
+        "lora.dora": True, "lora.conv": True, "train.loraplus_ratio": 4.0, "train.lr_scheduler": "cosine_with_restarts",
+        "train.lr_cycles": 2, "data.cache_latents": "off", "train.steps": 2})
+    seen = []
+    result = train(cfg, on_step=lambda step, r: seen.append(r))
+    assert result.status == "done" and len(list(classes.glob("class-*.png"))) == 2
+    assert all(not r.skipped for r in seen)
+    state, meta = read_file(result.run_dir / "lora.safetensors")
+    assert any(k.startswith("lora_te_text_model_encoder_layers_") for k in state)
+    assert any(k.endswith(".dora_scale") for k in state)
+    assert any("resnets_0_conv1" in k for k in state)
+    assert meta["ss_num_reg_images"] == "2" and meta["ss_mixed_precision"] == "bf16"
+    saved = load_state(find_checkpoints(result.run_dir)[-1])["lora"]
+    assert all(t.dtype == torch.float32 for t in saved.values())  # trainable weights stay fp32

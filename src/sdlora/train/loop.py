@@ -28,7 +28,7 @@ from sdlora.train.guard import NonFiniteGuard, StopRequest, is_oom, oom_message
 from sdlora.train.noise import NoiseSchedule
 from sdlora.train.optim import build_optimizer, build_scheduler, param_groups
 from sdlora.train.progress import Progress
-from sdlora.train.setup import (DTYPES, attach_lora, enable_sdpa, lora_parameters, load_model, make_accelerator,
+from sdlora.train.setup import (DTYPES, attach_lora, enable_checkpointing, enable_sdpa, lora_parameters, load_model, make_accelerator,
                                 offload, release_accelerator, prepare_data, trainable_models)
 from sdlora.train.state import restore, training_state
 from sdlora.train.step import StepContext, StepResult, train_step
@@ -119,9 +119,7 @@ def build_run(cfg: RunConfig, acc, resume: str | None) -> Run:
     counts = attach_lora(components, cfg)
     enable_sdpa(components.unet)
     if cfg.train.gradient_checkpointing:
-        components.unet.enable_gradient_checkpointing()
-        if cfg.lora.train_text_encoder:
-            components.text_encoder.gradient_checkpointing_enable()
+        enable_checkpointing(components, cfg.lora.train_text_encoder)
     models = trainable_models(components, cfg)
     groups = param_groups(models, cfg.train)
     optimizer = build_optimizer(groups, cfg.train)

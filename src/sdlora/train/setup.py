@@ -80,6 +80,16 @@ def enable_sdpa(unet: nn.Module) -> None:
     unet.set_attn_processor(AttnProcessor2_0())
 
 
+def enable_checkpointing(components: SDComponents, text_encoder: bool) -> None:
+    """Recompute activations in backward (UNet, and the text encoder when it trains)."""
+    components.unet.enable_gradient_checkpointing()
+    if text_encoder:
+        te = components.text_encoder
+        # transformers 5 renamed it (the old name warns); transformers 4 only has the old one
+        enable = getattr(te, "activation_checkpointing_enable", None) or te.gradient_checkpointing_enable
+        enable()
+
+
 def adapter_options(cfg: RunConfig) -> dict:
     lora = cfg.lora
     return {"rslora": lora.rs_scaling, "dora": lora.dora, "init": lora.init, "dropout": lora.dropout,
