@@ -14,7 +14,9 @@ from sdlora.train.step import StepContext, compute_loss, train_step
 
 @pytest.fixture
 def acc():
-    accelerator = make_accelerator(RunConfig())
+    cfg = RunConfig()
+    cfg.train.mixed_precision = "no"
+    accelerator = make_accelerator(cfg)
     yield accelerator
     release_accelerator(accelerator)
 

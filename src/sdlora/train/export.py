@@ -25,7 +25,7 @@ SAVE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloa
 
 
 def lora_metadata(cfg: RunConfig, *, step: int, epoch: int, dataset: dict, base: str, started: float,
-                  num_processes: int = 1) -> dict[str, str]:
+                  num_processes: int = 1, precision: str | None = None) -> dict[str, str]:
     """kohya's ss_* training metadata (read by A1111's and ComfyUI's LoRA info panels) plus sdlora's."""
     t, lora = cfg.train, cfg.lora
     res = cfg.data.resolution
@@ -51,7 +51,7 @@ def lora_metadata(cfg: RunConfig, *, step: int, epoch: int, dataset: dict, base:
         "ss_total_batch_size": str(t.batch_size * t.grad_accum * num_processes),
         "ss_resolution": f"({res}, {res})",
         "ss_enable_bucket": str(cfg.data.buckets),
-        "ss_mixed_precision": t.mixed_precision,
+        "ss_mixed_precision": precision or t.mixed_precision,  # the resolved one, not `auto`
         "ss_seed": str(t.seed),
         "ss_noise_offset": f"{t.noise_offset:g}",
         "ss_min_snr_gamma": f"{t.min_snr_gamma:g}" if t.min_snr_gamma else "None",

@@ -114,7 +114,8 @@ def build_run(cfg: RunConfig, acc, resume: str | None) -> Run:
         generate_class_images(cfg, components, acc.device)
     acc.wait_for_everyone()
     data = prepare_data(cfg, components, acc, cfg.data.cache_dir or str(run_dir / "cache"))
-    place_models(components, acc.device, latents_cached=data.latents_cached, text_cached=data.text_cached)
+    place_models(components, acc.device, latents_cached=data.latents_cached, text_cached=data.text_cached,
+                 keep_for_sampling=bool(cfg.validation.prompts))
     rng.seed_all(cfg.train.seed)  # LoRA init does not depend on what loading and caching drew
     counts = attach_lora(components, cfg)
     enable_sdpa(components.unet)
@@ -156,11 +157,15 @@ def build_run(cfg: RunConfig, acc, resume: str | None) -> Run:
                total=total, dataset=data.train.summary(), step=step, last_saved=step if found else -1)
 
 
-def place_models(components, device, *, latents_cached: bool, text_cached: bool) -> None:
-    """UNet on the device; VAE / text encoder there only when the step still needs them."""
+def place_models(components, device, *, latents_cached: bool, text_cached: bool, keep_for_sampling: bool) -> None:
+    """UNet on the device; VAE / text encoder there only when the step still needs them, else on
+    the CPU for validation samples, or released entirely when nothing will use them again."""
     components.unet.to(device)
     for module, cached in ((components.vae, latents_cached), (components.text_encoder, text_cached)):
-        offload(module) if cached else module.to(device)
+        if not cached:
+            module.to(device)
+        else:
+            offload(module, keep=keep_for_sampling)
 
 
 def make_sampler(cfg: RunConfig, dataset, acc, shuffle: bool = True):
@@ -264,7 +269,8 @@ def save_checkpoint(run: Run) -> Path | None:
 
 def metadata(run: Run) -> dict[str, str]:
     return lora_metadata(run.cfg, step=run.step, epoch=run.stream.epoch, dataset=run.dataset,
-                         base=run.components.source, started=run.started, num_processes=run.acc.num_processes)
+                         base=run.components.source, started=run.started, num_processes=run.acc.num_processes,
+                         precision=run.acc.mixed_precision)
 
 
 def sample_grid(run: Run, *, base: bool = False):

@@ -27,15 +27,23 @@ log = logging.getLogger("sdlora.train")
 DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
+def cpu_has_native_bf16() -> bool:
+    """True on CPUs with bf16 matrix instructions (AVX512-BF16 or AMX), where bf16 autocast is ~2x
+    faster than fp32; elsewhere bf16 is emulated and slower."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu, private but long-stable
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
 def resolve_precision(setting: str, device_type: str) -> str:
-    """`auto` -> bf16 on GPUs that support it, fp16 on other CUDA GPUs, no (fp32) elsewhere."""
+    """`auto` -> bf16 where the hardware computes in bf16 natively (most CUDA GPUs, CPUs with
+    AVX512-BF16/AMX), fp16 on older CUDA GPUs, no (fp32) elsewhere."""
     if setting != "auto":
         if setting == "fp16" and device_type == "cpu":
             raise SdloraError("train.mixed_precision = \"fp16\" needs a GPU; on the CPU use \"no\" or \"bf16\"")
         return setting
     if device_type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "no"
+    return "bf16" if cpu_has_native_bf16() else "no"
 
 
 def make_accelerator(cfg: RunConfig):
@@ -192,10 +200,11 @@ def prepare_data(cfg: RunConfig, components: SDComponents, accelerator, cache_di
     return Data(train, val, text_cached=bool(text), latents_cached=latents)
 
 
-def offload(module: nn.Module | None) -> None:
-    """Move a frozen encoder off the accelerator (kept on the CPU for validation samples)."""
+def offload(module: nn.Module | None, keep: bool = True) -> None:
+    """Move a frozen encoder off the accelerator: to the CPU (keep, e.g. for validation samples) or
+    to the meta device, which frees its memory while the module tree (names, configs) stays."""
     if module is not None:
-        module.to("cpu")
+        module.to("cpu" if keep else "meta")
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
