@@ -66,3 +66,11 @@ def test_checker_is_deterministic():
 def test_non_rgb_array_is_a_user_error():
     with pytest.raises(SdloraError, match="HxWx3"):
         check(np.zeros((64, 64), np.uint8))
+
+
+def test_a_stray_blob_does_not_change_the_reading():
+    pixels = render(Scene("triangle", "orange", "blue", "medium", 40.0, 40.0, 15.0))
+    pixels[4:8, 4:9] = PALETTE["white"]  # a speckle a generator might leave behind
+    reading = check(pixels)
+    assert (reading.colour, reading.background, reading.shape, reading.style) == \
+        ("orange", "blue", "triangle", "plain")

@@ -3,18 +3,22 @@ import json
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline
+from PIL import Image
 
 from sdlora.models import load_tokenizer
 from sdlora.tiny.pretrain import DEFAULTS, build_parser, main, resolve
 
 MICRO_RUN = ["--device", "cpu", "--arch", "micro", "--pool", "48", "--styled-pool", "16", "--workers", "1",
-             "--vae-steps", "2", "--vae-batch", "2", "--unet-steps", "2", "--batch-size", "4", "--log-every", "1"]
+             "--vae-steps", "2", "--vae-batch", "2", "--unet-steps", "2", "--batch-size", "4", "--log-every", "1",
+             "--eval-seeds", "0"]
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("pretrain") / "sd-tiny"
-    assert main(["--out", str(out), *MICRO_RUN]) == 0
+    samples = out.parent / "samples.png"
+    assert main(["--out", str(out), *MICRO_RUN, "--eval-seeds", "1", "--eval-guidance", "5", "--eval-steps", "2", "--samples",
+                 str(samples)]) == 0
     return out
 
 
@@ -22,6 +26,10 @@ def test_end_to_end_micro_run_writes_a_loadable_model(run, capsys):
     summary = json.loads((run / "pretrain.json").read_text())
     assert summary["args"]["arch"] == "micro" and summary["args"]["unet_steps"] == 2
     assert set(summary["params"]) == {"unet", "vae", "text_encoder"}
+    assert summary["unet_last"].startswith("[unet] step 2 ") and summary["vae_last"].startswith("[vae] step 2 ")
+    quality = summary["quality"]["5.0"]
+    assert quality["n"] == 40 and all(0.0 <= quality[k] <= 1.0 for k in ("colour", "shape", "both", "style"))
+    assert Image.open(run.parent / "samples.png").size == (5 * 64, 8 * 64)
     pipe = StableDiffusionPipeline.from_pretrained(run, tokenizer=load_tokenizer())
     assert pipe.vae.config.scaling_factor == pytest.approx(summary["scaling_factor"])
     assert pipe.vae.config.scaling_factor > 0

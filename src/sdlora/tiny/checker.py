@@ -1,12 +1,12 @@
 """A deterministic reader of shapes-world images: foreground colour, background colour, shape, style.
 
-It needs no learning, so it can judge generated images: the background is the most common palette
-colour on the border; every other pixel is explained as a blend `bg + a * (c - bg)` of the
-background with one palette colour c (this absorbs anti-aliasing and blur); the foreground colour
-is the c with the largest total coverage `a`. The silhouette (stripes closed up, speckles opened
-away) is compared by IoU with every shape's outline stretched to the silhouette's bounding box;
-the style follows from how much of the silhouette the foreground colour covers (plain ~1,
-striped ~0.5).
+It needs no learning, so it can judge generated images. The background is the most common palette
+colour on the border. The shape region is the largest blob of pixels far from it (stripe gaps
+closed, speckles opened away, holes filled). Every pixel is explained as a blend
+`bg + a * (c - bg)` of the background with one palette colour c (absorbing anti-aliasing and
+blur); the foreground colour is the c with the largest total coverage `a` in the region. The style
+follows from the mean coverage inside the region (plain ~1, striped ~0.5), and the shape is the
+outline that, stretched to the silhouette's bounding box, overlaps it best (IoU).
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def check(image) -> Reading:
     dist = np.linalg.norm(pixels[:, :, None, :] - _RGB, axis=-1)  # (64, 64, K)
     bg = _border_mode(dist.argmin(axis=-1))
     candidate = dist[..., bg] > FOREGROUND_DISTANCE
-    region = _fill_holes(_open(_close(candidate)))  # the shape: stripes filled, speckles gone
+    region = _fill_holes(_largest_blob(_open(_close(candidate))))  # stripes filled, speckles gone
     if region.sum() < MIN_PIXELS:
         return Reading(None, COLOURS[bg], None, None)
     fg = _foreground_colour(pixels[candidate & region], bg)
@@ -113,21 +113,39 @@ def _open(mask: np.ndarray) -> np.ndarray:
     return _filter(_filter(mask, ImageFilter.MinFilter(OPEN)), ImageFilter.MaxFilter(OPEN))
 
 
+def _grow(seed: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """All pixels of `allowed` 4-connected to `seed` (both (H, W) bool)."""
+    region = seed & allowed
+    while True:  # one pixel step per pass until nothing changes
+        grown = region.copy()
+        grown[1:] |= region[:-1]
+        grown[:-1] |= region[1:]
+        grown[:, 1:] |= region[:, :-1]
+        grown[:, :-1] |= region[:, 1:]
+        grown &= allowed
+        if np.array_equal(grown, region):
+            return region
+        region = grown
+
+
+def _largest_blob(mask: np.ndarray) -> np.ndarray:
+    """The largest 4-connected component of `mask` (a generated image may hold stray blobs)."""
+    best, left = np.zeros_like(mask), mask.copy()
+    while left.sum() > best.sum():
+        seed = np.zeros_like(mask)
+        seed[np.unravel_index(np.argmax(left), mask.shape)] = True
+        blob = _grow(seed, left)
+        best = blob if blob.sum() > best.sum() else best
+        left &= ~blob
+    return best
+
+
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
     """`mask` plus every pixel not 4-connected to the image border through unmasked pixels."""
     free = np.pad(~mask, 1, constant_values=True)  # a free ring joins the whole border
-    outside = np.zeros_like(free)
-    outside[0, 0] = True
-    while True:  # grow the outside region one step per pass until it stops changing
-        grown = outside.copy()
-        grown[1:] |= outside[:-1]
-        grown[:-1] |= outside[1:]
-        grown[:, 1:] |= outside[:, :-1]
-        grown[:, :-1] |= outside[:, 1:]
-        grown &= free
-        if np.array_equal(grown, outside):
-            return ~outside[1:-1, 1:-1]
-        outside = grown
+    corner = np.zeros_like(free)
+    corner[0, 0] = True
+    return ~_grow(corner, free)[1:-1, 1:-1]
 
 
 def _core(region: np.ndarray) -> np.ndarray:

@@ -18,24 +18,28 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL
+from diffusers import AutoencoderKL, StableDiffusionPipeline
 
 from sdlora.errors import SdloraError
 from sdlora.models import load_tokenizer
 from sdlora.tiny.arch import ARCHS, build_models, param_count
 from sdlora.tiny.pool import caption_table, render_pool
+from sdlora.tiny.quality import evaluate_quality, generate, image_grid, prompt_grid
 from sdlora.tiny.save import save_sd_tiny
 from sdlora.tiny.train_unet import LatentData, train_unet
 from sdlora.tiny.train_vae import encode_pool, latent_scaling_factor, train_vae
 from sdlora.tiny.trainkit import StageOptions
+from sdlora.tiny.world import SHAPE_NAMES
 
-# Defaults by device type; every one can be overridden by a flag. GPU: ~5 minutes on one H100
-# (the time budgets bound it); CPU: about an hour on 2 cores.
+# Defaults by device type; every one can be overridden by a flag. GPU: about 5 minutes on one
+# H100, startup and evaluation included (the time budgets bound it); CPU: under an hour on 2 cores.
 DEFAULTS: dict[str, dict] = {
-    "cuda": {"pool": 60000, "styled_pool": 15000, "vae_steps": 4000, "vae_batch": 128, "vae_lr": 1e-3,
-             "vae_time": 75.0, "unet_steps": 30000, "batch_size": 512, "lr": 6e-4, "unet_time": 210.0},
+    "cuda": {"pool": 60000, "styled_pool": 15000, "vae_steps": 6000, "vae_batch": 128, "vae_lr": 1e-3,
+             "vae_time": 80.0, "unet_steps": 30000, "batch_size": 512, "lr": 6e-4, "unet_time": 200.0,
+             "eval_seeds": 4, "eval_guidance": [3.0, 5.0, 7.5]},
     "cpu": {"pool": 8000, "styled_pool": 2000, "vae_steps": 600, "vae_batch": 16, "vae_lr": 1e-3,
-            "vae_time": 900.0, "unet_steps": 3000, "batch_size": 32, "lr": 6e-4, "unet_time": 2700.0},
+            "vae_time": 900.0, "unet_steps": 3000, "batch_size": 32, "lr": 6e-4, "unet_time": 2700.0,
+            "eval_seeds": 1, "eval_guidance": [5.0]},
 }
 UNET_WARMUP = 300
 
@@ -62,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip stage 1: reuse the VAE of this sd-tiny folder (e.g. an earlier --out)")
     p.add_argument("--workers", type=int, help="rendering processes (default: all cores)")
     p.add_argument("--log-every", type=int, default=100)
+    p.add_argument("--eval-seeds", type=int,
+                   help="after saving, score every colour x shape prompt with this many seeds (0: skip)")
+    p.add_argument("--eval-guidance", type=float, nargs="+", help="guidance scales to score")
+    p.add_argument("--eval-steps", type=int, default=20, help="sampling steps (PNDM, as SD 1.4)")
+    p.add_argument("--samples", type=Path, help="also write a PNG grid of one image per prompt here")
     return p
 
 
@@ -95,39 +104,66 @@ def pretrain(args: argparse.Namespace) -> dict:
     print(f"[data] {len(plain.scenes)} plain + {len(styled.scenes)} striped images rendered in "
           f"{time.perf_counter() - start:.1f}s", flush=True)
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        torch.set_float32_matmul_precision("high")  # TF32 for what autocast leaves in fp32
         torch.backends.cudnn.benchmark = True
-    unet, vae, text_encoder = build_models(args.arch, args.seed)
-    unet, vae, text_encoder = unet.to(device), vae.to(device), text_encoder.to(device)
-
+    unet, vae, text_encoder = (m.to(device) for m in build_models(args.arch, args.seed))
     images = torch.from_numpy(np.concatenate([plain.images, styled.images])).to(device)
-    if args.vae_from is not None:
-        vae = load_vae(args.vae_from, device)
-    else:
-        train_vae(vae, images, StageOptions(args.vae_steps, args.vae_batch, args.vae_lr, args.vae_time,
-                                            log_every=args.log_every), seed=args.seed)
-    vae.requires_grad_(False)
-    mean, std = encode_pool(vae, images[:len(plain.scenes)])
+    vae, vae_log = stage_one(args, vae, images)
+    data = latent_data(vae, images[:len(plain.scenes)], plain.scenes)
     del images
-    scaling = latent_scaling_factor(mean, std)
-    vae.register_to_config(scaling_factor=scaling)
-    ids, index = caption_table(plain.scenes, load_tokenizer())
-    print(f"[data] latents encoded, scaling factor {scaling:.5f}, {len(ids)} distinct captions", flush=True)
-
-    data = LatentData(mean, std, ids.to(device), index.to(device), scaling)
     options = StageOptions(args.unet_steps, args.batch_size, args.lr, args.unet_time,
                            warmup=min(UNET_WARMUP, args.unet_steps // 10 + 1), log_every=args.log_every)
-    train_unet(unet, text_encoder, data, options, seed=args.seed)
+    unet_log = train_unet(unet, text_encoder, data, options, seed=args.seed)
     sizes = save_sd_tiny(args.out, unet=unet, vae=vae, text_encoder=text_encoder)
     summary = {
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "params": {"unet": param_count(unet), "vae": param_count(vae), "text_encoder": param_count(text_encoder)},
-        "bytes": sizes, "scaling_factor": scaling, "wall_seconds": round(time.perf_counter() - start, 1),
-        "torch": torch.__version__,
+        "bytes": sizes, "scaling_factor": data.scaling_factor, "vae_last": vae_log[-1], "unet_last": unet_log[-1],
+        "wall_seconds": round(time.perf_counter() - start, 1), "torch": torch.__version__,
     }
+    if args.eval_seeds > 0:
+        summary["quality"] = evaluate_saved(args, device)
     (args.out / "pretrain.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"[done] saved {args.out} ({sum(sizes.values()) / 1e6:.2f} MB) in {summary['wall_seconds']}s", flush=True)
     return summary
+
+
+def stage_one(args: argparse.Namespace, vae: AutoencoderKL, images: torch.Tensor) -> tuple[AutoencoderKL, list[str]]:
+    """Train the VAE on all images (or reuse the one of --vae-from); returns it frozen, and its log."""
+    if args.vae_from is not None:
+        vae, log = load_vae(args.vae_from, images.device), [f"reused {args.vae_from}"]
+    else:
+        options = StageOptions(args.vae_steps, args.vae_batch, args.vae_lr, args.vae_time, log_every=args.log_every)
+        log = train_vae(vae, images, options, seed=args.seed)
+    return vae.requires_grad_(False), log
+
+
+def latent_data(vae: AutoencoderKL, images: torch.Tensor, scenes: list) -> LatentData:
+    """Encode the plain images, store the latent scaling factor in the VAE config, tokenize captions."""
+    mean, std = encode_pool(vae, images)
+    scaling = latent_scaling_factor(mean, std)
+    vae.register_to_config(scaling_factor=scaling)
+    ids, index = caption_table(scenes, load_tokenizer())
+    print(f"[data] latents encoded, scaling factor {scaling:.5f}, {len(ids)} distinct captions", flush=True)
+    return LatentData(mean, std, ids.to(images.device), index.to(images.device), scaling)
+
+
+def evaluate_saved(args: argparse.Namespace, device: torch.device) -> dict:
+    """Quality rates of the saved model, loaded back through diffusers, at each guidance scale."""
+    pipe = StableDiffusionPipeline.from_pretrained(args.out, tokenizer=load_tokenizer()).to(device)
+    rates = {}
+    for guidance in args.eval_guidance:
+        report = evaluate_quality(pipe, seeds=args.eval_seeds, guidance=guidance, steps=args.eval_steps,
+                                  batch_size=160)
+        rates[str(guidance)] = {k: report[k] for k in ("colour", "shape", "both", "style", "n")}
+        print(f"[quality] guidance {guidance}: " + " ".join(f"{k}={v:.3f}" for k, v in rates[str(guidance)].items()
+                                                         if k != "n") + f" over {report['n']} images", flush=True)
+    if args.samples is not None:
+        prompts = [p for p, _, _ in prompt_grid()]
+        guidance = sorted(args.eval_guidance)[len(args.eval_guidance) // 2]
+        images = generate(pipe, prompts, [0] * len(prompts), guidance=guidance, steps=args.eval_steps)
+        image_grid(images, columns=len(SHAPE_NAMES)).save(args.samples)
+    return rates
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ from itertools import product
 import numpy as np
 import torch
 from diffusers import StableDiffusionPipeline
+from PIL import Image
 
 from sdlora.models import SDComponents
 from sdlora.tiny.checker import check
@@ -79,3 +80,15 @@ def score(images, expected: list[tuple[str, str, str]], expected_style: str = "p
     return {"colour": float(colour_ok.mean()), "shape": float(shape_ok.mean()),
             "both": float((colour_ok & shape_ok).mean()), "style": float(style_ok.mean()),
             "n": len(readings), "per_prompt": per_prompt}
+
+
+def image_grid(images, columns: int) -> Image.Image:
+    """Float (N, H, W, 3) images in [0, 1] tiled row by row into one RGB image."""
+    images = np.asarray(images)
+    n, h, w, _ = images.shape
+    rows = -(-n // columns)
+    grid = np.ones((rows * h, columns * w, 3), np.float32)
+    for i, image in enumerate(images):
+        r, c = divmod(i, columns)
+        grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = image
+    return Image.fromarray(np.rint(grid * 255).astype(np.uint8), "RGB")
