@@ -68,7 +68,7 @@ def _interrupt_at(step):
 def test_interrupted_and_resumed_run_equals_uninterrupted_bitwise(make_cfg, tmp_path):
     flags = {"train.steps": 5, "train.grad_accum": 2, "train.lr_scheduler": "cosine", "train.warmup_steps": 1,
              "lora.dropout": 0.1, "train.noise_offset": 0.05, "train.min_snr_gamma": 5.0}
-    full = train(make_cfg(**flags, **{"save.output_dir": str(tmp_path / "full")}))
+    assert train(make_cfg(**flags, **{"save.output_dir": str(tmp_path / "full")})).step == 5
     parted = make_cfg(**flags, **{"save.output_dir": str(tmp_path / "parted")})
     first = train(parted, on_step=_interrupt_at(2))
     assert first.status == "interrupted" and first.step == 2

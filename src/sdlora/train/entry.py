@@ -13,7 +13,8 @@ from typing import Any
 from sdlora.config import RunConfig, load_config, read_toml
 from sdlora.errors import SdloraError
 from sdlora.train.checkpoint import CHECKPOINTS
-from sdlora.train.loop import CONFIG_FILE, TrainResult, train
+from sdlora.train.build import CONFIG_FILE
+from sdlora.train.loop import TrainResult, train
 
 
 def run_config_file(resume: str, output_dir: str | None) -> Path | None:

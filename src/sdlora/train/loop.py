@@ -1,6 +1,6 @@
 """The training loop. `train(cfg)` reads top to bottom: build the run, step until done, finish.
 
-    build_run   accelerator, base model, class images, data + caches, LoRA, optimizer, resume state
+    build_run   (train/build.py) base model, class images, data + caches, LoRA, optimizer, resumed state
     run_loop    per step: reseed, draw grad_accum micro-batches, train_step, guard, log, save, validate
     finish      final LoRA + checkpoint, final samples, the no-effect check, a summary
 
@@ -9,9 +9,8 @@ LoRA weights identical, which finish() verifies).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
-import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,20 +21,16 @@ from sdlora.config import RunConfig, to_toml
 from sdlora.errors import SdloraError
 from sdlora.train import checkpoint as ckpt
 from sdlora.train import rng
-from sdlora.train.batches import BatchStream
-from sdlora.train.export import delta_norm, lora_metadata, save_lora
-from sdlora.train.guard import NonFiniteGuard, StopRequest, is_oom, oom_message
-from sdlora.train.noise import NoiseSchedule
-from sdlora.train.optim import build_optimizer, build_scheduler, param_groups
-from sdlora.train.progress import Progress
-from sdlora.train.setup import (DTYPES, attach_lora, enable_checkpointing, enable_sdpa, lora_parameters, load_model, make_accelerator,
-                                offload, release_accelerator, prepare_data, trainable_models)
-from sdlora.train.state import restore, training_state
-from sdlora.train.step import StepContext, StepResult, train_step
-from sdlora.train.validation import Validator, validation_loss
+from sdlora.train.build import CONFIG_FILE, Run, build_run
+from sdlora.train.export import base_norm, delta_norm, lora_metadata, save_lora
+from sdlora.train.guard import StopRequest, is_oom, oom_message
+from sdlora.train.setup import make_accelerator, release_accelerator
+from sdlora.train.state import training_state
+from sdlora.train.step import StepResult, train_step
+from sdlora.train.validation import lora_multiplier, validation_loss
 
 log = logging.getLogger("sdlora.train")
-CONFIG_FILE = "config.toml"
+__all__ = ["CONFIG_FILE", "TrainResult", "train"]
 NO_EFFECT_RELATIVE = 1e-6  # |delta W| / |W| below this: the LoRA changes nothing
 
 
@@ -50,31 +45,6 @@ class TrainResult:
     validation_losses: dict[int, float] = field(default_factory=dict)  # step -> held-out loss
     delta_norm: float = 0.0
     warnings: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Run:
-    """Everything the loop touches, built once by build_run()."""
-
-    cfg: RunConfig
-    acc: object  # accelerate.Accelerator
-    run_dir: Path
-    components: object  # SDComponents (unwrapped modules)
-    models: dict  # trainable networks by component name (unwrapped)
-    ctx: StepContext
-    optimizer: object
-    scheduler: object
-    stream: BatchStream
-    guard: NonFiniteGuard
-    progress: Progress
-    validator: Validator
-    val_batches: list[dict]
-    total: int
-    dataset: dict
-    step: int = 0
-    last_saved: int = -1
-    validation_losses: dict[int, float] = field(default_factory=dict)
-    started: float = field(default_factory=time.time)
 
 
 def train(cfg: RunConfig, *, resume: str | None = None,
@@ -94,107 +64,6 @@ def train(cfg: RunConfig, *, resume: str | None = None,
         if run is not None:
             run.progress.close()
         release_accelerator(acc)
-
-
-# ----------------------------------------------------------------------------- build
-
-def build_run(cfg: RunConfig, acc, resume: str | None) -> Run:
-    run_dir = Path(cfg.save.output_dir)
-    found = ckpt.resolve_resume(resume, run_dir) if resume else None
-    if acc.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        ckpt.atomic_write_text(run_dir / CONFIG_FILE, to_toml(cfg))
-    progress = Progress(run_dir, enabled=acc.is_main_process, tensorboard=cfg.log.tensorboard,
-                        every=cfg.log.every_n_steps)
-    rng.seed_all(cfg.train.seed)
-    components = load_model(cfg.model.name, DTYPES[acc.mixed_precision])
-    if acc.is_main_process:
-        from sdlora.train.classgen import generate_class_images
-
-        generate_class_images(cfg, components, acc.device)
-    acc.wait_for_everyone()
-    data = prepare_data(cfg, components, acc, cfg.data.cache_dir or str(run_dir / "cache"))
-    place_models(components, acc.device, latents_cached=data.latents_cached, text_cached=data.text_cached,
-                 keep_for_sampling=bool(cfg.validation.prompts))
-    rng.seed_all(cfg.train.seed)  # LoRA init does not depend on what loading and caching drew
-    counts = attach_lora(components, cfg)
-    enable_sdpa(components.unet)
-    if cfg.train.gradient_checkpointing:
-        enable_checkpointing(components, cfg.lora.train_text_encoder)
-    models = trainable_models(components, cfg)
-    groups = param_groups(models, cfg.train)
-    optimizer = build_optimizer(groups, cfg.train)
-    sampler = make_sampler(cfg, data.train, acc)
-    total = total_steps(cfg, len(sampler))
-    scheduler = build_scheduler(optimizer, cfg.train, total)
-    prepared = acc.prepare(*models.values(), optimizer)
-    wrapped, optimizer = dict(zip(models, prepared[:-1])), prepared[-1]
-    for model in models.values():
-        model.train()
-    ctx = StepContext(unet=wrapped["unet"], schedule=NoiseSchedule.from_config(components.scheduler.config, acc.device),
-                      cfg=cfg.train, device=acc.device, weight_dtype=DTYPES[acc.mixed_precision],
-                      text_encoder=wrapped.get("text_encoder", components.text_encoder),
-                      train_text_encoder=cfg.lora.train_text_encoder, vae=components.vae,
-                      vae_scaling=float(components.vae.config.scaling_factor),
-                      params=lora_parameters(models), rank=acc.process_index)
-    guard = NonFiniteGuard(cfg.train.max_nonfinite_steps, acc.mixed_precision)
-    step, stream_state = 0, {"epoch": 0, "global_position": 0}
-    if found is not None:
-        state = ckpt.load_state(found)
-        step = restore(state, models=models, optimizer=optimizer, scheduler=scheduler, scaler=acc.scaler,
-                       guard=guard, where=str(found.path))
-        stream_state = state["stream"]
-        progress.message(f"resumed from {found.path} at step {step}")
-    epoch, position = BatchStream.resume_position(stream_state, acc.num_processes)
-    workers = 0 if data.latents_cached else cfg.data.num_workers
-    stream = BatchStream(data.train, sampler, collate_fn(), num_workers=workers, epoch=epoch, position=position)
-    progress.message(f"training {sum(p.numel() for p in ctx.params):,} LoRA parameters in {counts} modules; "
-                     f"{total} steps of {cfg.train.batch_size}x{cfg.train.grad_accum}x{acc.num_processes} images, "
-                     f"precision {acc.mixed_precision}, device {acc.device}")
-    return Run(cfg=cfg, acc=acc, run_dir=run_dir, components=components, models=models, ctx=ctx,
-               optimizer=optimizer, scheduler=scheduler, stream=stream, guard=guard, progress=progress,
-               validator=Validator(cfg, components, acc.device, run_dir), val_batches=val_batches(cfg, data.val),
-               total=total, dataset=data.train.summary(), step=step, last_saved=step if found else -1)
-
-
-def place_models(components, device, *, latents_cached: bool, text_cached: bool, keep_for_sampling: bool) -> None:
-    """UNet on the device; VAE / text encoder there only when the step still needs them, else on
-    the CPU for validation samples, or released entirely when nothing will use them again."""
-    components.unet.to(device)
-    for module, cached in ((components.vae, latents_cached), (components.text_encoder, text_cached)):
-        if not cached:
-            module.to(device)
-        else:
-            offload(module, keep=keep_for_sampling)
-
-
-def make_sampler(cfg: RunConfig, dataset, acc, shuffle: bool = True):
-    from sdlora.data import BucketBatchSampler
-
-    return BucketBatchSampler(dataset, cfg.train.batch_size, seed=cfg.train.seed, num_replicas=acc.num_processes,
-                              rank=acc.process_index, shuffle=shuffle)
-
-
-def collate_fn():
-    from sdlora.data import collate
-
-    return collate
-
-
-def val_batches(cfg: RunConfig, dataset) -> list[dict]:
-    """The held-out set as fixed batches (no shuffling: the same batches at every validation)."""
-    if dataset is None or not cfg.validation.loss_every_n_steps:
-        return []
-    from sdlora.data import BucketBatchSampler, collate
-
-    sampler = BucketBatchSampler(dataset, cfg.train.batch_size, seed=cfg.train.seed, shuffle=False)
-    return [collate([dataset[i] for i in batch]) for batch in sampler]
-
-
-def total_steps(cfg: RunConfig, batches_per_epoch: int) -> int:
-    if cfg.train.epochs is not None:
-        return cfg.train.epochs * max(1, math.ceil(batches_per_epoch / cfg.train.grad_accum))
-    return cfg.train.steps
 
 
 # ----------------------------------------------------------------------------- loop
@@ -285,16 +154,12 @@ def sample_grid(run: Run, *, base: bool = False):
 
 
 def lora_disabled(components, disabled: bool):
-    from sdlora.train.validation import lora_multiplier
-
     return lora_multiplier(components, 0.0 if disabled else None)
 
 
 def log_validation_loss(run: Run) -> None:
     if not run.acc.is_main_process:
         return
-    import dataclasses
-
     ctx = dataclasses.replace(run.ctx, unet=run.components.unet, text_encoder=run.components.text_encoder)
     value = validation_loss(ctx, run.val_batches, run.cfg.validation.seed, run.acc.autocast)
     run.validation_losses[run.step] = value
@@ -327,8 +192,6 @@ def finish(run: Run, status: str) -> TrainResult:
 
 def no_effect_check(run: Run) -> tuple[float, list[str]]:
     """Warn loudly when the LoRA's weight change is ~0 or the final samples equal the base model's."""
-    from sdlora.train.export import base_norm
-
     norm, base = delta_norm(run.components), base_norm(run.components)
     warnings = []
     if norm <= NO_EFFECT_RELATIVE * max(base, 1e-12):
