@@ -16,7 +16,7 @@ from sdlora import __version__
 from sdlora.errors import SdloraError
 
 # Order is the order shown in `sdlora --help`.
-COMMAND_MODULES: list[str] = ["dataset", "models", "lora_files", "generate"]
+COMMAND_MODULES: list[str] = ["dataset", "models", "lora_files", "generate", "train"]
 
 
 def build_parser() -> argparse.ArgumentParser:
