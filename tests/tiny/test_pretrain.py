@@ -17,8 +17,8 @@ MICRO_RUN = ["--device", "cpu", "--arch", "micro", "--pool", "48", "--styled-poo
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("pretrain") / "sd-tiny"
     samples = out.parent / "samples.png"
-    assert main(["--out", str(out), *MICRO_RUN, "--eval-seeds", "1", "--eval-guidance", "5", "--eval-steps", "2", "--samples",
-                 str(samples)]) == 0
+    assert main(["--out", str(out), *MICRO_RUN, "--eval-seeds", "1", "--eval-guidance", "5",
+                 "--eval-steps", "2", "--samples", str(samples)]) == 0
     return out
 
 
@@ -27,7 +27,8 @@ def test_end_to_end_micro_run_writes_a_loadable_model(run, capsys):
     assert summary["args"]["arch"] == "micro" and summary["args"]["unet_steps"] == 2
     assert set(summary["params"]) == {"unet", "vae", "text_encoder"}
     assert summary["unet_last"].startswith("[unet] step 2 ") and summary["vae_last"].startswith("[vae] step 2 ")
-    quality = summary["quality"]["5.0"]
+    assert set(summary["quality"]) == {"pndm@5.0", "dpm++@5.0"}
+    quality = summary["quality"]["dpm++@5.0"]
     assert quality["n"] == 40 and all(0.0 <= quality[k] <= 1.0 for k in ("colour", "shape", "both", "style"))
     assert Image.open(run.parent / "samples.png").size == (5 * 64, 8 * 64)
     pipe = StableDiffusionPipeline.from_pretrained(run, tokenizer=load_tokenizer())

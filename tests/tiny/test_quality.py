@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from diffusers import PNDMScheduler
+from diffusers import DPMSolverMultistepScheduler, PNDMScheduler
 
 from sdlora.models import SDComponents, load_tokenizer
 from sdlora.models.skeleton import sd14_config
@@ -50,6 +50,14 @@ def test_generation_is_seeded(micro_components):
     b = generate(pipe, ["a red star"], [3], steps=2)
     assert a.shape == (2, 64, 64, 3) and np.allclose(a[0], b[0], atol=1e-5)
     assert not np.allclose(a[0], a[1])
+
+
+def test_as_pipeline_swaps_the_scheduler_without_touching_the_given_pipeline(micro_components):
+    pipe = as_pipeline(micro_components)
+    dpm = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
+    swapped = as_pipeline(pipe, dpm)
+    assert swapped.scheduler is dpm and isinstance(pipe.scheduler, PNDMScheduler)
+    assert swapped.unet is pipe.unet is micro_components.unet
 
 
 def test_as_pipeline_rejects_other_types():

@@ -50,7 +50,7 @@ def sample_batch(data: LatentData, batch_size: int, generator: torch.Generator) 
     caption = data.index[index, variant]
     dropped = torch.rand(batch_size, device=device, generator=generator) < CAPTION_DROPOUT
     caption = torch.where(dropped, torch.zeros_like(caption), caption)
-    noise = torch.randn(data.mean[index].shape, device=device, generator=generator)
+    noise = torch.randn((batch_size, *data.mean.shape[1:]), device=device, generator=generator)
     latents = (data.mean[index].float() + data.std[index].float() * noise) * data.scaling_factor
     return latents, data.ids[caption]
 

@@ -1,0 +1,88 @@
+"""The demo's numbers as data and as text: the targets it is judged by, the metrics table of the HTML
+report, and the summary table printed at the end. Pure functions over the `rates` dict that
+demo_eval.style_metrics returns ({"base": {"trigger": r}, "lora": {"trigger": r, "no_trigger": r}}).
+"""
+from __future__ import annotations
+
+import operator
+
+# (what, (model, prompts, rate), comparison, threshold): the demo's pass/fail targets.
+TARGETS: tuple[tuple[str, tuple[str, str, str], str, float], ...] = (
+    ("base style rate, trigger prompts", ("base", "trigger", "style"), "<=", 0.10),
+    ("LoRA style rate, trigger prompts", ("lora", "trigger", "style"), ">=", 0.80),
+    ("LoRA colour rate, trigger prompts", ("lora", "trigger", "colour"), ">=", 0.70),
+)
+_COMPARE = {"<=": operator.le, ">=": operator.ge}
+
+# Rows of the printed table and of the report: (label, prompts, rate).
+ROWS: tuple[tuple[str, str, str], ...] = (
+    ("style, trigger prompts", "trigger", "style"),
+    ("colour, trigger prompts", "trigger", "colour"),
+    ("shape, trigger prompts", "trigger", "shape"),
+    ("style, prompts without trigger (leak)", "no_trigger", "style"),
+    ("colour, prompts without trigger", "no_trigger", "colour"),
+)
+DESCRIPTIONS = {
+    "style": "share of images in which the checker sees the trained style (stripes)",
+    "colour": "share of images whose shape has the prompted colour",
+    "shape": "share of images showing the prompted shape",
+    "leak": "style rate of the LoRA on the same prompts without the trigger (reported, not a target)",
+    "base": "the same model with the LoRA at weight 0 (pixel-identical to no LoRA), same prompts and seeds",
+}
+
+
+def rate(rates: dict, model: str, prompts: str, name: str) -> float | None:
+    return rates.get(model, {}).get(prompts, {}).get(name)
+
+
+def check_targets(rates: dict) -> list[dict]:
+    """One entry per target: {what, value, target ("<= 0.1"), passed}; a missing value fails."""
+    out = []
+    for what, (model, prompts, name), op, threshold in TARGETS:
+        value = rate(rates, model, prompts, name)
+        passed = value is not None and _COMPARE[op](value, threshold)
+        out.append({"what": what, "value": value, "target": f"{op} {threshold:g}", "passed": bool(passed)})
+    return out
+
+
+def report_metrics(rates: dict, base_label: str, lora_label: str) -> dict:
+    """The report's metrics table: {"columns": {label: {metric: value}}, "descriptions": {...}}
+    (the format sdlora.evaluate.report.write_report reads); rates in percent."""
+    columns = {}
+    for label, model in ((base_label, "base"), (lora_label, "lora")):
+        values = {}
+        for row, prompts, name in ROWS:
+            value = rate(rates, model, prompts, name)
+            if value is not None:
+                values[f"{row} %"] = round(100 * value, 1)
+        columns[label] = values
+    return {"columns": columns, "descriptions": DESCRIPTIONS}
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def summary_table(rates: dict, targets: list[dict]) -> str:
+    """The table printed at the end of the demo: base vs LoRA per row, then each target's verdict."""
+    width = max(len(row) for row, _, _ in ROWS)
+    lines = [f"{'checker rate':<{width}}  {'base':>7}  {'LoRA':>7}",
+             *(f"{row:<{width}}  {_pct(rate(rates, 'base', p, n)):>7}  {_pct(rate(rates, 'lora', p, n)):>7}"
+               for row, p, n in ROWS)]
+    n = rate(rates, "lora", "trigger", "n")
+    if n:
+        lines.append(f"({n} images per cell, same prompts and seeds for base and LoRA)")
+    lines.append("targets:")
+    lines += [f"  {'ok  ' if t['passed'] else 'FAIL'} {t['what']} {_pct(t['value'])} (target {t['target']})"
+              for t in targets]
+    return "\n".join(lines)
+
+
+def report_notes(targets: list[dict], rates: dict) -> list[str]:
+    """Lines shown at the top of the HTML report."""
+    verdict = "all targets met" if all(t["passed"] for t in targets) else "some targets NOT met"
+    notes = [f"{verdict}: " + "; ".join(f"{t['what']} {_pct(t['value'])} (target {t['target']})" for t in targets)]
+    leak = rate(rates, "lora", "no_trigger", "style")
+    if leak is not None:
+        notes.append(f"style leak into prompts without the trigger: {_pct(leak)} (reported, not a target)")
+    return notes

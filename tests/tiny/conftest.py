@@ -1,0 +1,27 @@
+"""One shortened `sdlora demo` run for the whole session: the demo-output tests (test_demo.py) and
+the learning test (test_learning.py) read the same run, so CI pays for one LoRA training."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+# The CI run: the demo's recipe with fewer steps, fewer scored prompts and a 2-prompt grid.
+CI_DEMO = {"steps": 120, "eval_prompts": 16, "grid_prompts": 2}
+
+
+@dataclass
+class DemoRun:
+    result: object  # sdlora.tiny.demo.DemoResult
+    settings: object  # the DemoSettings it ran with
+    printed: str  # everything the demo printed
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> DemoRun:
+    from sdlora.tiny.demo import DemoSettings, run_demo
+
+    settings = DemoSettings(output=tmp_path_factory.mktemp("demo"), **CI_DEMO)
+    lines: list[str] = []
+    result = run_demo(settings, say=lines.append)
+    return DemoRun(result, settings, "\n".join(lines))
