@@ -1,0 +1,228 @@
+"""The docs can be trusted: every `sdlora ...` command they show parses with the real CLI parser, every
+config key they name exists, every TOML snippet is a valid (partial) run config, and every relative link
+points at an existing file and heading.
+
+Scope: README.md, docs/**/*.md and examples/**/README.md. Commands are taken from fenced code blocks:
+lines starting with `sdlora ` or `accelerate launch ... -m sdlora ...`, with `\\` continuations joined
+and shell comments dropped; they are parsed with `build_parser().parse_args`, never run.
+That docs/config.md matches the config definitions is checked by
+tests/test_config.py::test_config_reference_in_docs_is_current (not repeated here).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+from sdlora.cli import build_parser
+from sdlora.config import iter_fields, load_config
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+FENCE = re.compile(r"^```(\S*)[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
+LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
+SECTIONS = ("model", "lora", "data", "train", "save", "validation", "log")
+# `train.lr`, `data.sources[].path`, `data.sources.0.repeats` at the start of an inline code span
+KEY_IN_CODE = re.compile(r"`((?:%s)\.[A-Za-z_][\w.\[\]]*)" % "|".join(SECTIONS))
+FILE_SUFFIXES = (".log", ".toml", ".json", ".png", ".safetensors", ".md", ".txt", ".html", ".pt")
+
+
+def doc_files() -> list[Path]:
+    files = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), *sorted((ROOT / "examples").rglob("README.md"))]
+    return [f for f in files if f.is_file()]
+
+
+def rel(path: Path) -> str:
+    return str(path.relative_to(ROOT))
+
+
+def code_blocks(text: str) -> list[tuple[str, str, int]]:
+    """(language, body, line number of the body's first line) for every fenced block."""
+    return [(m.group(1), m.group(2), text.count("\n", 0, m.start(2)) + 1) for m in FENCE.finditer(text)]
+
+
+def logical_lines(body: str, first: int) -> list[tuple[str, int]]:
+    """Lines with `\\` continuations joined, each with the line number it starts on."""
+    out, pending, start = [], "", first
+    for number, line in enumerate(body.splitlines(), start=first):
+        if not pending:
+            start = number
+        if line.rstrip().endswith("\\"):
+            pending += line.rstrip()[:-1] + " "
+            continue
+        out.append((pending + line, start))
+        pending = ""
+    if pending:
+        out.append((pending, start))
+    return out
+
+
+def sdlora_argv(line: str) -> list[str] | None:
+    """The sdlora arguments of a shell line, or None when it is not an sdlora command."""
+    try:
+        words = shlex.split(line, comments=True)
+    except ValueError:
+        return None
+    if words[:1] == ["sdlora"]:
+        return words[1:]
+    if words[:2] == ["accelerate", "launch"]:
+        for i in range(2, len(words) - 1):
+            if words[i] == "-m" and words[i + 1] == "sdlora":
+                return words[i + 2:]
+    return None
+
+
+def shell_lines() -> list[tuple[str, str]]:
+    """(where, logical line) for every line of every fenced block of the docs."""
+    found = []
+    for path in doc_files():
+        for _, body, first in code_blocks(path.read_text(encoding="utf-8")):
+            found += [(f"{rel(path)}:{number}", line.strip()) for line, number in logical_lines(body, first)]
+    return found
+
+
+def doc_commands() -> list[tuple[str, list[str]]]:
+    """(where, argv) for every sdlora command in a fenced block of the docs."""
+    return [(where, argv) for where, line in shell_lines() if (argv := sdlora_argv(line)) is not None]
+
+
+COMMANDS = doc_commands()
+
+
+def test_the_docs_show_commands_of_every_group():
+    """Guards the extraction itself: a broken regex would otherwise make the parse test vacuous."""
+    assert len(COMMANDS) >= 40
+    shown = {argv[0] for _, argv in COMMANDS if argv}
+    assert {"train", "dataset", "generate", "compare", "evaluate", "convert-checkpoint", "convert", "info",
+            "resize", "merge-into-model"} <= shown
+    launches = [where for where, line in shell_lines() if line.startswith("accelerate launch")]
+    assert launches and set(launches) <= {where for where, _ in COMMANDS}  # multi-GPU lines are checked too
+    missed = [where for where, line in shell_lines() if line.startswith("sdlora") and sdlora_argv(line) is None]
+    assert not missed, f"sdlora lines that could not be split: {missed}"
+    for recipe in ("anime-style", "personal-portrait", "art-style", "fantasy-creatures"):
+        groups = {argv[0] for where, argv in COMMANDS if where.startswith(f"examples/{recipe}/README.md")}
+        assert {"dataset", "train", "compare", "evaluate", "generate"} <= groups, recipe
+
+
+@pytest.mark.parametrize("where, argv", COMMANDS, ids=[w for w, _ in COMMANDS])
+def test_command_parses(where, argv):
+    parser = build_parser()
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            args = parser.parse_args(argv)
+    except SystemExit as exc:
+        if exc.code == 0 and {"--help", "-h", "--version"} & set(argv):
+            return
+        pytest.fail(f"{where}: `sdlora {shlex.join(argv)}` does not parse: {err.getvalue().strip()}")
+    assert getattr(args, "handler", None) is not None, f"{where}: `sdlora {shlex.join(argv)}` names no command"
+
+
+def test_accelerate_launch_lines_are_found():
+    line = "accelerate launch --multi_gpu --num_processes 2 -m sdlora train --config my.toml"
+    assert sdlora_argv(line) == ["train", "--config", "my.toml"]
+    joined = logical_lines("sdlora compare --lora a.safetensors \\\n  --weights 0.5,1.0  # both\n", 1)
+    assert joined == [("sdlora compare --lora a.safetensors    --weights 0.5,1.0  # both", 1)]
+    assert sdlora_argv(joined[0][0]) == ["compare", "--lora", "a.safetensors", "--weights", "0.5,1.0"]
+    assert sdlora_argv("tensorboard --logdir runs/x/logs") is None
+
+
+# ----------------------------------------------------------------------------- config keys and TOML
+
+def known_keys() -> set[str]:
+    keys = set()
+    for key, *_ in iter_fields():
+        parts = key.split(".")
+        keys.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return keys
+
+
+def normalise_key(text: str) -> str:
+    """`data.sources.0.path` / `data.sources[0].path` -> `data.sources[].path`; trailing dots dropped."""
+    text = re.sub(r"\[\d*\]", "[]", text.rstrip("."))
+    return re.sub(r"\.(\d+)(?=\.|$)", "[]", text).replace("[][]", "[]")
+
+
+def named_keys() -> list[tuple[str, str]]:
+    out = []
+    for path in doc_files():
+        if path.name == "config.md" and path.parent.name == "docs":
+            continue  # generated from the definitions themselves
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            for match in KEY_IN_CODE.finditer(line):
+                key = match.group(1)
+                if not key.endswith(FILE_SUFFIXES):
+                    out.append((f"{rel(path)}:{number}", normalise_key(key)))
+    return out
+
+
+def test_every_config_key_named_in_the_docs_exists():
+    keys, named = known_keys(), named_keys()
+    assert len(named) >= 50
+    unknown = [f"{where}: `{key}`" for where, key in named if key not in keys]
+    assert not unknown, "config keys that do not exist:\n" + "\n".join(unknown)
+
+
+def test_normalise_key():
+    assert normalise_key("data.sources.0.repeats") == "data.sources[].repeats"
+    assert normalise_key("data.sources[].path") == "data.sources[].path"
+    assert normalise_key("train.lr") == "train.lr"
+
+
+def toml_snippets() -> list[tuple[str, str]]:
+    out = []
+    for path in doc_files():
+        for lang, body, first in code_blocks(path.read_text(encoding="utf-8")):
+            if lang == "toml":
+                out.append((f"{rel(path)}:{first}", body))
+    return out
+
+
+@pytest.mark.parametrize("where, body", toml_snippets(), ids=[w for w, _ in toml_snippets()])
+def test_toml_snippet_is_a_valid_partial_config(where, body):
+    load_config(None, base=tomllib.loads(body))  # raises SdloraError naming the bad key
+
+
+# ----------------------------------------------------------------------------- links
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[`*_]", "", heading.strip().lower())
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    text = FENCE.sub("", path.read_text(encoding="utf-8"))
+    return {slug(m.group(1)) for m in re.finditer(r"^#{1,6}\s+(.+?)\s*$", text, re.MULTILINE)}
+
+
+def test_relative_links_and_anchors_resolve():
+    broken = []
+    for path in doc_files():
+        text = FENCE.sub("", path.read_text(encoding="utf-8"))
+        for target in LINK.findall(text):
+            if re.match(r"^[a-z]+:", target):  # http:, https:, mailto:
+                continue
+            file_part, _, anchor = target.partition("#")
+            dest = (path.parent / file_part).resolve() if file_part else path
+            if not dest.exists():
+                broken.append(f"{rel(path)}: {target} (no such file)")
+            elif anchor and dest.suffix == ".md" and anchor not in anchors(dest):
+                broken.append(f"{rel(path)}: {target} (no such heading)")
+    assert not broken, "broken links:\n" + "\n".join(broken)
+
+
+def test_slug_matches_github():
+    assert slug("Getting Stable Diffusion 1.4") == "getting-stable-diffusion-14"
+    assert slug("Time and memory on an 8 GB GPU") == "time-and-memory-on-an-8-gb-gpu"
+    assert slug("`[lora]`: what is trained") == "lora-what-is-trained"
