@@ -4,8 +4,8 @@ from PIL import Image
 
 from sdlora.errors import SdloraError
 from sdlora.tiny.checker import check
-from sdlora.tiny.demo_data import TRIGGER, style_caption, write_style_dataset
-from sdlora.tiny.world import Scene
+from sdlora.tiny.demo_data import DATA_SEED, DEMO_SIZES, TRIGGER, style_caption, style_scenes, write_style_dataset
+from sdlora.tiny.world import Scene, scene_for_seed
 
 
 def test_dataset_is_striped_captioned_with_the_trigger_and_readable_by_the_checker(tmp_path):
@@ -26,8 +26,14 @@ def test_dataset_is_deterministic_and_varied(tmp_path):
     b = write_style_dataset(tmp_path / "b", 16)
     assert a == b
     assert (tmp_path / "a" / "style-003.png").read_bytes() == (tmp_path / "b" / "style-003.png").read_bytes()
-    assert len({s.colour for s in a}) >= 6 and len({s.shape for s in a}) == 5 and len({s.size for s in a}) == 3
-    assert {s.style for s in a} == {"striped"}
+    assert len({s.colour for s in a}) >= 6 and len({s.shape for s in a}) == 5
+    assert {s.style for s in a} == {"striped"} and {s.size for s in a} == set(DEMO_SIZES) == {"medium", "large"}
+
+
+def test_sizes_select_from_the_same_scene_stream():
+    every = [scene_for_seed(DATA_SEED, i, "striped") for i in range(40)]
+    assert style_scenes(5, sizes=("small",)) == [s for s in every if s.size == "small"][:5]
+    assert style_scenes(40, sizes=("small", "medium", "large")) == every
 
 
 def test_caption_variants_rotate():
@@ -47,7 +53,8 @@ def test_rewriting_a_smaller_set_removes_stale_images_but_not_other_files(tmp_pa
 
 
 @pytest.mark.parametrize("kwargs, words", [({"count": 0}, "at least 1"), ({"style": "wavy"}, "style"),
-                                           ({"trigger": " "}, "trigger")])
+                                           ({"trigger": " "}, "trigger"), ({"sizes": ("huge",)}, "sizes"),
+                                           ({"sizes": ()}, "sizes")])
 def test_bad_settings_raise(tmp_path, kwargs, words):
     with pytest.raises(SdloraError, match=words):
         write_style_dataset(tmp_path, **{"count": 2, **kwargs})

@@ -26,7 +26,7 @@ FLAGS: dict[str, tuple[str, type, str]] = {
     "guidance": ("guidance", float, "classifier-free guidance of every sample (sd-tiny wants ~2)"),
     "sample-steps": ("sample_steps", int, "PNDM sampling steps"),
     "seed": ("seed", int, "training seed"),
-    "threads": ("threads", int, "torch CPU threads (default: torch's choice)"),
+    "threads": ("threads", int, "torch CPU threads; 1 is best on a busy machine"),
 }
 
 
