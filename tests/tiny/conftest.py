@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 
 # The CI run: the demo's recipe with fewer steps, fewer scored prompts and a 2-prompt grid.
-CI_DEMO = {"steps": 120, "eval_prompts": 16, "grid_prompts": 2}
+CI_DEMO = {"steps": 200, "eval_prompts": 16, "grid_prompts": 2}
 
 
 @dataclass
