@@ -81,7 +81,7 @@ def test_report_holds_the_metrics_and_the_grid(demo_run, metrics):
     assert html.startswith("<!DOCTYPE html>") and "<h2>Metrics</h2>" in html
     lora_style = round(100 * metrics["rates"]["lora"]["trigger"]["style"], 1)
     assert f"{lora_style:.4f}" in html and "prompts without trigger (leak)" in html
-    assert "targets met" in html and "data:image/png;base64," in html
+    assert ("all targets met" in html) == metrics["passed"] and "data:image/png;base64," in html
     assert "<script" not in html and not re.search(r"src=['\"]https?:", html)
 
 
