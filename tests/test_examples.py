@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from sdlora.cli import main
@@ -42,15 +41,6 @@ REQUIRED_PROMPTS = {
 TINY = ["model.name=tiny", "train.steps=2", "data.resolution=64", "data.bucket_step=16",
         "data.min_bucket_side=32", "data.max_bucket_side=128", "validation.num_inference_steps=2",
         "data.num_workers=0", "train.mixed_precision=no", "log.tensorboard=false"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny-model steps are overhead-bound; two spinning threads on a shared 2-core box are 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def config_path(recipe: str) -> Path:

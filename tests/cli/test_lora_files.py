@@ -11,15 +11,6 @@ from sdlora.lora import inject
 from sdlora.models import build_pipeline, load_components, tiny_components
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest on one thread (two are several times slower on a busy 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """A rank-4 kohya LoRA (random non-zero up weights) and the tiny base model as a diffusers folder."""

@@ -46,11 +46,3 @@ def components():
     return tiny_components(0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread (thread hand-off dominates ops this small), and much
-    faster on a loaded machine; restored after each test so other areas keep their setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

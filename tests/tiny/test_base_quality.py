@@ -12,15 +12,6 @@ from sdlora.tiny.demo import SAMPLE_STEPS, SD_TINY_GUIDANCE
 from sdlora.tiny.quality import evaluate_quality
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models are overhead-bound; two OpenMP threads on a busy 2-core machine run 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def sd_tiny() -> SDComponents:
     return load_components("tiny")

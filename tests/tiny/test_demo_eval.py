@@ -39,15 +39,6 @@ def test_seeds_are_distinct_and_held_out():
         eval_seeds(SEED_STRIDE + 1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models are overhead-bound; two OpenMP threads on a busy 2-core machine run 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def micro_with_lora():
     torch.manual_seed(0)

@@ -10,7 +10,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from sdlora.formats.io import load_lora_file
@@ -62,19 +61,14 @@ def test_weight_zero_is_the_base_model_and_weight_one_is_not(demo_run):
     row, (base_png, lora_png) = summary["rows"][0], summary["images"][0]
     spec = PromptSpec(row["prompt"], seed=row["seed"], steps=row["steps"], cfg=row["cfg"],
                       width=row["size"][0], height=row["size"][1], scheduler=row["scheduler"])
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        fresh = np.asarray(Sampler(load_components("tiny")).samples(spec)[0].image, dtype=np.int16)
-        with_lora = load_components("tiny")
-        adapter = attach_loras(with_lora, [LoraSpec(demo_run.result.paths["LoRA (kohya)"])])[0].adapter
-        sampler = Sampler(with_lora)
-        set_weights(with_lora, {adapter: 0.0})
-        off = np.asarray(sampler.samples(spec)[0].image, dtype=np.int16)
-        set_weights(with_lora, {adapter: 1.0})
-        on = np.asarray(sampler.samples(spec)[0].image, dtype=np.int16)
-    finally:
-        torch.set_num_threads(before)
+    fresh = np.asarray(Sampler(load_components("tiny")).samples(spec)[0].image, dtype=np.int16)
+    with_lora = load_components("tiny")
+    adapter = attach_loras(with_lora, [LoraSpec(demo_run.result.paths["LoRA (kohya)"])])[0].adapter
+    sampler = Sampler(with_lora)
+    set_weights(with_lora, {adapter: 0.0})
+    off = np.asarray(sampler.samples(spec)[0].image, dtype=np.int16)
+    set_weights(with_lora, {adapter: 1.0})
+    on = np.asarray(sampler.samples(spec)[0].image, dtype=np.int16)
     assert np.array_equal(off, fresh)
     assert np.abs(on - fresh).max() > 20
     assert np.abs(np.asarray(Image.open(out / base_png), dtype=np.int16) - fresh).max() <= 2

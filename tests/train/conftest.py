@@ -4,22 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from sdlora.train.entry import resolve_config
 
 COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: tiny-model steps are overhead-bound, and on a shared 2-core machine two
-    spinning OpenMP threads can slow a step down by 10-100x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def save_tiny_model(folder, seed: int = 0):
