@@ -99,7 +99,7 @@ class DataConfig:
     caption_dropout: float = opt(0.0, "Probability of training on an empty caption (helps classifier-free guidance).")
     validation_split: float = opt(0.0, "Fraction of images held out for validation loss.")
     cache_latents: Literal["off", "memory", "disk"] = opt("memory", "Cache VAE latents (the VAE is then freed from the device).")
-    cache_text: bool = opt(True, "Cache text-encoder outputs when the text encoder is frozen and captions are static.")
+    cache_text: bool = opt(True, "Cache text-encoder outputs when the text encoder is frozen and tags are neither shuffled nor dropped (caption dropout is fine).")
     cache_dir: str | None = opt(None, "Where disk caches go (default: <output_dir>/cache).")
     num_workers: int = opt(2, "Worker processes for decoding images and caching.")
 

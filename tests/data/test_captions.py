@@ -70,6 +70,13 @@ def test_is_static(kw, static):
     t = CaptionTransform(**kw)
     assert t.is_static is static
     assert t.static().is_static
+    assert t.cacheable is (static or "caption_dropout" in kw)  # dropout only adds "", a fixed set
+
+
+def test_caption_dropout_gives_the_full_caption_or_empty():
+    t = CaptionTransform(prefix="sks, ", caption_dropout=0.5)
+    seen = {t("a red square", np.random.default_rng(s)) for s in range(40)}
+    assert seen == {"", "sks, a red square"}
 
 
 def test_read_caption_file_bom_lines_and_bad_bytes(tmp_path):

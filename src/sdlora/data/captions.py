@@ -49,8 +49,14 @@ class CaptionTransform:
 
     @property
     def is_static(self) -> bool:
-        """True when a caption always comes out the same (so text-encoder outputs can be cached)."""
-        return not (self.shuffle_tags or self.tag_dropout > 0 or self.caption_dropout > 0)
+        """True when a caption always comes out the same."""
+        return self.cacheable and self.caption_dropout == 0
+
+    @property
+    def cacheable(self) -> bool:
+        """True when a caption comes out as its full form or, with caption dropout, "" (a fixed set
+        of texts, so text-encoder outputs can be cached)."""
+        return not (self.shuffle_tags or self.tag_dropout > 0)
 
     def static(self) -> "CaptionTransform":
         """The same prefix/suffix without randomness (validation)."""

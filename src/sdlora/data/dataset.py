@@ -77,9 +77,17 @@ class LoRADataset(Dataset):
         return out
 
     @property
-    def captions_static(self) -> bool:
-        """No shuffle or dropout anywhere: each record's caption is fixed (text outputs can be cached)."""
-        return all(t.is_static for t in self.transforms.values())
+    def captions_cacheable(self) -> bool:
+        """No tag shuffle or tag dropout anywhere: every caption drawn is its record's full caption or,
+        with caption dropout, "" (text outputs can be cached)."""
+        return all(t.cacheable for t in self.transforms.values())
+
+    def cacheable_captions(self) -> list[str]:
+        """Every text a sample of this dataset can carry, when captions_cacheable."""
+        texts = {self.full_caption(r) for r in self.used_records()}
+        if any(t.caption_dropout > 0 for t in self.transforms.values()):
+            texts.add("")
+        return sorted(texts)
 
     def full_caption(self, record: int) -> str:
         """Record's caption with its source's prefix/suffix and no randomness."""
@@ -110,7 +118,7 @@ class LoRADataset(Dataset):
             tok = self.tokenizer(caption, padding="max_length", max_length=self.tokenizer.model_max_length,
                                  truncation=True, return_tensors="pt")
             ids = tok.input_ids[0].to(torch.int64)  # (77,)
-            if self.captions_static:
+            if self.captions_cacheable:
                 self._ids[caption] = ids
         return ids
 

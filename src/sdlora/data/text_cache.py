@@ -33,18 +33,17 @@ def encode_captions(tokenizer, text_encoder, captions: list[str], *, batch_size:
 
 def cache_text(dataset, text_encoder, *, device=None, dtype=None, batch_size: int = 32,
                progress: bool = True) -> bool:
-    """Encode every caption of `dataset` once and switch its items to `encoder_hidden_states`.
-    Returns False (and changes nothing) when captions are not static (tag shuffle or dropout)."""
-    if not dataset.captions_static:
-        log.info("text-encoder outputs not cached: captions change per step (shuffle_tags, tag_dropout or "
-                 "caption_dropout)")
+    """Encode every caption of `dataset` once (and "" under caption dropout) and switch its items to
+    `encoder_hidden_states`. Returns False (and changes nothing) when tags are shuffled or dropped."""
+    if not dataset.captions_cacheable:
+        log.info("text-encoder outputs not cached: captions change per step (shuffle_tags or tag_dropout)")
         return False
     if dataset.tokenizer is None:
         raise SdloraError("cache_text needs a dataset built with a tokenizer")
     if device is not None or dtype is not None:
         text_encoder.to(device=device, dtype=dtype)
     text_encoder.eval()
-    captions = sorted({dataset.full_caption(r) for r in dataset.used_records()})
+    captions = dataset.cacheable_captions()
     dataset.text_cache = encode_captions(dataset.tokenizer, text_encoder, captions, batch_size=batch_size,
                                          progress=progress)
     log.info("text: %d distinct captions cached", len(captions))
