@@ -3,7 +3,7 @@ import pytest
 from PIL import Image, ImageFilter
 
 from sdlora.errors import SdloraError
-from sdlora.tiny.checker import Reading, check
+from sdlora.tiny.checker import STRIPED_BELOW, Reading, check
 from sdlora.tiny.render import render, render_seed
 from sdlora.tiny.world import PALETTE, SHAPE_NAMES, Scene
 
@@ -33,6 +33,17 @@ def accuracy(style: str, degraded: bool) -> dict[str, float]:
 def test_checker_reads_ground_truth_at_least_95_percent(style, degraded):
     rates = accuracy(style, degraded)
     assert min(rates.values()) >= 0.95, rates
+
+
+def test_style_threshold_sits_midway_between_the_classes_on_degraded_ground_truth():
+    """STRIPED_BELOW is calibrated, not tuned: the middle of the gap between the plain and striped
+    fills of blurred + noisy rendered images (the widest margin to both classes)."""
+    rng = np.random.default_rng(1)
+    fills = {style: [check(degrade(render_seed(2024, i, style)[0], rng)).fill for i in range(N)]
+             for style in ("plain", "striped")}
+    striped_max, plain_min = max(fills["striped"]), min(fills["plain"])
+    assert plain_min - striped_max > 0.2, (striped_max, plain_min)  # the classes are well apart
+    assert abs(STRIPED_BELOW - (striped_max + plain_min) / 2) < 0.02, (striped_max, plain_min)
 
 
 @pytest.mark.parametrize("shape", SHAPE_NAMES)

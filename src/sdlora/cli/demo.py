@@ -20,6 +20,7 @@ FLAGS: dict[str, tuple[str, type, str]] = {
     "batch-size": ("batch_size", int, "images per step"),
     "rank": ("rank", int, "LoRA rank"),
     "lr": ("lr", float, "learning rate"),
+    "caption-dropout": ("caption_dropout", float, "share of steps trained on an empty caption"),
     "eval-prompts": ("eval_prompts", int, "prompts scored by the checker (40: every colour x shape)"),
     "eval-rounds": ("eval_rounds", int, "seeds per scored prompt"),
     "grid-prompts": ("grid_prompts", int, "trigger prompts in the before/after grid"),

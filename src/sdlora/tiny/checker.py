@@ -21,7 +21,11 @@ from sdlora.tiny.world import COLOURS, IMAGE_SIZE, OUTLINE_WIDTH, PALETTE, SHAPE
 
 _RGB = np.asarray([PALETTE[c] for c in COLOURS], dtype=np.float32)  # (K, 3)
 FOREGROUND_DISTANCE = 45.0  # RGB distance from the background colour to count as foreground
-STRIPED_BELOW = 0.70  # mean foreground coverage of the silhouette under which a shape is striped
+# Mean foreground coverage of the silhouette under which a shape is striped: the midpoint of the gap
+# between the classes on blurred + noisy ground truth (plain >= 0.91, striped <= 0.63; see
+# tests/tiny/test_checker.py). Generated stripes often come out thicker or fainter than rendered ones
+# (coverage 0.70-0.80) and still read as stripes by eye.
+STRIPED_BELOW = 0.77
 MIN_PIXELS = 12  # a silhouette smaller than this is "no shape"
 CLOSE, OPEN = 5, 3  # morphology window sizes: close 4 px stripe gaps, open away 1-2 px speckles
 

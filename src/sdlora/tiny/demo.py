@@ -41,6 +41,7 @@ class DemoSettings:
     rank: int = 8
     lr: float = 3e-3
     conv: bool = True  # also adapt the resnet convolutions (LoCon): stripes are a texture
+    caption_dropout: float = 0.2  # share of steps on an empty caption: the unconditional branch learns the style too
     eval_prompts: int = 40  # trigger prompts scored per model (40: every colour x shape once)
     eval_rounds: int = 1  # seeds per prompt
     grid_prompts: int = 8  # trigger prompts in the before/after grid (plus 2 without the trigger)
@@ -55,6 +56,8 @@ class DemoSettings:
                      "sample_steps"):
             if getattr(self, name) < 1:
                 raise SdloraError(f"demo: --{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.caption_dropout < 1:
+            raise SdloraError(f"demo: --caption-dropout must be in [0, 1), got {self.caption_dropout:g}")
         if self.lr <= 0 or self.guidance < 1:
             raise SdloraError(f"demo: --lr must be > 0 and --guidance >= 1, got {self.lr:g} and {self.guidance:g}")
         return self
@@ -74,12 +77,15 @@ def train_flags(s: DemoSettings, run_dir: Path) -> dict:
     Latents and caption embeddings are cached once (the VAE and text encoder are frozen), so a
     step is one UNet forward/backward on (batch, 4, 16, 16) latents. A cosine schedule: with a
     constant rate the LoRA's style rate swings by +-15 points from one checkpoint to the next.
+    Caption dropout: sampling with guidance extrapolates from the empty-prompt prediction, so a LoRA
+    that never saw an empty caption has its style partly cancelled (0.2 raised the style rate by
+    ~10 points on 120 held-out images, two training seeds).
     fp32 on every CPU (not `auto`, which picks bf16 on some), so results match across machines."""
     return {
         "model.name": "tiny", "save.output_dir": str(run_dir), "save.name": LORA_NAME,
         "save.formats": ["kohya", "diffusers"], "save.every_n_epochs": 0, "save.save_state": False,
         "data.resolution": 64, "data.buckets": False, "data.num_workers": 0,
-        "data.cache_latents": "memory", "data.cache_text": True,
+        "data.cache_latents": "memory", "data.cache_text": True, "data.caption_dropout": s.caption_dropout,
         "lora.rank": s.rank, "lora.unet_preset": "unet-transformer", "lora.conv": s.conv,
         "train.steps": s.steps, "train.batch_size": s.batch_size, "train.lr": s.lr, "train.seed": s.seed,
         "train.lr_scheduler": "cosine", "train.mixed_precision": "no", "log.tensorboard": False, "log.every_n_steps": 50,
