@@ -244,6 +244,31 @@ def test_low_precision_base_keeps_fp32_adapters(dtype):
     assert torch.allclose(y.float(), reference, atol=0.05) and torch.allclose(z.float(), reference, atol=0.05)
 
 
+def test_under_autocast_the_adapter_reads_low_precision_activations_without_an_fp32_copy():
+    torch.manual_seed(0)
+    layer = LoRALinear(nn.Linear(16, 8).to(torch.bfloat16))
+    ad = layer.add_adapter("default", 4, alpha=2.0)
+    with torch.no_grad():
+        ad.up.weight.normal_()
+    seen = []
+    ad.down.register_forward_pre_hook(lambda module, args: seen.append(args[0].dtype))
+    x = torch.randn(3, 16)
+    layer(x.to(torch.bfloat16))  # no autocast: the adapter runs in its own fp32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x.to(torch.bfloat16))
+    assert seen == [torch.float32, torch.bfloat16]
+    y.float().square().sum().backward()
+    reference = LoRALinear(nn.Linear(16, 8))
+    reference.base.load_state_dict({k: v.float() for k, v in layer.base.state_dict().items()})
+    ref_ad = reference.add_adapter("default", 4, alpha=2.0)
+    ref_ad.load_state_dict(ad.state_dict())
+    ref_y = reference(x)
+    ref_y.square().sum().backward()
+    assert ad.up.weight.grad.dtype == torch.float32
+    torch.testing.assert_close(y.float(), ref_y, atol=0.1, rtol=0.05)
+    torch.testing.assert_close(ad.up.weight.grad, ref_ad.up.weight.grad, atol=0.2, rtol=0.05)
+
+
 def test_autocast_conv_with_dora_and_input_dropout_runs():
     layer = LoRAConv2d(nn.Conv2d(4, 8, 3, padding=1))
     layer.add_adapter("default", 4, dora=True, dropout=0.1, rank_dropout=0.1, module_dropout=0.1)

@@ -166,22 +166,28 @@ class LoRAModule(nn.Module):
         return out
 
     def _adapter_out(self, ad: LoRAAdapter, x: torch.Tensor, base_out: torch.Tensor) -> torch.Tensor:
-        x = x.to(ad.down.weight.dtype)
+        if not torch.is_autocast_enabled(x.device.type):  # under autocast the matmuls pick their own dtype
+            x = x.to(ad.down.weight.dtype)
         drop_input = self.training and ad.dropout > 0
         if drop_input:
             x = F.dropout(x, ad.dropout, training=True)
-        y = ad(x) * ad.scale
         if ad.dora:
-            ratio = self._channel(self._dora_ratio(ad))
-            # W x without bias: recomputed when the input was dropped, else read off the base output.
-            if drop_input:
-                plain = self._apply_weight(x, self.base.weight.to(x.dtype))
-            else:
-                plain = base_out if self.base.bias is None else base_out - self._channel(self.base.bias)
-            y = (ratio - 1) * plain + ratio * y
+            y = self._dora_out(ad, x, base_out, drop_input) * ad.multiplier
+        else:  # one scalar multiply for scale and multiplier
+            y = ad(x) * (ad.scale * ad.multiplier)
         if self.training and ad.module_dropout > 0:  # skip the whole adapter for this step
             y = y * (torch.rand((), device=y.device) >= ad.module_dropout).to(y.dtype)
-        return y * ad.multiplier
+        return y
+
+    def _dora_out(self, ad: LoRAAdapter, x: torch.Tensor, base_out: torch.Tensor, drop_input: bool) -> torch.Tensor:
+        """DoRA's change of the output: (m / |W + dW| - 1) W x + m / |W + dW| * dW x."""
+        ratio = self._channel(self._dora_ratio(ad))
+        # W x without bias: recomputed when the input was dropped, else read off the base output.
+        if drop_input:
+            plain = self._apply_weight(x, self.base.weight.to(x.dtype))
+        else:
+            plain = base_out if self.base.bias is None else base_out - self._channel(self.base.bias)
+        return (ratio - 1) * plain + ratio * (ad(x) * ad.scale)
 
 
 class LoRALinear(LoRAModule):
