@@ -9,6 +9,7 @@ import torch
 from safetensors import safe_open
 
 from sdlora.config import load_config
+from sdlora.errors import SdloraError
 from sdlora.formats import load_lora_file
 from sdlora.train import train
 from sdlora.train.checkpoint import find_checkpoints, load_state
@@ -126,3 +127,23 @@ def test_dreambooth_bf16_checkpointing_text_encoder_dora_conv_run(make_cfg, tiny
     assert meta["ss_num_reg_images"] == "2" and meta["ss_mixed_precision"] == "bf16"
     saved = load_state(find_checkpoints(result.run_dir)[-1])["lora"]
     assert all(t.dtype == torch.float32 for t in saved.values())  # trainable weights stay fp32
+
+
+def test_channels_last_and_compiled_unet_train_the_same_lora(make_cfg, tmp_path):
+    """train.channels_last and train.compile change how the UNet runs, not what it learns or the
+    names it saves under (aot_eager: dynamo and autograd tracing without code generation)."""
+    plain = train(make_cfg(**{"save.output_dir": str(tmp_path / "plain")}))
+    fast = train(make_cfg(**{"save.output_dir": str(tmp_path / "fast"), "train.channels_last": True,
+                             "train.compile": True, "train.compile_backend": "aot_eager", "lora.conv": True}))
+    conv = train(make_cfg(**{"save.output_dir": str(tmp_path / "conv"), "lora.conv": True}))
+    assert plain.status == fast.status == conv.status == "done"
+    a, _ = read_file(conv.run_dir / "lora.safetensors")
+    b, _ = read_file(fast.run_dir / "lora.safetensors")
+    assert a.keys() == b.keys() and len(a) > len(read_file(plain.run_dir / "lora.safetensors")[0])
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-5)
+
+
+def test_unknown_compile_backend_names_the_key(make_cfg):
+    with pytest.raises(SdloraError, match="train.compile_backend: 'nope'"):
+        train(make_cfg(**{"train.compile": True, "train.compile_backend": "nope"}))

@@ -5,7 +5,8 @@ from sdlora.config import RankOverride, RunConfig
 from sdlora.errors import SdloraError
 from sdlora.lora import lora_modules
 from sdlora.models import tiny_components
-from sdlora.train.setup import attach_lora, cpu_has_native_bf16, resolve_precision, trainable_models
+from sdlora.train.setup import (attach_lora, cpu_has_native_bf16, resolve_precision, speed_up_unet,
+                                trainable_models)
 
 
 def _cfg(**lora):
@@ -72,3 +73,14 @@ def test_override_matching_nothing_names_it():
     assert not lora_modules(c.unet)  # nothing was injected
     with pytest.raises(SdloraError, match=r"lora.overrides\[0\].pattern is not a valid regular expression"):
         attach_lora(c, _cfg(overrides=[RankOverride(pattern="(", rank=2)]))
+
+
+def test_speed_up_unet_in_place_keeps_names():
+    unet = tiny_components(0).unet
+    names = [n for n, _ in unet.named_parameters()]
+    speed_up_unet(unet, channels_last=True, compile=True, backend="aot_eager")
+    assert [n for n, _ in unet.named_parameters()] == names
+    assert unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+    assert unet._compiled_call_impl is not None  # nn.Module.compile: calls go through dynamo
+    with pytest.raises(SdloraError, match="train.compile_backend"):
+        speed_up_unet(unet, channels_last=False, compile=True, backend="no-such-backend")

@@ -37,6 +37,7 @@ SWITCHES: dict[str, tuple[str, str]] = {
     "train-text-encoder": ("lora.train_text_encoder", "also train a text-encoder LoRA"),
     "conv": ("lora.conv", "also adapt convolutions (LoCon)"),
     "dora": ("lora.dora", "weight-decomposed LoRA (DoRA)"),
+    "compile": ("train.compile", "torch.compile the UNet (GPU speed; compiles for a while first)"),
 }
 
 

@@ -21,7 +21,7 @@ from sdlora.train.noise import NoiseSchedule
 from sdlora.train.optim import build_optimizer, build_scheduler, param_groups
 from sdlora.train.progress import Progress
 from sdlora.train.setup import (DTYPES, Data, attach_lora, enable_checkpointing, enable_sdpa, load_model,
-                                lora_parameters, offload, prepare_data, trainable_models)
+                                lora_parameters, offload, prepare_data, speed_up_unet, trainable_models)
 from sdlora.train.state import restore
 from sdlora.train.step import StepContext
 from sdlora.train.validation import Validator
@@ -75,6 +75,8 @@ def make_trainable(cfg: RunConfig, components) -> tuple[dict, dict]:
     enable_sdpa(components.unet)
     if cfg.train.gradient_checkpointing:
         enable_checkpointing(components, cfg.lora.train_text_encoder)
+    t = cfg.train
+    speed_up_unet(components.unet, channels_last=t.channels_last, compile=t.compile, backend=t.compile_backend)
     models = trainable_models(components, cfg)
     for model in models.values():
         model.train()

@@ -88,6 +88,21 @@ def enable_sdpa(unet: nn.Module) -> None:
     unet.set_attn_processor(AttnProcessor2_0())
 
 
+def speed_up_unet(unet: nn.Module, *, channels_last: bool, compile: bool, backend: str) -> None:
+    """Channels-last memory format and/or torch.compile in place (module and parameter names stay
+    as they are, so LoRA export and checkpoints are unaffected)."""
+    if channels_last:
+        unet.to(memory_format=torch.channels_last)
+    if compile:
+        from torch import _dynamo
+
+        known = _dynamo.list_backends(exclude_tags=())
+        if backend not in known:
+            raise SdloraError(f"train.compile_backend: {backend!r} is not a torch.compile backend here; "
+                              f"use one of {', '.join(sorted(known))}")
+        unet.compile(backend=backend)
+
+
 def enable_checkpointing(components: SDComponents, text_encoder: bool) -> None:
     """Recompute activations in backward (UNet, and the text encoder when it trains)."""
     components.unet.enable_gradient_checkpointing()
