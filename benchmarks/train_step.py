@@ -46,6 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="sdlora's train.mixed_precision (auto: bf16 on GPUs and on CPUs with native bf16); "
                         "the reference runs `auto` as fp32, the diffusers script's default")
     p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--channels-last", action="store_true", help="sdlora's train.channels_last")
+    p.add_argument("--compile", action="store_true", help="sdlora's train.compile (raise --warmup: compiling)")
     p.add_argument("--steps", type=int, default=None, help="timed steps (default: 30 tiny, 5 sd14 on CPU, 20 CUDA)")
     p.add_argument("--warmup", type=int, default=None, help="excluded first steps (default: 5 tiny, 2 sd14, 5 CUDA)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
@@ -110,18 +112,17 @@ def run_sdlora(args, case: str):
     from sdlora.config import RunConfig
     from sdlora.data.cache import encode_latents
     from sdlora.data.text_cache import encode_captions
-    from sdlora.train import rng
-    from sdlora.train.build import place_models
+    from sdlora.train.build import make_trainable, place_models
     from sdlora.train.noise import NoiseSchedule
     from sdlora.train.optim import build_optimizer, build_scheduler, param_groups
-    from sdlora.train.setup import (DTYPES, attach_lora, enable_checkpointing, enable_sdpa, lora_parameters,
-                                    make_accelerator, trainable_models)
+    from sdlora.train.setup import DTYPES, lora_parameters, make_accelerator
     from sdlora.train.step import StepContext, train_step
 
     cfg = RunConfig()
     cfg.lora.rank, cfg.lora.unet_preset = args.rank, args.preset
     cfg.train.batch_size, cfg.train.mixed_precision = args.batch_size, args.mixed_precision
     cfg.train.gradient_checkpointing = args.gradient_checkpointing
+    cfg.train.channels_last, cfg.train.compile, cfg.train.seed = args.channels_last, args.compile, 0
     acc = make_accelerator(cfg)
     device, dtype = acc.device, DTYPES[acc.mixed_precision]
     components = build_components(case).to(dtype=dtype)
@@ -135,12 +136,7 @@ def run_sdlora(args, case: str):
         text = encode_captions(components.tokenizer, components.text_encoder, captions)
     hidden = torch.stack([text[c] for c in captions])
     place_models(components, device, latents_cached=True, text_cached=True, keep_for_sampling=False)
-    rng.seed_all(0)
-    attach_lora(components, cfg)
-    enable_sdpa(components.unet)
-    if cfg.train.gradient_checkpointing:
-        enable_checkpointing(components, False)
-    models = trainable_models(components, cfg)
+    models, _ = make_trainable(cfg, components)  # the loop's own: LoRA, SDPA, checkpointing, channels-last, compile
     optimizer = build_optimizer(param_groups(models, cfg.train), cfg.train)
     scheduler = build_scheduler(optimizer, cfg.train, 10_000)
     unet, optimizer = acc.prepare(components.unet, optimizer)
@@ -226,7 +222,8 @@ def child(args) -> None:
     median = statistics.median(times)
     out = {"case": case, "impl": args.impl, "device": args.device, "resolution": args.resolution,
            "batch_size": args.batch_size, "rank": args.rank, "mixed_precision": precision,
-           "gradient_checkpointing": args.gradient_checkpointing, "threads": torch.get_num_threads(),
+           "gradient_checkpointing": args.gradient_checkpointing, "channels_last": args.channels_last,
+           "compile": args.compile, "threads": torch.get_num_threads(),
            "steps": len(times), "s_per_step": median, "it_per_s": 1.0 / median,
            "min_s": min(times), "max_s": max(times), "cpu_s_per_step": statistics.median(c for _, c in measured),
            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}
@@ -248,6 +245,7 @@ def measure(args, case: str, impl: str, precision: str) -> dict:
            "--mixed-precision", precision, "--steps", str(steps), "--warmup", str(warmup),
            "--peak-tflops", str(args.peak_tflops)]
     cmd += ["--gradient-checkpointing"] if args.gradient_checkpointing else []
+    cmd += [f"--{flag}" for flag in ("channels-last", "compile") if getattr(args, flag.replace("-", "_"))]
     cmd += ["--threads", str(args.threads)] if args.threads else []
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -261,6 +259,8 @@ def describe(r: dict) -> str:
     text = (f"{r['case']:5} {r['impl']:9} {r['resolution']:4d}px bs{r['batch_size']:<2d} {r['mixed_precision']:4} "
             f"{r['s_per_step']:8.4f} s/step ({r['it_per_s']:6.2f} it/s, CPU time {r['cpu_s_per_step']:.4f} s, "
             f"{r['threads']} threads)  peak RSS {r['peak_rss_gb']:5.2f} GB")
+    options = [name for name in ("gradient_checkpointing", "channels_last", "compile") if r.get(name)]
+    text += f"  [{', '.join(options)}]" if options else ""
     if "peak_vram_gb" in r:
         text += f"  peak VRAM {r['peak_vram_gb']:.2f} GiB  {r['tflops']:.1f} TFLOP/s  MFU {100 * r['mfu']:.1f}%"
     return text
