@@ -1,6 +1,7 @@
 """End to end on the tiny model: outputs, learning, bitwise resume, the NaN guard, Ctrl-C."""
 from __future__ import annotations
 
+import logging
 import os
 import signal
 
@@ -144,6 +145,7 @@ def test_channels_last_and_compiled_unet_train_the_same_lora(make_cfg, tmp_path)
         torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-5)
 
 
-def test_unknown_compile_backend_names_the_key(make_cfg):
+def test_unknown_compile_backend_names_the_key_and_releases_the_log_file(make_cfg):
     with pytest.raises(SdloraError, match="train.compile_backend: 'nope'"):
         train(make_cfg(**{"train.compile": True, "train.compile_backend": "nope"}))
+    assert not any(isinstance(h, logging.FileHandler) for h in logging.getLogger("sdlora").handlers)

@@ -91,6 +91,15 @@ def build_run(cfg: RunConfig, acc, resume: str | None) -> Run:
         ckpt.atomic_write_text(run_dir / CONFIG_FILE, to_toml(cfg))
     progress = Progress(run_dir, enabled=acc.is_main_process, tensorboard=cfg.log.tensorboard,
                         every=cfg.log.every_n_steps)
+    try:
+        return assemble_run(cfg, acc, run_dir, found, progress)
+    except BaseException:
+        progress.close()  # a failed build must not leave its log file attached to the `sdlora` logger
+        raise
+
+
+def assemble_run(cfg: RunConfig, acc, run_dir: Path, found, progress: Progress) -> Run:
+    """Model, data, LoRA, optimizer and (when resuming from `found`) the restored state."""
     rng.seed_all(cfg.train.seed)
     components, data = load_and_cache(cfg, acc, run_dir)
     models, counts = make_trainable(cfg, components)
