@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -145,7 +146,20 @@ def test_channels_last_and_compiled_unet_train_the_same_lora(make_cfg, tmp_path)
         torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-5)
 
 
-def test_unknown_compile_backend_names_the_key_and_releases_the_log_file(make_cfg):
+def test_unknown_compile_backend_names_the_key_before_loading(make_cfg):
+    cfg = make_cfg(**{"train.compile": True, "train.compile_backend": "nope"})
     with pytest.raises(SdloraError, match="train.compile_backend: 'nope'"):
-        train(make_cfg(**{"train.compile": True, "train.compile_backend": "nope"}))
+        train(cfg)
+    assert not (Path(cfg.save.output_dir) / "train.log").exists()
+
+
+def test_a_failed_build_releases_the_log_file(make_cfg, monkeypatch):
+    import sdlora.train.build as build
+
+    def fail(*args, **kwargs):
+        raise SdloraError("broken on purpose")
+
+    monkeypatch.setattr(build, "speed_up_unet", fail)  # fails after the model and data are loaded
+    with pytest.raises(SdloraError, match="broken on purpose"):
+        train(make_cfg())
     assert not any(isinstance(h, logging.FileHandler) for h in logging.getLogger("sdlora").handlers)

@@ -20,8 +20,8 @@ from sdlora.train.guard import NonFiniteGuard
 from sdlora.train.noise import NoiseSchedule
 from sdlora.train.optim import build_optimizer, build_scheduler, param_groups
 from sdlora.train.progress import Progress
-from sdlora.train.setup import (DTYPES, Data, attach_lora, enable_checkpointing, enable_sdpa, load_model,
-                                lora_parameters, offload, prepare_data, speed_up_unet, trainable_models)
+from sdlora.train.setup import (DTYPES, Data, attach_lora, check_compile_backend, enable_checkpointing, enable_sdpa,
+                                load_model, lora_parameters, offload, prepare_data, speed_up_unet, trainable_models)
 from sdlora.train.state import restore
 from sdlora.train.step import StepContext
 from sdlora.train.validation import Validator
@@ -86,6 +86,8 @@ def make_trainable(cfg: RunConfig, components) -> tuple[dict, dict]:
 def build_run(cfg: RunConfig, acc, resume: str | None) -> Run:
     run_dir = Path(cfg.save.output_dir)
     found = ckpt.resolve_resume(resume, run_dir) if resume else None  # a bad --resume fails before loading
+    if cfg.train.compile:
+        check_compile_backend(cfg.train.compile_backend)  # so does a bad backend
     if acc.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         ckpt.atomic_write_text(run_dir / CONFIG_FILE, to_toml(cfg))

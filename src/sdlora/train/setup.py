@@ -94,13 +94,17 @@ def speed_up_unet(unet: nn.Module, *, channels_last: bool, compile: bool, backen
     if channels_last:
         unet.to(memory_format=torch.channels_last)
     if compile:
-        from torch import _dynamo
-
-        known = _dynamo.list_backends(exclude_tags=())
-        if backend not in known:
-            raise SdloraError(f"train.compile_backend: {backend!r} is not a torch.compile backend here; "
-                              f"use one of {', '.join(sorted(known))}")
+        check_compile_backend(backend)
         unet.compile(backend=backend)
+
+
+def check_compile_backend(backend: str) -> None:
+    from torch import _dynamo
+
+    known = _dynamo.list_backends(exclude_tags=())
+    if backend not in known:
+        raise SdloraError(f"train.compile_backend: {backend!r} is not a torch.compile backend here; "
+                          f"use one of {', '.join(sorted(known))}")
 
 
 def enable_checkpointing(components: SDComponents, text_encoder: bool) -> None:
