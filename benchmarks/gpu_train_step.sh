@@ -4,7 +4,7 @@
 # line per run (it/s, peak VRAM, MFU). On the device machine, where diffusers travels as a wheel:
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
 #       --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD/src && bash benchmarks/gpu_train_step.sh
-# About 6 minutes on one H200 (the compiled runs spend ~1 minute compiling each).
+# Not yet run: estimated at about 6 minutes on one H200 (five model builds, two compilations).
 set -u
 cd "$(dirname "$0")/.."
 run() { python3 benchmarks/train_step.py --device cuda --resolution 512 --mixed-precision bf16 "$@" \
