@@ -134,14 +134,13 @@ def test_dreambooth_bf16_checkpointing_text_encoder_dora_conv_run(make_cfg, tiny
 def test_channels_last_and_compiled_unet_train_the_same_lora(make_cfg, tmp_path):
     """train.channels_last and train.compile change how the UNet runs, not what it learns or the
     names it saves under (aot_eager: dynamo and autograd tracing without code generation)."""
-    plain = train(make_cfg(**{"save.output_dir": str(tmp_path / "plain")}))
     fast = train(make_cfg(**{"save.output_dir": str(tmp_path / "fast"), "train.channels_last": True,
                              "train.compile": True, "train.compile_backend": "aot_eager", "lora.conv": True}))
     conv = train(make_cfg(**{"save.output_dir": str(tmp_path / "conv"), "lora.conv": True}))
-    assert plain.status == fast.status == conv.status == "done"
+    assert fast.status == conv.status == "done"
     a, _ = read_file(conv.run_dir / "lora.safetensors")
     b, _ = read_file(fast.run_dir / "lora.safetensors")
-    assert a.keys() == b.keys() and len(a) > len(read_file(plain.run_dir / "lora.safetensors")[0])
+    assert a.keys() == b.keys() and any("_resnets_" in k for k in a)  # conv adapters: channels-last matters
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-5)
 

@@ -32,7 +32,7 @@ PLAIN_TEMPLATE = "{a} {colour} {shape}"
 
 @dataclass
 class DemoSettings:
-    """What the demo does; the defaults are the tuned recipe (about 3 minutes on 2 CPU cores)."""
+    """What the demo does; the defaults are the tuned recipe (about 2 minutes on 2 CPU cores)."""
 
     output: Path = Path("runs/demo")
     images: int = 32  # training images
