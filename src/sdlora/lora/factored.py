@@ -16,6 +16,8 @@ import math
 import torch
 from torch import nn
 
+from sdlora.errors import SdloraError
+
 
 class FactoredAdapter(nn.Module):
     """Base of the adapters whose weight change is built from factor tensors (LoHa, LoKr).
@@ -59,6 +61,22 @@ class FactoredAdapter(nn.Module):
         """delta W before scaling, in the base weight's shape."""
         raise NotImplementedError
 
+    def _register(self, sizes: dict[str, tuple[int, ...]], factory: dict, given: bool) -> None:
+        """Create the factor parameters; `given` sizes (read off a file) must build this base's shape."""
+        unknown = sorted(set(sizes) - set(self.FACTORS))
+        if unknown:
+            raise SdloraError(f"{unknown[0]!r} is not a {self.algorithm} factor (known: {', '.join(self.FACTORS)})")
+        for name, size in sizes.items():
+            setattr(self, name, nn.Parameter(torch.zeros(*size, **factory)))
+        if given:
+            try:
+                built = tuple(self.factor_weight().shape)
+            except (RuntimeError, TypeError, AttributeError) as err:
+                raise SdloraError(f"{self.algorithm} factor shapes {sizes} do not fit a weight of shape "
+                                  f"{self.shape}: {err}") from None
+            if built != self.shape:
+                raise SdloraError(f"{self.algorithm} factors build a {built} weight, the layer has {self.shape}")
+
     def lora_weight(self) -> torch.Tensor:
         """delta W before scaling, flattened to (out, in * kh * kw) like LoRAAdapter.lora_weight()."""
         return self.factor_weight().reshape(self.shape[0], -1)
@@ -75,7 +93,3 @@ class FactoredAdapter(nn.Module):
         flags = "".join(f", {k}" for k in ("rslora", "dora") if getattr(self, k))
         return (f"{self.algorithm}, shape={self.shape}, rank={self.rank}, alpha={self.alpha:g}, "
                 f"scale={self.scale:g}, multiplier={self.multiplier:g}{flags}")
-
-
-def new_param(*shape: int, factory: dict) -> nn.Parameter:
-    return nn.Parameter(torch.empty(*shape, **factory))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sdlora.lora.factored import FactoredAdapter, new_param
+from sdlora.lora.factored import FactoredAdapter
 
 FACTORS = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2")
 
@@ -55,13 +55,12 @@ class LoHaAdapter(FactoredAdapter):
     algorithm = "loha"
     FACTORS = FACTORS
 
-    def __init__(self, shape, rank, alpha=None, *, use_tucker: bool = False, device=None,
-                 dtype=torch.float32, **opts):
+    def __init__(self, shape, rank, alpha=None, *, use_tucker: bool = False, factor_shapes=None,
+                 device=None, dtype=torch.float32, **opts):
         super().__init__(shape, rank, alpha, **opts)
-        factory = {"device": device, "dtype": dtype}
-        for name, size in loha_shapes(self.shape, self.rank, use_tucker).items():
-            setattr(self, name, new_param(*size, factory=factory))
-        self.tucker = hasattr(self, "hada_t1")
+        sizes = factor_shapes or loha_shapes(self.shape, self.rank, use_tucker)
+        self._register(sizes, {"device": device, "dtype": dtype}, given=factor_shapes is not None)
+        self.tucker = "hada_t1" in sizes
         with torch.no_grad():
             for name in ("hada_t1", "hada_t2", "hada_w1_a"):
                 if hasattr(self, name):

@@ -15,7 +15,7 @@ import math
 import torch
 from torch import nn
 
-from sdlora.lora.factored import FactoredAdapter, new_param
+from sdlora.lora.factored import FactoredAdapter
 from sdlora.lora.loha import tucker_product
 
 FACTORS = ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2")
@@ -84,15 +84,12 @@ class LoKrAdapter(FactoredAdapter):
     FACTORS = FACTORS
 
     def __init__(self, shape, rank, alpha=None, *, factor: int = -1, use_tucker: bool = False,
-                 decompose_both: bool = False, full_matrix: bool = False, device=None,
-                 dtype=torch.float32, **opts):
+                 decompose_both: bool = False, full_matrix: bool = False, factor_shapes=None,
+                 device=None, dtype=torch.float32, **opts):
         super().__init__(shape, rank, alpha, **opts)
-        factory = {"device": device, "dtype": dtype}
-        sizes = lokr_shapes(self.shape, self.rank, factor=factor, use_tucker=use_tucker,
-                            decompose_both=decompose_both, full_matrix=full_matrix)
-        for name, size in sizes.items():
-            setattr(self, name, new_param(*size, factory=factory))
-        self.factor = int(factor)
+        sizes = factor_shapes or lokr_shapes(self.shape, self.rank, factor=factor, use_tucker=use_tucker,
+                                             decompose_both=decompose_both, full_matrix=full_matrix)
+        self._register(sizes, {"device": device, "dtype": dtype}, given=factor_shapes is not None)
         with torch.no_grad():
             for name, param in self.factors().items():
                 nn.init.kaiming_uniform_(param, a=math.sqrt(5))
