@@ -55,13 +55,18 @@ class LoRAConfig:
     conv: bool = opt(False, "Also adapt resnet and sampler convolutions (LoCon, the `unet-conv` preset).")
     conv_rank: int | None = opt(None, "Rank of conv adapters (default: lora.rank).")
     conv_alpha: float | None = opt(None, "Alpha of conv adapters (default: their rank).")
+    algorithm: Literal["lora", "loha", "lokr"] = opt("lora", "Adapter algorithm: `lora` (up @ down), `loha` (Hadamard product of two low-rank pairs), `lokr` (Kronecker product); the guide compares them.")
     rank: int = opt(16, "LoRA rank (dimension of the low-rank update).")
     alpha: float | None = opt(None, "LoRA alpha; the update is scaled by alpha/rank. Default: equal to rank (scale 1).")
     rs_scaling: bool = opt(False, "Rank-stabilised scaling alpha/sqrt(rank) instead of alpha/rank.")
     dora: bool = opt(False, "Weight-decomposed LoRA (DoRA): learn a magnitude vector per output channel.")
-    init: Literal["kaiming", "gaussian"] = opt("kaiming", "Init of `down` (`up` always starts at zero).")
+    init: Literal["kaiming", "gaussian"] = opt("kaiming", "Init of `down` (`up` always starts at zero). LoRA only: LoHa/LoKr start as LyCORIS does (one factor zero).")
+    factor: int = opt(-1, "LoKr: split each dimension into (factor, dim/factor) for the Kronecker product; -1 = the most balanced split.")
+    use_tucker: bool = opt(False, "LoHa/LoKr: Tucker core for 3x3 convs (`hada_t1/t2`, `lokr_t2`) instead of flattened kernels.")
+    decompose_both: bool = opt(False, "LoKr: also make the small Kronecker factor low rank (`lokr_w1_a/_b`).")
+    full_matrix: bool = opt(False, "LoKr: keep both Kronecker factors full (no rank; scale 1).")
     dropout: float = opt(0.0, "Input dropout on the adapter path (training only).")
-    rank_dropout: float = opt(0.0, "Per-sample dropout over rank channels, rescaled (training only).")
+    rank_dropout: float = opt(0.0, "Per-sample dropout over rank channels, rescaled (training only). LoHa/LoKr: drops whole output rows of the weight change, as LyCORIS does.")
     module_dropout: float = opt(0.0, "Probability of skipping a whole adapter for a step (training only).")
     overrides: list[RankOverride] = opt([], "Per-module rank/alpha by pattern ([[lora.overrides]] tables).")
     train_text_encoder: bool = opt(False, "Also train a LoRA on the CLIP text encoder (72 modules).")
@@ -316,6 +321,8 @@ def validate(cfg: RunConfig) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise SdloraError(f"{key} must be positive, got {value}")
+    if not (cfg.lora.factor == -1 or cfg.lora.factor >= 1):
+        raise SdloraError(f"lora.factor must be -1 (automatic) or a positive integer, got {cfg.lora.factor}")
     for key in ("dropout", "rank_dropout", "module_dropout"):
         if not 0.0 <= getattr(cfg.lora, key) < 1.0:
             raise SdloraError(f"lora.{key} must be in [0, 1), got {getattr(cfg.lora, key)}")
