@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sdlora.errors import SdloraError
-from sdlora.evaluate.grid import labelled_grid
-from sdlora.generate.job import DEFAULT_MODEL, load_model, model_label, parameters, slug
+from sdlora.evaluate.report import write_report
+from sdlora.generate.job import DEFAULT_MODEL, load_model, model_label, parameters, prepare_out_dir, slug
 from sdlora.generate.loras import LoadedLora, LoraSpec, attach_loras, check_files, set_weights
 from sdlora.generate.pngmeta import format_parameters, save_png
 from sdlora.generate.prompts import PromptSpec
 from sdlora.generate.sampling import Sample, Sampler
+from sdlora.imaging import labelled_grid
 from sdlora.models import SDComponents
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ def run_compare(job: CompareJob, components: SDComponents | None = None) -> Comp
     if any(w < 0 for w in job.weights or []):
         raise SdloraError(f"--weights: LoRA weights must be >= 0, got {job.weights}")
     check_files(job.loras)
+    prepare_out_dir(job.out_dir)
     components = components or load_model(job.model, job.dtype, job.device)
     loaded = attach_loras(components, job.loras)
     columns, rows = make_columns(loaded, job.weights), make_rows(job.prompts, job.num_images)
@@ -143,8 +145,6 @@ def write_json(path: Path, data: dict) -> Path:
 
 def compare(job: CompareJob, components: SDComponents | None = None) -> CompareResult:
     """`sdlora compare`: grid.png, images/*.png, compare.json and report.html in job.out_dir."""
-    from sdlora.evaluate.report import write_report
-
     result = run_compare(job, components)
     data = summary(result)
     result.extra["json"] = write_json(job.out_dir / "compare.json", data)
