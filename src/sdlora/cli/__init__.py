@@ -22,8 +22,34 @@ from sdlora.errors import SdloraError
 COMMAND_MODULES: list[str] = ["dataset", "models", "lora_files", "generate", "train", "demo"]
 
 
+class Commands(argparse._SubParsersAction):
+    """Subcommands that remember their one-line help (`parser.help`), for `--help` and for tests."""
+
+    def add_parser(self, name: str, **kwargs):
+        parser = super().add_parser(name, **kwargs)
+        parser.help = kwargs.get("help")
+        return parser
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse with sdlora's error format: one `sdlora: error:` line naming the command, rc 2."""
+    """argparse with sdlora's error format (one `sdlora: error:` line naming the command, rc 2) that
+    keeps what was added to it: `arguments` (every Action) and `commands` (name -> sub-parser)."""
+
+    def __init__(self, *args, **kwargs):
+        self.arguments: list[argparse.Action] = []
+        self.commands: dict[str, Parser] = {}
+        self.help: str | None = None
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args, **kwargs) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        self.arguments.append(action)
+        return action
+
+    def add_subparsers(self, **kwargs):
+        action = super().add_subparsers(action=Commands, **kwargs)
+        self.commands = action.choices
+        return action
 
     def error(self, message: str):
         command = self.prog.removeprefix("sdlora").strip()

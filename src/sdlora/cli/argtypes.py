@@ -34,7 +34,7 @@ def int_range(low: int, high: int | None = None):
             bound = f"from {low} to {high}" if high is not None else f"at least {low}"
             raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
         return value
-    parse.__name__ = "int"
+    parse.__name__, parse.bounds = "int", (low, high)
     return parse
 
 
@@ -50,7 +50,7 @@ def float_range(low: float, high: float | None = None, *, low_open: bool = False
             bound = f"{'above' if low_open else 'at least'} {low:g}" + (f" and at most {high:g}" if high is not None else "")
             raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {text}")
         return value
-    parse.__name__ = "float"
+    parse.__name__, parse.bounds = "float", (low, high)
     return parse
 
 
@@ -77,16 +77,20 @@ def _check_writable_parent(path: Path) -> None:
         raise argparse.ArgumentTypeError(f"{path}: folder {existing} is not writable; choose another place")
 
 
-@_kind("input file")
-def input_file(text: str) -> Path:
-    """An existing regular file."""
-    path = Path(text).expanduser()
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: is a folder; give a file")
-    if not path.is_file():
-        what = "not a regular file" if path.exists() else "file not found"
-        raise argparse.ArgumentTypeError(f"{text}: {what}")
-    return path
+def input_file_of(what: str = "file"):
+    """A type for an existing regular file; `what` names it in messages (`x.toml: config file not found`)."""
+    @_kind("input file")
+    def input_file(text: str) -> Path:
+        path = Path(text).expanduser()
+        if path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text}: is a folder; give a {what}")
+        if not path.is_file():
+            raise argparse.ArgumentTypeError(f"{text}: {'not a regular file' if path.exists() else what + ' not found'}")
+        return path
+    return input_file
+
+
+input_file = input_file_of()
 
 
 @_kind("input folder")

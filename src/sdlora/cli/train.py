@@ -28,9 +28,9 @@ FLAGS: dict[str, tuple[str, object, str]] = {
     "grad-accum": ("train.grad_accum", int, "Gradient accumulation steps"),
     "resolution": ("data.resolution", int, "Training resolution"),
     "seed": ("train.seed", int, "Random seed"),
-    "optimizer": ("train.optimizer", str, "adamw, adamw8bit or prodigy"),
-    "lr-scheduler": ("train.lr_scheduler", str, "constant, cosine, linear or cosine_with_restarts"),
-    "mixed-precision": ("train.mixed_precision", str, "auto, fp32 (also `no`), fp16 or bf16"),
+    "optimizer": ("train.optimizer", str, "Optimizer: adamw, adamw8bit or prodigy"),
+    "lr-scheduler": ("train.lr_scheduler", str, "Learning-rate schedule: constant, cosine, linear or cosine_with_restarts"),
+    "mixed-precision": ("train.mixed_precision", str, "Mixed precision: auto, fp32 (also `no`), fp16 or bf16"),
     "save-every": ("save.every_n_steps", int, "Checkpoint every N steps"),
     "sample-every": ("validation.every_n_steps", int, "Validation samples every N steps"),
 }
@@ -39,7 +39,7 @@ SWITCHES: dict[str, tuple[str, str]] = {
     "train-text-encoder": ("lora.train_text_encoder", "Also train a text-encoder LoRA"),
     "conv": ("lora.conv", "Also adapt convolutions (LoCon)"),
     "dora": ("lora.dora", "Weight-decomposed LoRA (DoRA)"),
-    "compile": ("train.compile", "torch.compile the UNet (GPU speed; compiles for a while first)"),
+    "compile": ("train.compile", "Compile the UNet with torch.compile (GPU speed; compiles for a while first)"),
 }
 # Precision names the CLI accepts for train.mixed_precision: `fp32` (generate's name) means `no`.
 PRECISION_SYNONYMS = {"fp32": "no"}
@@ -48,7 +48,8 @@ PRECISION_SYNONYMS = {"fp32": "no"}
 def register(subparsers) -> None:
     p = subparsers.add_parser("train", help="Train a LoRA.", description="Train a LoRA on SD 1.x.",
                               epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", "-c", metavar="TOML", type=T.input_file, help="Run config file (see docs/config.md).")
+    p.add_argument("--config", "-c", metavar="TOML", type=T.input_file_of("config file"),
+                   help="Run config file (see docs/config.md).")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="Override any setting, e.g. --set train.lr=2e-4 (repeatable).")
     p.add_argument("--data", action="append", default=[], metavar="DIR", type=T.input_dir,
@@ -68,6 +69,13 @@ def register(subparsers) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from sdlora.train.entry import run
 
+    result = run(str(args.config) if args.config else None, args.sets, train_flags(args),
+                 [str(path) for path in args.data], args.resume)
+    return 130 if result.status == "interrupted" else 0
+
+
+def train_flags(args: argparse.Namespace) -> dict:
+    """The config keys the flags set (None: not given), in the config's own spelling."""
     keys = [key for key, *_ in FLAGS.values()] + [key for key, _ in SWITCHES.values()]
     flags = {key: getattr(args, key) for key in keys}
     precision = flags["train.mixed_precision"]
@@ -76,6 +84,4 @@ def run_train(args: argparse.Namespace) -> int:
         flags["save.output_dir"] = str(flags["save.output_dir"])
     if args.prompts:
         flags["validation.prompts"] = args.prompts
-    config = str(args.config) if args.config else None
-    result = run(config, args.sets, flags, [str(path) for path in args.data], args.resume)
-    return 130 if result.status == "interrupted" else 0
+    return flags

@@ -102,11 +102,23 @@ class DinoFeatures:
         return torch.cat(chunks)
 
 
+def download_command() -> str:
+    """The download command of the installed huggingface_hub: `hf download` (0.34 and later; the docs'
+    command) or the older `huggingface-cli download`."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        major, minor = (int(part) for part in version("huggingface_hub").split(".")[:2])
+    except (PackageNotFoundError, ValueError):
+        return "hf download"
+    return "hf download" if (major, minor) >= (0, 34) else "huggingface-cli download"
+
+
 def missing_message(what: str, name: str, flag: str) -> str:
     if Path(name).expanduser().is_absolute() or name.startswith("."):
         return f"{flag} {name}: no {what} model there (a folder with config.json and weights is expected)"
     return (f"{what} weights {name!r} are not on this machine (nothing is downloaded): fetch them once with "
-            f"`huggingface-cli download {name}`, or pass {flag} PATH to a local copy")
+            f"`{download_command()} {name}`, or pass {flag} PATH to a local copy")
 
 
 def local_folder(name: str, what: str, flag: str) -> Path:
