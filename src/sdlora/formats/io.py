@@ -60,7 +60,10 @@ def parse_state(state: Mapping[str, torch.Tensor], metadata: Mapping[str, str], 
         fmt = detect_format(state, metadata)
     except SdloraError as err:
         raise SdloraError(f"{source}: {err}") from None
-    lora, metadata = READERS[fmt](state, metadata, module_paths=module_paths, source=source)
+    try:
+        lora, metadata = READERS[fmt](state, metadata, module_paths=module_paths, source=source)
+    except SdloraError as err:  # a broken module: name the file too
+        raise (err if str(err).startswith(source) else SdloraError(f"{source}: {err}")) from None
     return lora, metadata, fmt
 
 

@@ -18,11 +18,15 @@ import torch
 
 from sdlora.errors import SdloraError
 from sdlora.formats import canonical as C
+from sdlora.formats import networks
+from sdlora.formats.lycoris_meta import lycoris_metadata
 from sdlora.formats.modules import ModulePaths, flat_name, flat_table, resolve_paths
+from sdlora.lora.state import FACTOR_SUFFIXES
 
 COMPONENT_PREFIX: dict[str, str] = {"unet": "lora_unet_", "text_encoder": "lora_te_"}
 # canonical parameter -> kohya parameter (the same words; DoRA's magnitude keeps kohya's shape)
-PARAMS: dict[str, str] = {C.DOWN: "lora_down.weight", C.UP: "lora_up.weight", C.ALPHA: "alpha", C.DORA: "dora_scale"}
+PARAMS: dict[str, str] = {C.DOWN: "lora_down.weight", C.UP: "lora_up.weight", C.ALPHA: "alpha", C.DORA: "dora_scale",
+                          **{name: name for name in FACTOR_SUFFIXES}}  # LyCORIS LoHa / LoKr: the same names
 READ_PARAMS = {v: k for k, v in PARAMS.items()}
 
 # The ss_* fields kohya's train_network.py writes that are derived from the tensors themselves.
@@ -48,13 +52,16 @@ def _canonical_dora(params: Mapping[str, torch.Tensor], key: str) -> torch.Tenso
 
 
 def to_kohya(lora: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None):
-    """Canonical dict -> (kohya state dict, metadata with kohya's ss_* fields filled in)."""
+    """Canonical dict -> (kohya state dict, metadata with kohya's ss_* fields filled in; LyCORIS's
+    for files holding LoHa / LoKr modules)."""
     modules = C.group(lora)
     state: dict[str, torch.Tensor] = {}
     for (component, path), params in modules.items():
         name = COMPONENT_PREFIX[component] + flat_name(path)
         for param, tensor in C.with_alpha(params).items():
             state[f"{name}.{PARAMS[param]}"] = tensor
+    if any(networks.is_factored(p) for p in modules.values()):
+        return state, {**dict(metadata or {}), **lycoris_metadata(modules, BASE_METADATA)}
     return state, {**dict(metadata or {}), **kohya_metadata(modules)}
 
 
@@ -108,7 +115,7 @@ def from_kohya(state: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | 
         shown = ", ".join(repr(k) for k in unknown[:5])
         raise SdloraError(f"{source}: {len(unknown)} key(s) name no SD 1.x module or LoRA parameter, e.g. {shown}")
     for (component, path), params in modules.items():
-        if C.DORA in params and C.UP in params:
+        if C.DORA in params and C.UP in params and not networks.is_factored(params):
             key = f"{COMPONENT_PREFIX[component]}{flat_name(path)}.dora_scale"
             params[C.DORA] = _canonical_dora(params, key)
     return C.normalize(C.ungroup(modules)), dict(metadata or {})

@@ -60,17 +60,19 @@ def lokr_shapes(shape: tuple[int, ...], rank: int, *, factor: int = -1, use_tuck
     return shapes
 
 
-def lokr_weight(shape: tuple[int, ...], lokr_w1=None, lokr_w1_a=None, lokr_w1_b=None, lokr_w2=None,
-                lokr_w2_a=None, lokr_w2_b=None, lokr_t2=None) -> torch.Tensor:
-    """Unscaled LoKr delta W in the base weight's `shape` from whichever factors are given."""
+def lokr_weight(shape: tuple[int, ...] | None = None, lokr_w1=None, lokr_w1_a=None, lokr_w1_b=None,
+                lokr_w2=None, lokr_w2_a=None, lokr_w2_b=None, lokr_t2=None) -> torch.Tensor:
+    """Unscaled LoKr delta W from whichever factors are given: in the base weight's `shape`, or
+    flattened to (out, in * kh * kw) when `shape` is None (a file alone does not say the kernel)."""
     w1 = lokr_w1 if lokr_w1 is not None else lokr_w1_a @ lokr_w1_b
     if lokr_w2 is not None:
         w2 = lokr_w2
     elif lokr_t2 is not None:
         w2 = tucker_product(lokr_t2, lokr_w2_a, lokr_w2_b)  # (b, d, kh, kw)
-    else:  # (b, d * kh * kw) -> (b, d, kh, kw): the kernel comes out of w2_b's flattened axis
-        w2 = (lokr_w2_a @ lokr_w2_b).view(lokr_w2_a.shape[0], shape[1] // w1.shape[1], *shape[2:])
-    return kron_weight(w1, w2).reshape(shape)
+    else:  # (b, d * kh * kw): kron keeps each kernel window inside one input column block
+        w2 = lokr_w2_a @ lokr_w2_b
+    delta = kron_weight(w1, w2)
+    return delta.flatten(1) if shape is None else delta.reshape(shape)
 
 
 class LoKrAdapter(FactoredAdapter):
