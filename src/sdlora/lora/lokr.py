@@ -37,7 +37,8 @@ def factorization(dim: int, factor: int = -1) -> tuple[int, int]:
 
 def kron_weight(w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
     """kron(w1, w2) with w1 (a, c) broadcast over w2's kernel axes: (a * b, c * d[, kh, kw])."""
-    return torch.kron(w1.view(*w1.shape, *[1] * (w2.dim() - w1.dim())), w2)
+    w1 = w1.reshape(*w1.shape, *[1] * (w2.dim() - w1.dim()))
+    return torch.kron(w1.contiguous(), w2.contiguous())  # kron needs contiguous inputs (einsum outputs may not be)
 
 
 def lokr_shapes(shape: tuple[int, ...], rank: int, *, factor: int = -1, use_tucker: bool = False,
