@@ -3,15 +3,12 @@ from __future__ import annotations
 
 import json
 
-import torch
-
+from sdlora.dtypes import SHORT_DTYPES as DTYPES
 from sdlora.formats import FORMATS, convert_lora_file
 from sdlora.formats.info import describe, render
 from sdlora.formats.merge_model import merge_into_model
 from sdlora.formats.resize import resize_lora_file
 from sdlora.generate.loras import parse_lora_arg
-
-DTYPES = {"fp16": torch.float16, "fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def _dtype_arg(p, default_help: str) -> None:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from sdlora.config import RunConfig
+from sdlora.dtypes import DTYPES
 from sdlora.errors import SdloraError
 from sdlora.lora import inject, lora_modules, mark_only_lora_trainable
 from sdlora.lora.presets import compile_pattern, resolve_targets
@@ -23,8 +24,6 @@ from sdlora.models.components import SDComponents
 from sdlora.models.names import canonical_te_path
 
 log = logging.getLogger("sdlora.train")
-
-DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def cpu_has_native_bf16() -> bool:
