@@ -41,7 +41,7 @@ def test_resume_reads_the_run_folders_config(tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["--set", "train.lrr=1"], "unknown setting `train.lrr`"),
     (["--set", "train.steps=abc"], "train.steps: expected int"),
-    (["--set", "lora.rank=0"], "lora.rank must be positive"),
+    (["--set", "lora.rank=0"], "lora.rank must be >= 1"),
     (["--mixed-precision", "fp64"], "train.mixed_precision: 'fp64' is not one of"),
     ([], "no training images: pass --data"),
     (["--resume", "nowhere"], "--resume nowhere: no config.toml"),
