@@ -35,11 +35,12 @@ EXTENSION = r"\.[^./\\\x00-\x1f][^/\\\x00-\x1f]{0,30}"  # `.txt`, `.caption`, `.
 
 
 Precision = Literal["auto", "no", "fp16", "bf16"]
+DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"  # the one default model id (models.hub, generate read it)
 
 
 @dataclass
 class ModelConfig:
-    name: str = opt("CompVis/stable-diffusion-v1-4",
+    name: str = opt(DEFAULT_MODEL,
                     "SD 1.x to train on: a hub id, a diffusers folder, a single .ckpt/.safetensors, or `tiny` (bundled sd-tiny).")
     revision: str | None = opt(None, "Hub revision (branch, tag or commit) when `name` is a hub id.")
 

@@ -12,11 +12,10 @@ import logging
 import torch
 
 from sdlora.config import RunConfig
+from sdlora.dtypes import DTYPES
 from sdlora.errors import SdloraError
 
 log = logging.getLogger("sdlora.train")
-
-DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def cpu_has_native_bf16() -> bool:
