@@ -23,6 +23,11 @@ ensure_env() {
     "$PY" -m pip install -q -e ".[$extras]"
     touch "$stamp"
   fi
+  # The web UI's browser test drives Debian's chromium with Playwright (`playwright install` cannot
+  # download its own browser here); install it when missing and we may.
+  if [ "$extras" = test ] && [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+  fi
 }
 
 cmd=${1:-}; shift || true
