@@ -43,6 +43,8 @@ def test_int_accepted_for_float_and_resolved_config_round_trips():
     (['data.sources=[{path="a", repeat=3}]'], "data.sources[0].repeat"),
     (["data.sources=[{}]"], "data.sources[0].path"),
     (["lora.rank=true"], "lora.rank"),
+    (["lora.algorithm=lycoris"], "lora.algorithm"),
+    (["lora.factor=0"], "lora.factor"),
     (["nonsense"], "nonsense"),
 ])
 def test_errors_name_the_key(override, key):

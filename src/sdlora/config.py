@@ -58,14 +58,19 @@ class LoRAConfig:
     conv: bool = opt(False, "Also adapt resnet and sampler convolutions (LoCon, the `unet-conv` preset).")
     conv_rank: int | None = opt(None, "Rank of conv adapters (default: lora.rank).", ge=1, le=MAX_RANK)
     conv_alpha: float | None = opt(None, "Alpha of conv adapters (default: their rank).", ge=0.0, le=MAX_ALPHA)
+    algorithm: Literal["lora", "loha", "lokr"] = opt("lora", "Adapter algorithm: `lora` (up @ down), `loha` (Hadamard product of two low-rank pairs), `lokr` (Kronecker product); the guide compares them.")
     rank: int = opt(16, "LoRA rank (dimension of the low-rank update).", ge=1, le=MAX_RANK)
     alpha: float | None = opt(None, "LoRA alpha; the update is scaled by alpha/rank. Default (and 0): equal to rank (scale 1).",
                                  ge=0.0, le=MAX_ALPHA)
     rs_scaling: bool = opt(False, "Rank-stabilised scaling alpha/sqrt(rank) instead of alpha/rank.")
     dora: bool = opt(False, "Weight-decomposed LoRA (DoRA): learn a magnitude vector per output channel.")
-    init: Literal["kaiming", "gaussian"] = opt("kaiming", "Init of `down` (`up` always starts at zero).")
+    init: Literal["kaiming", "gaussian"] = opt("kaiming", "Init of `down` (`up` always starts at zero). LoRA only: LoHa/LoKr start as LyCORIS does (one factor zero).")
+    factor: int = opt(-1, "LoKr: split each dimension into (factor, dim/factor) for the Kronecker product; -1 = the most balanced split.", ge=-1, le=MAX_RANK)
+    use_tucker: bool = opt(False, "LoHa/LoKr: Tucker core for 3x3 convs (`hada_t1/t2`, `lokr_t2`) instead of flattened kernels.")
+    decompose_both: bool = opt(False, "LoKr: also make the small Kronecker factor low rank (`lokr_w1_a/_b`).")
+    full_matrix: bool = opt(False, "LoKr: keep both Kronecker factors full (no rank; scale 1).")
     dropout: float = opt(0.0, "Input dropout on the adapter path (training only).", ge=0.0, lt=1.0)
-    rank_dropout: float = opt(0.0, "Per-sample dropout over rank channels, rescaled (training only).", ge=0.0, lt=1.0)
+    rank_dropout: float = opt(0.0, "Per-sample dropout over rank channels, rescaled (training only). LoHa/LoKr: drops whole output rows of the weight change, as LyCORIS does.", ge=0.0, lt=1.0)
     module_dropout: float = opt(0.0, "Probability of skipping a whole adapter for a step (training only).", ge=0.0, lt=1.0)
     overrides: list[RankOverride] = opt([], "Per-module rank/alpha by pattern ([[lora.overrides]] tables).")
     train_text_encoder: bool = opt(False, "Also train a LoRA on the CLIP text encoder (72 modules).")
@@ -283,6 +288,8 @@ def validate(cfg: RunConfig) -> None:
                           f"({d.max_bucket_side})")
     if d.buckets and d.bucket_step > d.resolution:
         raise SdloraError(f"data.bucket_step ({d.bucket_step}) must not exceed data.resolution ({d.resolution})")
+    if cfg.lora.factor == 0:
+        raise SdloraError("lora.factor must be -1 (automatic) or a positive integer, got 0")
     for i, source in enumerate(d.sources):
         if not source.path:
             raise SdloraError(f"data.sources[{i}].path is required")

@@ -99,7 +99,7 @@ def load_folder(folder: str | Path, dtype: torch.dtype = torch.float32, source: 
     if (folder / "tokenizer").is_dir():
         tokenizer = _load_part(CLIPTokenizer, folder / "tokenizer")
     else:
-        log.info("%s: no tokenizer/, using the bundled CLIP tokenizer", folder)
+        log.debug("%s: no tokenizer/, using the bundled CLIP tokenizer", folder)
         tokenizer = load_tokenizer()
     scheduler = load_scheduler(folder / "scheduler") if (folder / "scheduler").is_dir() else sd14_scheduler()
     return SDComponents(tokenizer, text_encoder.eval(), vae.eval(), unet.eval(), scheduler, source or str(folder))

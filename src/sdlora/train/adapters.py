@@ -14,15 +14,21 @@ from torch import nn
 from sdlora.config import RunConfig
 from sdlora.errors import SdloraError
 from sdlora.lora import inject, lora_modules, mark_only_lora_trainable
+from sdlora.lora.adapter import OWN_OPTIONS
 from sdlora.lora.presets import compile_pattern, resolve_targets
 from sdlora.models.components import SDComponents
 from sdlora.models.names import canonical_te_path
 
 
 def adapter_options(cfg: RunConfig) -> dict:
+    """The adapter options of lora.* that apply to the configured algorithm (sdlora.lora.adapter.OWN_OPTIONS)."""
     lora = cfg.lora
-    return {"rslora": lora.rs_scaling, "dora": lora.dora, "init": lora.init, "dropout": lora.dropout,
-            "rank_dropout": lora.rank_dropout, "module_dropout": lora.module_dropout}
+    opts = {"algorithm": lora.algorithm, "rslora": lora.rs_scaling, "dora": lora.dora, "dropout": lora.dropout,
+            "rank_dropout": lora.rank_dropout, "module_dropout": lora.module_dropout, "init": lora.init,
+            "factor": lora.factor, "use_tucker": lora.use_tucker, "decompose_both": lora.decompose_both,
+            "full_matrix": lora.full_matrix}
+    foreign = {name for algo, names in OWN_OPTIONS.items() if algo != lora.algorithm for name in names}
+    return {k: v for k, v in opts.items() if k not in foreign or k in OWN_OPTIONS[lora.algorithm]}
 
 
 def _linear_conv_paths(model: nn.Module) -> list[str]:
