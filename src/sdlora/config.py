@@ -139,7 +139,7 @@ class TrainConfig:
 @dataclass
 class SaveConfig:
     output_dir: str = opt("runs/lora", "Run folder: LoRA files, checkpoints, logs, samples, resolved config.")
-    name: str = opt("lora", "File name stem of the saved LoRA.")
+    name: str = opt("", "File name stem of the saved LoRA; empty: the run folder's name (runs/me -> me.safetensors).")
     every_n_steps: int = opt(0, "Save a checkpoint every N steps; 0 disables.")
     every_n_epochs: int = opt(1, "Save a checkpoint every N epochs; 0 disables.")
     keep_last: int = opt(3, "Keep this many intermediate checkpoints (the final LoRA is always kept); 0 keeps all.")
