@@ -5,8 +5,7 @@ from sdlora.config import RankOverride, RunConfig
 from sdlora.errors import SdloraError
 from sdlora.lora import lora_modules
 from sdlora.models import tiny_components
-from sdlora.train.setup import (attach_lora, cpu_has_native_bf16, resolve_precision, speed_up_unet,
-                                trainable_models)
+from sdlora.train.setup import attach_lora, resolve_precision, speed_up_unet, trainable_models
 
 
 def _cfg(**lora):
@@ -20,10 +19,6 @@ def _cfg(**lora):
                                                        ("fp16", "cuda", "fp16")])
 def test_resolve_precision(setting, device, expected):
     assert resolve_precision(setting, device) == expected
-
-
-def test_auto_on_cpu_follows_native_bf16():
-    assert resolve_precision("auto", "cpu") == ("bf16" if cpu_has_native_bf16() else "no")
 
 
 def test_fp16_on_cpu_is_refused():

@@ -120,9 +120,6 @@ def assemble_run(cfg: RunConfig, acc, run_dir: Path, found, progress: Progress) 
         stream_state = state["stream"]
         progress.message(f"resumed from {found.path} at step {step}")
     stream = make_stream(cfg, data, sampler, stream_state, acc.num_processes)
-    progress.message(f"training {sum(p.numel() for p in ctx.params):,} LoRA parameters in {counts} modules; "
-                     f"{total} steps of {cfg.train.batch_size}x{cfg.train.grad_accum}x{acc.num_processes} images, "
-                     f"precision {acc.mixed_precision}, device {acc.device}")
     return Run(cfg=cfg, acc=acc, run_dir=run_dir, components=components, models=models, ctx=ctx,
                optimizer=optimizer, scheduler=scheduler, stream=stream, guard=guard, progress=progress,
                validator=Validator(cfg, components, acc.device, run_dir), val_batches=val_batches(cfg, data.val),
