@@ -22,6 +22,7 @@ import torch
 
 from sdlora import __version__
 from sdlora.config import RunConfig
+from sdlora.dtypes import DTYPES as SAVE_DTYPES
 from sdlora.errors import SdloraError
 from sdlora.formats import save_lora_file
 from sdlora.formats import canonical
@@ -29,8 +30,6 @@ from sdlora.formats.apply import extract
 from sdlora.formats.kohya import kohya_metadata
 from sdlora.lora import lora_modules
 from sdlora.models.components import SDComponents
-
-SAVE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def lora_metadata(cfg: RunConfig, *, step: int, epoch: int, dataset: dict, base: str, started: float,
