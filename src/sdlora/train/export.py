@@ -19,6 +19,7 @@ from sdlora.dtypes import DTYPES as SAVE_DTYPES
 from sdlora.errors import SdloraError
 from sdlora.formats import save_lora_file
 from sdlora.formats.apply import extract
+from sdlora.formats.canonical import first_non_finite
 from sdlora.lora import lora_modules
 from sdlora.models.components import SDComponents
 
@@ -78,7 +79,7 @@ def lora_filenames(cfg: RunConfig) -> dict[str, str]:
 
 
 def check_finite(lora: dict[str, torch.Tensor]) -> None:
-    bad = next((k for k, t in lora.items() if not torch.isfinite(t).all()), None)
+    bad = first_non_finite(lora)
     if bad is not None:
         raise SdloraError(f"refusing to save a LoRA with NaN/inf weights ({bad}); the previous file is kept")
 
