@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sdlora.cli import argtypes as T
 from sdlora.config import ModelConfig
+from sdlora.errors import SdloraError
 from sdlora.evaluate.features import DEFAULT_CLIP, DEFAULT_DINO
 from sdlora.generate.prompts import PromptSpec, check_spec, collect_prompts
 from sdlora.generate.schedulers import DEFAULT_SCHEDULER, SCHEDULERS
@@ -29,7 +30,10 @@ def _weights(text: str) -> list[float]:
 def _lora(text: str):
     from sdlora.generate.loras import parse_lora_arg
 
-    return parse_lora_arg(text)
+    try:
+        return parse_lora_arg(text)
+    except SdloraError as err:  # argparse would print only "invalid value"
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def add_common(parser: argparse.ArgumentParser, out: str) -> None:
