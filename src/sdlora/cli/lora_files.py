@@ -68,17 +68,16 @@ def register(subparsers) -> None:
     p.set_defaults(handler=_merge)
 
 
-def model_output(text: str) -> Path:
+def _check_model_output(path: Path) -> None:
     """merge-into-model's OUT: a .safetensors file, or a folder that is not the working folder or above it."""
-    if text.lower().endswith(".safetensors"):
-        return T.output_file(text)
-    path = T.output_dir(text)
+    if path.suffix.lower() == ".safetensors":
+        return T.check_output_file(path)
+    T.check_output_dir(path)
     if path.exists() and Path.cwd().resolve().is_relative_to(path.resolve()):
-        raise argparse.ArgumentTypeError(f"{text}: is the working folder or one above it; name a new folder")
-    return path
+        raise argparse.ArgumentTypeError(f"{path}: is the working folder or one above it; name a new folder")
 
 
-model_output.kind = "output folder"
+model_output = T.PathType("output folder", _check_model_output)
 
 
 def _claim_model_output(out: Path, overwrite: bool) -> None:
