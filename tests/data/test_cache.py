@@ -95,9 +95,9 @@ def test_cache_worker_processes_and_a_file_failing_during_caching(folder, mk, va
     Path(ds.records[broken].path).write_bytes(b"")
     with caplog.at_level(logging.WARNING, logger="sdlora.data"):
         stats = cache_latents(ds, vae, progress=False, num_workers=2)
-    assert stats == {"computed": 3, "reused": 0, "failed": 1} and "2.png" in caplog.text
-    i = ds.items.index(broken)
-    assert ds[i]["latents"].shape == ds[ds.items.index(0)]["latents"].shape  # same bucket, another image
+    assert stats == {"computed": 3, "reused": 0, "failed": 1} and "skipping " in caplog.text and "2.png" in caplog.text
+    assert broken not in ds.items and len(ds) == 3  # dropped before training, reported as skipped
+    assert ds.summary()["skipped_by_reason"] == {"empty": 1}
     loader = DataLoader(ds, batch_sampler=BucketBatchSampler(ds, 2, seed=0), collate_fn=collate)
     assert sum(b["latents"].shape[0] for b in loader) == len(ds)
 

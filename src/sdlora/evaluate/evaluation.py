@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from sdlora.data.files import shown
+from sdlora.data.images import IMAGE_EXTENSIONS, BadImage, load_rgb
 from sdlora.errors import SdloraError
 from sdlora.evaluate import metrics as M
 from sdlora.evaluate.compare import CompareJob, CompareResult, run_compare, summary, write_json
@@ -23,7 +25,7 @@ from sdlora.generate.sampling import resolve_device
 from sdlora.models import SDComponents
 
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+MAX_IMAGE_PIXELS = 100_000_000  # as data.max_image_pixels' default
 
 
 @dataclass
@@ -47,18 +49,19 @@ class EvaluateResult:
 
 
 def load_image_folder(path: Path, what: str) -> list[Image.Image]:
-    """Every image directly in `path` (sorted by name), as RGB; SdloraError when there is none."""
+    """Every image directly in `path` (sorted by name), as RGB, decoded as the training loader does
+    (sdlora.data.images: format allowlist, pixel limit, regular files only); a bad file is skipped
+    with its reason, SdloraError when none is left."""
     if not path.is_dir():
-        raise SdloraError(f"{what} {path}: folder not found")
+        raise SdloraError(f"{what} {shown(path)}: folder not found")
     images = []
-    for file in sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+    for file in sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS):
         try:
-            with Image.open(file) as image:
-                images.append(image.convert("RGB"))
-        except (UnidentifiedImageError, OSError) as exc:
-            log.warning("%s: skipped unreadable image (%s)", file, exc)
+            images.append(load_rgb(file, max_pixels=MAX_IMAGE_PIXELS))
+        except BadImage as exc:
+            log.warning("%s: skipped (%s)", shown(file), exc.reason)
     if not images:
-        raise SdloraError(f"{what} {path}: no readable images ({', '.join(IMAGE_SUFFIXES)})")
+        raise SdloraError(f"{what} {shown(path)}: no readable images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
     return images
 
 
