@@ -4,6 +4,7 @@ The graph is read from the source with ast (every `import`, at module level or i
 both make one module depend on another); imports under `if TYPE_CHECKING:` are annotations only.
 """
 import ast
+import functools
 from pathlib import Path
 
 import sdlora
@@ -94,6 +95,7 @@ def cycles(graph: dict[str, set[str]]) -> list[frozenset[str]]:
     return out
 
 
+@functools.cache
 def module_graph() -> dict[str, set[str]]:
     known = modules()
     return {name: imports(name, path, known) for name, path in known.items()}
