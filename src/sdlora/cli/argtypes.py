@@ -118,6 +118,29 @@ def check_output_file(path: Path) -> None:
 
 
 input_file = input_file_of()
+
+
+class LoraArg(PathType):
+    """`FILE[:WEIGHT]` -> sdlora.generate.loras.LoraSpec; the file must be a regular file and the
+    weight a finite number (a NaN or inf weight would turn every image black)."""
+
+    def __init__(self):
+        super().__init__("input file", self._check)
+
+    def __call__(self, text: str):
+        from sdlora.generate.loras import parse_lora_arg
+
+        spec = parse_lora_arg(text)
+        if not math.isfinite(spec.weight):
+            raise argparse.ArgumentTypeError(f"{text}: the weight must be a finite number, got {spec.weight}")
+        return spec
+
+    @staticmethod
+    def _check(spec) -> None:
+        input_file.check(Path(spec.path).expanduser())
+
+
+lora_arg = LoraArg()
 input_dir = PathType("input folder", _input_dir)
 output_dir = PathType("output folder", check_output_dir)
 output_file = PathType("output file", check_output_file)
