@@ -6,6 +6,7 @@ The arguments are found by walking the parser (path types carry a `kind`, number
 `bounds`), so a new command or flag is covered without being listed here.
 """
 import os
+from pathlib import Path
 
 import pytest
 
@@ -26,7 +27,17 @@ def place(tmp_path_factory):
     root = tmp_path_factory.mktemp("hostile")
     (root / "dir").mkdir()
     (root / "file.txt").write_text("x")
+    (root / "locked").mkdir(mode=0o500)
     return root
+
+
+def unwritable_folder(place):
+    """A folder this process cannot write into: a 0500 folder, or for root (who may write anywhere)
+    a kernel folder that is read-only even for root; None when there is neither."""
+    for folder in (place / "locked", Path("/proc/1")):
+        if folder.is_dir() and not os.access(folder, os.W_OK):
+            return folder
+    return None
 
 
 def valid_value(action, place) -> str:
@@ -45,12 +56,16 @@ def valid_value(action, place) -> str:
 def hostile_values(kind: str, place) -> dict[str, str]:
     """label -> value that must be refused for an argument of `kind`."""
     missing, file, folder = place / "missing" / "x", place / "file.txt", place / "dir"
-    return {
+    values = {
         "input file": {"missing": str(missing), "a folder": str(folder), "a device": os.devnull},
         "input folder": {"missing": str(missing), "a file": str(file)},
         "output folder": {"a file": str(file), "under a file": str(file / "sub")},
         "output file": {"a folder": str(folder), "in a missing folder": str(missing), "under a file": str(file / "x")},
     }[kind]
+    locked = unwritable_folder(place)
+    if kind.startswith("output") and locked is not None:
+        values["unwritable"] = str(locked / "out")
+    return values
 
 
 def argv_with(path, parser, target, value, place) -> list[str]:
