@@ -35,11 +35,12 @@ EXTENSION = r"\.[^./\\\x00-\x1f][^/\\\x00-\x1f]{0,30}"  # `.txt`, `.caption`, `.
 
 
 Precision = Literal["auto", "no", "fp16", "bf16"]
+DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"  # the one default model id (models.hub, generate read it)
 
 
 @dataclass
 class ModelConfig:
-    name: str = opt("CompVis/stable-diffusion-v1-4",
+    name: str = opt(DEFAULT_MODEL,
                     "SD 1.x to train on: a hub id, a diffusers folder, a single .ckpt/.safetensors, or `tiny` (bundled sd-tiny).")
     revision: str | None = opt(None, "Hub revision (branch, tag or commit) when `name` is a hub id.")
 
@@ -65,14 +66,12 @@ class LoRAConfig:
     rs_scaling: bool = opt(False, "Rank-stabilised scaling alpha/sqrt(rank) instead of alpha/rank.")
     dora: bool = opt(False, "Weight-decomposed LoRA (DoRA): learn a magnitude vector per output channel.")
     init: Literal["kaiming", "gaussian"] = opt("kaiming", "Init of `down` (`up` always starts at zero). LoRA only: LoHa/LoKr start as LyCORIS does (one factor zero).")
-    factor: int = opt(-1, "LoKr: split each dimension into (factor, dim/factor) for the Kronecker product; -1 = the most balanced split; 0 is not allowed.",
-                      ge=-1, le=MAX_SIDE)
+    factor: int = opt(-1, "LoKr: split each dimension into (factor, dim/factor) for the Kronecker product; -1 = the most balanced split.", ge=-1, le=MAX_RANK)
     use_tucker: bool = opt(False, "LoHa/LoKr: Tucker core for 3x3 convs (`hada_t1/t2`, `lokr_t2`) instead of flattened kernels.")
     decompose_both: bool = opt(False, "LoKr: also make the small Kronecker factor low rank (`lokr_w1_a/_b`).")
     full_matrix: bool = opt(False, "LoKr: keep both Kronecker factors full (no rank; scale 1).")
     dropout: float = opt(0.0, "Input dropout on the adapter path (training only).", ge=0.0, lt=1.0)
-    rank_dropout: float = opt(0.0, "Per-sample dropout over rank channels, rescaled (training only). LoHa/LoKr: drops whole output rows of the weight change, as LyCORIS does.",
-                              ge=0.0, lt=1.0)
+    rank_dropout: float = opt(0.0, "Per-sample dropout over rank channels, rescaled (training only). LoHa/LoKr: drops whole output rows of the weight change, as LyCORIS does.", ge=0.0, lt=1.0)
     module_dropout: float = opt(0.0, "Probability of skipping a whole adapter for a step (training only).", ge=0.0, lt=1.0)
     overrides: list[RankOverride] = opt([], "Per-module rank/alpha by pattern ([[lora.overrides]] tables).")
     train_text_encoder: bool = opt(False, "Also train a LoRA on the CLIP text encoder (72 modules).")
@@ -165,8 +164,9 @@ class TrainConfig:
 @dataclass
 class SaveConfig:
     output_dir: str = opt("runs/lora", "Run folder: LoRA files, checkpoints, logs, samples, resolved config.")
-    name: str = opt("lora", "File name stem of the saved LoRA (written inside output_dir).",
-                    pattern=FILE_STEM, pattern_doc="a plain file name (no folder, at most 200 characters)")
+    name: str = opt("", "File name stem of the saved LoRA (written inside output_dir); empty: the run folder's "
+                    "name (runs/me -> me.safetensors).", pattern=f"(?:{FILE_STEM})?",
+                    pattern_doc="empty or a plain file name (no folder, at most 200 characters)")
     every_n_steps: int = opt(0, "Save a checkpoint every N steps; 0 disables.", ge=0, le=MAX_STEPS)
     every_n_epochs: int = opt(1, "Save a checkpoint every N epochs; 0 disables.", ge=0, le=1_000_000)
     keep_last: int = opt(3, "Keep this many intermediate checkpoints (the final LoRA is always kept); 0 keeps all.",
@@ -292,6 +292,8 @@ def validate(cfg: RunConfig) -> None:
                           f"({d.max_bucket_side})")
     if d.buckets and d.bucket_step > d.resolution:
         raise SdloraError(f"data.bucket_step ({d.bucket_step}) must not exceed data.resolution ({d.resolution})")
+    if cfg.lora.factor == 0:
+        raise SdloraError("lora.factor must be -1 (automatic) or a positive integer, got 0")
     for i, source in enumerate(d.sources):
         if not source.path:
             raise SdloraError(f"data.sources[{i}].path is required")

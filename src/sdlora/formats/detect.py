@@ -11,14 +11,13 @@ from collections.abc import Mapping
 import torch
 
 from sdlora.errors import SdloraError
+from sdlora.lora.keys import DOTTED as NATIVE_PARAMS
 from sdlora.lora.native import FORMAT_KEY
-from sdlora.lora.state import FACTOR_SUFFIXES
 
-NATIVE_PARAMS = (".lora_down.weight", ".lora_up.weight", ".alpha", ".dora_scale") + tuple("." + s for s in FACTOR_SUFFIXES)
 DIFFUSERS_COMPONENTS = ("unet.", "text_encoder.")
 
 # Parameter-name fragments of network types that only LyCORIS implements (LoHa and LoKr sdlora reads:
-# their factor names are in sdlora.lora.state.FACTOR_SUFFIXES).
+# their factor names are in sdlora.lora.keys.FACTOR_SUFFIXES).
 LYCORIS_PARAMS: dict[str, str] = {
     "lora_mid": "LoCon with Tucker decomposition (lora_mid)",
     "oft_blocks": "OFT", "oft_diag": "OFT", "oft_R": "BOFT",

@@ -21,12 +21,11 @@ from sdlora.formats import canonical as C
 from sdlora.formats import networks
 from sdlora.formats.lycoris_meta import lycoris_metadata
 from sdlora.formats.modules import ModulePaths, flat_name, flat_table, resolve_paths
-from sdlora.lora.state import FACTOR_SUFFIXES
 
 COMPONENT_PREFIX: dict[str, str] = {"unet": "lora_unet_", "text_encoder": "lora_te_"}
-# canonical parameter -> kohya parameter (the same words; DoRA's magnitude keeps kohya's shape)
-PARAMS: dict[str, str] = {C.DOWN: "lora_down.weight", C.UP: "lora_up.weight", C.ALPHA: "alpha", C.DORA: "dora_scale",
-                          **{name: name for name in FACTOR_SUFFIXES}}  # LyCORIS LoHa / LoKr: the same names
+# canonical parameter -> kohya parameter: the same words (sdlora.lora.keys: LoRA, LyCORIS LoHa / LoKr
+# factors, alpha); DoRA's magnitude keeps kohya's shape
+PARAMS: dict[str, str] = {param: param for param in C.PARAMS}
 READ_PARAMS = {v: k for k, v in PARAMS.items()}
 
 # The ss_* fields kohya's train_network.py writes that are derived from the tensors themselves.
@@ -60,9 +59,10 @@ def to_kohya(lora: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | Non
         name = COMPONENT_PREFIX[component] + flat_name(path)
         for param, tensor in C.with_alpha(params).items():
             state[f"{name}.{PARAMS[param]}"] = tensor
-    if any(networks.is_factored(p) for p in modules.values()):
-        return state, {**dict(metadata or {}), **lycoris_metadata(modules, BASE_METADATA)}
-    return state, {**dict(metadata or {}), **kohya_metadata(modules)}
+    # BASE_METADATA are defaults (a trainer knows its resolution); the tensor-derived fields always win
+    derived = (lycoris_metadata(modules) if any(networks.is_factored(p) for p in modules.values())
+               else kohya_metadata(modules))
+    return state, {**BASE_METADATA, **dict(metadata or {}), **derived}
 
 
 def kohya_metadata(modules: Mapping[C.Module, Mapping[str, torch.Tensor]]) -> dict[str, str]:
@@ -70,7 +70,7 @@ def kohya_metadata(modules: Mapping[C.Module, Mapping[str, torch.Tensor]]) -> di
     in ss_network_args: those of the 3x3 convs (kohya's split between network_dim and conv_dim)."""
     conv = [p for p in modules.values() if _is_kxk_conv(p[C.DOWN])]
     linear = [p for p in modules.values() if not _is_kxk_conv(p[C.DOWN])]
-    meta = dict(BASE_METADATA)
+    meta = {}
     if linear:
         meta["ss_network_dim"] = str(Counter(C.rank(p) for p in linear).most_common(1)[0][0])
         meta["ss_network_alpha"] = f"{Counter(C.alpha(p) for p in linear).most_common(1)[0][0]:g}"

@@ -37,12 +37,12 @@ def _most_common(values) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def lycoris_metadata(modules: Mapping[C.Module, Mapping[str, torch.Tensor]], base: Mapping[str, str]) -> dict[str, str]:
+def lycoris_metadata(modules: Mapping[C.Module, Mapping[str, torch.Tensor]]) -> dict[str, str]:
     """kohya's ss_* fields for a file holding LoHa / LoKr modules (LoRA modules may be mixed in)."""
     factored = [p for p in modules.values() if networks.is_factored(p)]
     conv = [p for (_, path), p in modules.items() if is_kxk_conv(path, p)]
     linear = [p for (_, path), p in modules.items() if not is_kxk_conv(path, p)]
-    meta = {**base, "ss_network_module": "lycoris.kohya"}
+    meta = {"ss_network_module": "lycoris.kohya"}
     args = {"algo": _most_common(networks.algorithm(p) for p in factored)}
     if linear:
         meta["ss_network_dim"] = _most_common(C.rank(p) for p in linear)

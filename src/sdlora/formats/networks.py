@@ -15,7 +15,8 @@ import torch
 from sdlora.errors import SdloraError
 from sdlora.lora.loha import loha_weight
 from sdlora.lora.lokr import lokr_weight
-from sdlora.lora.state import FACTOR_SUFFIXES, factored_rank, module_algorithm
+from sdlora.lora.keys import FACTOR_SUFFIXES
+from sdlora.lora.state import factored_rank, module_algorithm
 
 LABELS = {"lora": "LoRA", "loha": "LoHa", "lokr": "LoKr"}
 # per algorithm: groups of parameters of which each must be present (one of the alternatives)

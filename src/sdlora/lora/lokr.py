@@ -16,9 +16,10 @@ import torch
 from torch import nn
 
 from sdlora.lora.factored import FactoredAdapter
+from sdlora.lora.keys import LOKR_FACTORS
 from sdlora.lora.loha import tucker_product
 
-FACTORS = ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2")
+FACTORS = LOKR_FACTORS
 
 
 def factorization(dim: int, factor: int = -1) -> tuple[int, int]:

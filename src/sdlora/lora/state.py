@@ -13,22 +13,9 @@ from torch import nn
 from sdlora.errors import SdloraError
 from sdlora.lora.inject import inject_modules, lora_modules, remove
 from sdlora.lora.factored import FactoredAdapter
+from sdlora.lora.keys import (ALPHA, DORA, DOWN, FACTOR_SUFFIXES, SUFFIXES, UP, alpha_value,  # noqa: F401 (re-exported)
+                              split_key)
 from sdlora.lora.layers import LoRAAdapter, LoRAModule
-from sdlora.lora.loha import FACTORS as LOHA_FACTORS
-from sdlora.lora.lokr import FACTORS as LOKR_FACTORS
-
-DOWN, UP, ALPHA, DORA = "lora_down.weight", "lora_up.weight", "alpha", "dora_scale"
-# factor name -> algorithm: LoHa / LoKr modules store their factors under these suffixes
-FACTOR_SUFFIXES: dict[str, str] = {**{n: "loha" for n in LOHA_FACTORS}, **{n: "lokr" for n in LOKR_FACTORS}}
-SUFFIXES = (DOWN, UP, ALPHA, DORA) + tuple(FACTOR_SUFFIXES)
-
-
-def split_key(key: str) -> tuple[str, str]:
-    """'a.b.lora_up.weight' -> ('a.b', 'lora_up.weight'); raises for a key with no LoRA suffix."""
-    for suffix in SUFFIXES:
-        if key.endswith("." + suffix):
-            return key[: -len(suffix) - 1], suffix
-    raise SdloraError(f"{key!r} is not a LoRA key (expected '<module path>.' + one of {', '.join(SUFFIXES)})")
 
 
 def _dora_shape(wrapper: LoRAModule) -> tuple[int, ...]:
@@ -45,14 +32,6 @@ def _adapter_tensors(wrapper: LoRAModule, ad: LoRAAdapter) -> dict[str, torch.Te
     if ad.dora:
         tensors[DORA] = ad.magnitude.view(_dora_shape(wrapper))
     return tensors
-
-
-def file_alpha(value: torch.Tensor | None, rank: int) -> float:
-    """The alpha a stored value means: kohya reads a missing or zero alpha as alpha = rank."""
-    alpha = None if value is None else float(value)
-    if alpha is not None and alpha < 0:
-        raise SdloraError(f"negative LoRA alpha {alpha:g} in the state dict; alpha must be positive")
-    return float(rank) if not alpha else alpha
 
 
 def _with_adapter(model: nn.Module, adapter: str) -> dict[str, LoRAModule]:
@@ -103,7 +82,7 @@ def load_lora_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], adapter:
                               f"{tuple(expected)}; was this LoRA trained with another rank or model?")
     if any(wrapper.merged for wrapper, *_ in targets.values()):
         raise SdloraError("cannot load LoRA weights while they are merged into the model; unmerge first")
-    alphas = {key: file_alpha(sd.get(key), ad.rank) for key, (_, ad, suffix, _) in targets.items() if suffix == ALPHA}
+    alphas = {key: alpha_value(sd.get(key), ad.rank, key) for key, (_, ad, suffix, _) in targets.items() if suffix == ALPHA}
     with torch.no_grad():  # everything checked: now write
         for key, (wrapper, ad, suffix, tensor) in targets.items():
             if suffix == ALPHA:
@@ -122,13 +101,13 @@ def lora_plan(sd: dict[str, torch.Tensor]) -> dict[str, dict]:
     for path, group in groups.items():
         algorithm = module_algorithm(group, path)
         if algorithm != "lora":
-            plan[path] = factored_settings(group, algorithm)
+            plan[path] = factored_settings(group, algorithm, path)
             continue
         if DOWN not in group or UP not in group:
             missing = DOWN if DOWN not in group else UP
             raise SdloraError(f"LoRA state dict has no {path}.{missing}; the file is incomplete")
         rank = int(group[DOWN].shape[0])
-        plan[path] = {"rank": rank, "alpha": file_alpha(group.get(ALPHA), rank), "dora": DORA in group}
+        plan[path] = {"rank": rank, "alpha": alpha_value(group.get(ALPHA), rank, path), "dora": DORA in group}
     return plan
 
 
@@ -150,11 +129,11 @@ def factored_rank(group: dict[str, torch.Tensor], algorithm: str) -> int:
     return 1
 
 
-def factored_settings(group: dict[str, torch.Tensor], algorithm: str) -> dict:
+def factored_settings(group: dict[str, torch.Tensor], algorithm: str, where: str = "LoRA module") -> dict:
     """Adapter settings that rebuild a LoHa / LoKr module from its stored factors (shapes as stored)."""
     rank = factored_rank(group, algorithm)
     shapes = {s: tuple(t.shape) for s, t in group.items() if s in FACTOR_SUFFIXES}
-    return {"algorithm": algorithm, "rank": rank, "alpha": file_alpha(group.get(ALPHA), rank),
+    return {"algorithm": algorithm, "rank": rank, "alpha": alpha_value(group.get(ALPHA), rank, where),
             "dora": DORA in group, "factor_shapes": shapes}
 
 
