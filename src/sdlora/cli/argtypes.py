@@ -130,10 +130,12 @@ class LoraArg(PathType):
     def __call__(self, text: str):
         from sdlora.generate.loras import parse_lora_arg
 
-        spec = parse_lora_arg(text)
-        if not math.isfinite(spec.weight):
-            raise argparse.ArgumentTypeError(f"{text}: the weight must be a finite number, got {spec.weight}")
-        return spec
+        from sdlora.errors import SdloraError
+
+        try:
+            return parse_lora_arg(text)  # refuses a weight that is not finite or is out of range
+        except SdloraError as err:  # argparse would print only "invalid value"
+            raise argparse.ArgumentTypeError(str(err)) from None
 
     @staticmethod
     def _check(spec) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sdlora.cli import argtypes as T
 from sdlora.config import ModelConfig
+from sdlora.errors import SdloraError
 from sdlora.evaluate.features import DEFAULT_CLIP, DEFAULT_DINO
 from sdlora.generate.prompts import PromptSpec, check_spec, collect_prompts
 from sdlora.generate.schedulers import DEFAULT_SCHEDULER, SCHEDULERS

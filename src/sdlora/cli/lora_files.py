@@ -15,9 +15,9 @@ DTYPES = ("bf16", "fp16", "fp32")
 
 
 def _torch_dtype(name: str | None):
-    import torch
+    from sdlora.dtypes import parse_dtype  # imports torch: only when a handler runs
 
-    return {"fp16": torch.float16, "fp32": torch.float32, "bf16": torch.bfloat16}.get(name) if name else None
+    return parse_dtype(name, "--dtype") if name else None
 
 
 def _dtype_arg(p, default_help: str) -> None:
