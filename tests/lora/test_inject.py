@@ -114,7 +114,7 @@ def test_stacked_adapters_sum_and_multipliers(tiny_net, tiny_input, randomize):
     assert torch.allclose(layer_both, layer_a + layer_b, atol=TOL)
     with pytest.raises(SdloraError, match="no LoRA adapter named 'c'"):
         set_multiplier(tiny_net, "c", 1)
-    with pytest.raises(SdloraError, match="multiplier must be a finite number, got 'strong'"):
+    with pytest.raises(SdloraError, match="multiplier must be a finite number between -100 and 100, got 'strong'"):
         set_multiplier(tiny_net, "a", "strong")
 
 

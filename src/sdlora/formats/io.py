@@ -57,9 +57,9 @@ def parse_state(state: Mapping[str, torch.Tensor], metadata: Mapping[str, str], 
     refuse_unsupported(state, metadata, source)
     try:
         fmt = detect_format(state, metadata)
-    except SdloraError as err:
-        raise SdloraError(f"{source}: {err}") from None
-    lora, metadata = READERS[fmt](state, metadata, module_paths=module_paths, source=source)
+        lora, metadata = READERS[fmt](state, metadata, module_paths=module_paths, source=source)
+    except SdloraError as err:  # every message names the file once
+        raise (err if str(err).startswith(source) else SdloraError(f"{source}: {err}")) from None
     return lora, metadata, fmt
 
 

@@ -8,14 +8,13 @@ adapter instead of being wrapped twice. Nothing is changed when any selected mod
 from __future__ import annotations
 
 import contextlib
-import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 
 from torch import nn
 
 from sdlora.errors import SdloraError
-from sdlora.lora.adapter import ADAPTER_OPTIONS, check_options
+from sdlora.lora.adapter import ADAPTER_OPTIONS, check_multiplier, check_options
 from sdlora.lora.layers import LoRAModule, wrapper_for
 from sdlora.lora.presets import compile_pattern, resolve_targets
 
@@ -160,8 +159,7 @@ def adapter_names(model: nn.Module) -> set[str]:
 
 def set_multiplier(model: nn.Module, adapter: str, value: float) -> int:
     """Set adapter `adapter`'s runtime multiplier on every layer (0 disables it); returns the layer count."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise SdloraError(f"LoRA multiplier must be a finite number, got {value!r}")
+    value = check_multiplier(value)
     layers = [w for w in lora_modules(model).values() if adapter in w.adapters]
     if not layers:
         raise SdloraError(f"no LoRA adapter named {adapter!r} in this model; it has {sorted(adapter_names(model))}")

@@ -28,6 +28,7 @@ from sdlora.formats import save_lora_file
 from sdlora.formats import canonical
 from sdlora.formats.apply import extract
 from sdlora.formats.kohya import kohya_metadata
+from sdlora.formats.canonical import first_non_finite
 from sdlora.lora import lora_modules
 from sdlora.models.components import SDComponents
 
@@ -128,7 +129,7 @@ def lora_filenames(cfg: RunConfig, step: int | None = None) -> dict[str, str]:
 
 
 def check_finite(lora: dict[str, torch.Tensor]) -> None:
-    bad = next((k for k, t in lora.items() if not torch.isfinite(t).all()), None)
+    bad = first_non_finite(lora)
     if bad is not None:
         raise SdloraError(f"refusing to save a LoRA with NaN/inf weights ({bad}); the previous file is kept")
 
