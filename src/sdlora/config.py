@@ -143,7 +143,7 @@ class TrainConfig:
     warmup_steps: int = opt(0, "Linear warmup steps.", ge=0, le=MAX_STEPS)
     lr_cycles: int = opt(1, "Restarts for cosine_with_restarts.", ge=1, le=10_000)
     max_grad_norm: float = opt(1.0, "Gradient-norm clipping; 0 disables.", ge=0.0, le=1e6)
-    mixed_precision: Precision = opt("auto", "auto: bf16 where the hardware computes bf16 natively (most CUDA GPUs, CPUs with AVX512-BF16/AMX), else fp16 on CUDA, fp32 otherwise.")
+    mixed_precision: Precision = opt("auto", "auto: bf16 on CUDA GPUs that support it, else fp16 on CUDA; fp32 on the CPU (bf16 autocast measured slower there; `bf16` opts in). The train.log says which and why.")
     gradient_checkpointing: bool = opt(False, "Recompute UNet activations in backward: much less VRAM, ~30% slower.")
     channels_last: bool = opt(False, "UNet weights and activations in channels-last memory format (faster convolutions on recent GPUs in bf16/fp16).")
     compile: bool = opt(False, "torch.compile the UNet with its LoRA: faster steps on GPUs; the first step (and each new batch shape, e.g. a bucket) compiles for a while.")
