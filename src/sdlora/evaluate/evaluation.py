@@ -1,8 +1,9 @@
 """`sdlora evaluate`: the comparison grid plus the metrics papers report, per column (base, and each
 LoRA at each weight), written as evaluate.json and in the HTML report.
 
-Encoders that are not on the machine are skipped with a note saying how to provide them; the grid,
-the report and every metric that can be computed are still written.
+The encoders are loaded before anything is generated: when none is on the machine the command stops
+at once (saying how to get them); one that is missing is skipped with a note saying how to provide
+it, and the grid, the report and every metric that can be computed are still written.
 """
 from __future__ import annotations
 
@@ -126,16 +127,19 @@ def evaluate(job: EvaluateJob, components: SDComponents | None = None) -> Evalua
         raise SdloraError(f"--fid-features {job.fid_features!r}: choose dino or clip")
     train = load_image_folder(job.train_images, "--train-images") if job.train_images else None
     reference = load_image_folder(job.reference, "--reference") if job.reference else None
-    result = run_compare(job.compare, components)
     notes: list[str] = []
     encoders = load_encoders(job, resolve_device(job.compare.device), notes)
+    if not encoders:
+        raise SdloraError(" ".join(notes) + " With no encoder there is no metric to compute; `sdlora compare` "
+                          "makes the grid and report alone.")
+    for note in notes:
+        log.warning("%s", note)
+    result = run_compare(job.compare, components)
     values = column_metrics(result, encoders, train, reference, job, notes)
     metrics = {"columns": values, "descriptions": {k: v for k, v in descriptions(
         job, encoders, len(train or []), len(reference or [])).items()
         if any(k in col for col in values.values())},
         "feature_extractors": {key: enc.name for key, enc in encoders.items()}}
-    for note in notes:
-        log.warning("%s", note)
     out = job.compare.out_dir
     data = {**summary(result), "metrics": metrics, "notes": notes}
     return EvaluateResult(result, metrics, notes, write_json(out / "evaluate.json", data),
