@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
@@ -30,6 +30,7 @@ from sdlora.data.buckets import Size
 from sdlora.data.images import BadImage
 from sdlora.data.pixels import load_pixels
 from sdlora.errors import SdloraError
+from sdlora.fileio import atomic_save_safetensors
 
 log = logging.getLogger("sdlora.data")
 
@@ -110,7 +111,7 @@ class DiskLatents:
 
     def add(self, record: int, rec, bucket: Size, key: str, tensors: dict[str, torch.Tensor]) -> None:
         path = cache_file(self.folder, rec, bucket)
-        _save_atomic(path, tensors, key)
+        atomic_save_safetensors(path, tensors, {"key": key})
         self.files[record] = str(path)
 
     def get(self, record: int, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,12 +121,6 @@ class DiskLatents:
             return tensors["mean" + suffix], tensors["std" + suffix]
         except (OSError, KeyError, SafetensorError) as exc:  # a cache file removed or damaged during the run
             raise BadImage("unreadable", f"latent cache file {self.files[record]}: {exc}") from None
-
-
-def _save_atomic(path: Path, tensors: dict[str, torch.Tensor], key: str) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    save_file(tensors, str(tmp), metadata={"key": key})
-    os.replace(tmp, path)
 
 
 class _Pixels(Dataset):
