@@ -151,3 +151,16 @@ def test_encode_latents_samples_and_scales(vae):
         ref = vae.encode(x).latent_dist.sample(torch.Generator().manual_seed(0)) * vae.config.scaling_factor
     torch.testing.assert_close(out, ref)
     assert out.shape == (2, 4, 16, 24)
+
+
+def test_a_fifo_where_a_cache_file_should_be_is_recomputed_not_opened(folder, tmp_path, mk, vae):
+    import os
+
+    from sdlora.data.cache import cache_file
+
+    ds, _ = build_datasets(mk.small_cfg(folder), None, seed=0)
+    (tmp_path / "c").mkdir()
+    os.mkfifo(cache_file(tmp_path / "c", ds.records[0], ds.record_buckets[0]))  # opening it would block
+    stats = cache_latents(ds, vae, mode="disk", cache_dir=tmp_path / "c", progress=False)
+    assert stats == {"computed": 4, "reused": 0, "failed": 0}
+    assert cache_file(tmp_path / "c", ds.records[0], ds.record_buckets[0]).is_file()

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from sdlora.data.buckets import Size
+from sdlora.data.files import is_regular
 from sdlora.data.images import BadImage
 from sdlora.data.pixels import load_pixels
 from sdlora.errors import SdloraError
@@ -66,7 +67,9 @@ def cache_file(cache_dir: Path, record, bucket: Size) -> Path:
 
 
 def stored_key(path: Path) -> str | None:
-    """The key in a cache file's metadata, or None when it is missing or unreadable."""
+    """The key in a cache file's metadata, or None when it is missing, unreadable or not a regular file."""
+    if not is_regular(path):  # never open a FIFO or device left where a cache file should be
+        return None
     try:
         with safe_open(str(path), framework="pt") as f:
             return (f.metadata() or {}).get("key")
