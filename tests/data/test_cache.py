@@ -127,6 +127,14 @@ def test_no_decodable_image_at_caching_is_one_clear_error(folder, mk, vae):
         cache_latents(ds, vae, progress=False)
 
 
+def test_a_validation_set_left_empty_is_not_fatal(folder, mk, vae):
+    train, val = build_datasets(mk.small_cfg(folder, validation_split=0.25), None, seed=0)
+    Path(val.records[val.items[0]].path).write_bytes(b"")
+    assert cache_latents(val, vae, progress=False)["failed"] == 1 and len(val) == 0
+    assert list(BucketBatchSampler(val, 2, seed=0, shuffle=False)) == []
+    assert cache_latents(train, vae, progress=False)["failed"] == 0
+
+
 def test_disk_mode_needs_a_folder(folder, mk, vae):
     ds, _ = build_datasets(mk.small_cfg(folder), None, seed=0)
     with pytest.raises(ValueError, match="cache_dir"):

@@ -169,14 +169,17 @@ class LoRADataset(Dataset):
 
     def drop(self, failed: dict[int, BadImage]) -> None:
         """Remove every item of the `failed` records (listed as skipped with their reasons); the
-        buckets follow, as they are read from the items. SdloraError when no item is left."""
+        buckets follow, as they are read from the items. SdloraError when no training item is left
+        (a validation set may end up empty: validation loss is then skipped)."""
         if not failed:
             return
         self.items = [r for r in self.items if r not in failed]
         self.skipped = self.skipped + [Skipped(self.records[r].path, e.code, e.reason) for r, e in failed.items()]
         for record, exc in failed.items():
             log.warning("skipping %s: %s", shown(self.records[record].path), exc.reason)
-        if not self.items:
+        if not self.items and self.name != "train":
+            log.warning("no image of the %s set is left: its loss is not computed", self.name)
+        elif not self.items:
             example = next(iter(failed))
             raise SdloraError(f"no image of the {self.name} set can be decoded ({len(failed)} failed, e.g. "
                               f"{shown(self.records[example].path)}: {failed[example].reason}); "
