@@ -5,7 +5,7 @@ class images are just repeated indices, and every item's bucket is fixed for the
 shapes never depend on worker state). Randomness (crop, flip, caption shuffle/dropout, latent
 sampling) comes from a generator seeded with (seed, epoch, item): the same run, the same samples.
 
-Every image decoded once at scan time. One that fails now (deleted or rewritten during the run, a
+Every image was decoded once at scan time. One that fails now (deleted or rewritten during the run, a
 cache file removed) is logged once and replaced by another image of the same bucket, so an epoch
 never dies halfway; only such load errors (`BadImage`) are caught, a bug in the code is not.
 An image that fails while latents are cached is dropped before training starts (`drop`).
