@@ -53,7 +53,7 @@ def fixed_batch(style_data):
 
     components = load_components("tiny", dtype=torch.float32)
     images = sorted(style_data.glob("*.png"))[:2]
-    pixels = torch.stack([torch.from_numpy(np.asarray(Image.open(p).convert("RGB").resize((64, 64))))
+    pixels = torch.stack([torch.from_numpy(np.array(Image.open(p).convert("RGB").resize((64, 64))))
                           for p in images]).permute(0, 3, 1, 2).float() / 127.5 - 1  # (2, 3, 64, 64) in [-1, 1]
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
@@ -79,10 +79,10 @@ def test_each_algorithm_fits_a_fixed_batch(fixed_batch, algo, opts):
     params = [p for p in unet.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=3e-3)
     losses = []
-    for _ in range(25):
+    for _ in range(8):  # measured: loss at 0.30-0.32 of the start by step 8, 0.09-0.11 by step 25
         loss = torch.nn.functional.mse_loss(unet(noisy, t, encoder_hidden_states=context).sample, noise)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-    assert losses[-1] < 0.7 * losses[0], losses
+    assert losses[-1] < 0.5 * losses[0], losses
