@@ -80,9 +80,9 @@ def build_train(settings: Settings, folders):
         return str(where), html.message(f"resumed {where}")
 
     preview = guarded(on_change, 3)
-    load_btn.click(guarded(on_load, len(comps) + 2), [recipe], comps + [folders, status]).then(
-        preview, [recipe, folders] + comps, [toml, command, status])
-    gr.on([c.input for c in comps] + [folders.input], preview, [recipe, folders] + comps, [toml, command, status])
+    load_btn.click(guarded(on_load, len(comps) + 2), [recipe], comps + [folders, status])
+    gr.on([c.change for c in comps] + [folders.change], preview, [recipe, folders] + comps, [toml, command, status],
+          trigger_mode="always_last", show_progress="hidden")
     for button, fn in ((start_btn, on_start), (stop_btn, on_stop), (resume_btn, on_resume)):
         button.click(guarded(fn, 2), [recipe, folders] + comps, [run_dir, status])
     return run_dir
@@ -119,7 +119,7 @@ def curves(view: runstate.RunView):
     loss = pd.DataFrame([(s, v, "loss") for s, v, _, _ in view.losses] + [(s, v, "smoothed") for s, _, v, _ in view.losses]
                         + [(s, v, "validation") for s, v in view.validation], columns=["step", "value", "series"])
     lr = pd.DataFrame([(s, v) for s, _, _, v in view.losses], columns=["step", "lr"])
-    return loss, lr
+    return loss.astype({"step": int, "value": float}), lr.astype({"step": int, "lr": float})
 
 
 def show_run(path: str, seen: tuple):
