@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's two entry points on a fresh machine:
 #   ./dev.sh demo   -> create/refresh .venv, then run `sdlora demo` (the main job on the bundled sd-tiny)
-#   ./dev.sh test   -> create/refresh .venv (with test extras), then run the test suite
+#   ./dev.sh test   -> create/refresh .venv (with the test extra: everything the suite needs), then run
+#                      the test suite; this is what CI runs (.ci/run)
 # Extra arguments are passed on (e.g. ./dev.sh test -k lora, ./dev.sh demo --output out/demo).
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -1,9 +1,14 @@
-import tomllib
+import sys
 
 import pytest
 
 from sdlora.config import RunConfig, iter_fields, load_config, to_toml
 from sdlora.errors import SdloraError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the tomli backport (a dependency there)
+    import tomli as tomllib
 
 
 def test_defaults_are_sd14():
@@ -38,6 +43,8 @@ def test_int_accepted_for_float_and_resolved_config_round_trips():
     (['data.sources=[{path="a", repeat=3}]'], "data.sources[0].repeat"),
     (["data.sources=[{}]"], "data.sources[0].path"),
     (["lora.rank=true"], "lora.rank"),
+    (["lora.algorithm=lycoris"], "lora.algorithm"),
+    (["lora.factor=0"], "lora.factor"),
     (["nonsense"], "nonsense"),
 ])
 def test_errors_name_the_key(override, key):
@@ -57,7 +64,7 @@ def test_bad_toml_names_the_file(tmp_path):
 def test_every_field_is_documented():
     fields = list(iter_fields())
     assert len(fields) > 60
-    assert [k for k, _, _, doc in fields if not doc] == []
+    assert [k for k, _, _, doc, _ in fields if not doc] == []
 
 
 def test_config_reference_in_docs_is_current():

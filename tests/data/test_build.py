@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from sdlora.config import SourceConfig
-from sdlora.data.build import build_datasets, expand_items, missing_class_images, split_validation
+from sdlora.data.build import build_datasets, expand_items, split_validation
 from sdlora.data.sources import ImageRecord
 from sdlora.errors import SdloraError
 
@@ -99,19 +99,6 @@ def test_truncation_warning_names_the_count(tmp_path, mk, tokenizer, caplog):
     with caplog.at_level(logging.WARNING, logger="sdlora.data"):
         build_datasets(mk.small_cfg(tmp_path), tokenizer, seed=0)
     assert "1 caption is longer than 75 tokens and will be truncated" in caplog.text
-
-
-def test_missing_class_images_counts_what_to_generate(tmp_path, mk):
-    mk.rgb(tmp_path / "inst" / "a.png")
-    mk.rgb(tmp_path / "cls" / "0.png")
-    mk.write(tmp_path / "cls" / "broken.png", b"")
-    cfg = mk.small_cfg(SourceConfig(path=str(tmp_path / "inst")),
-                       SourceConfig(path=str(tmp_path / "cls"), role="class", num_images=4),
-                       SourceConfig(path=str(tmp_path / "later"), role="class", num_images=2))
-    assert missing_class_images(cfg) == {1: 3, 2: 2}
-    for i in range(1, 4):  # what the trainer's generation hook writes
-        mk.rgb(tmp_path / "cls" / f"generated_{i}.png", 64, 64, seed=i)
-    assert missing_class_images(cfg) == {2: 2}
 
 
 def test_caption_prefix_and_suffix_reach_the_items(tmp_path, mk):

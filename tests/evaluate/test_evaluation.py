@@ -60,10 +60,10 @@ def test_missing_encoders_still_give_grid_report_and_other_metrics(tmp_path, enc
                       dino_model=str(encoder_dirs["dino"]), train_images=image_folder(tmp_path / "t", 2, 0))
     result = evaluate(job, tiny_components(0))
     assert result.metrics["columns"] == {"base": {"DINO": pytest.approx(result.metrics["columns"]["base"]["DINO"])}}
-    assert len(result.notes) == 1 and "huggingface-cli download nobody/no-clip" in result.notes[0]
+    assert len(result.notes) == 1 and "hf download nobody/no-clip" in result.notes[0]
     assert "--clip-model PATH" in result.notes[0] and "CLIP-T, CLIP-I" in result.notes[0]
     assert result.compare.grid_path.is_file() and result.report_path.is_file()
-    assert "huggingface-cli download nobody/no-clip" in result.report_path.read_text()
+    assert "hf download nobody/no-clip" in result.report_path.read_text()
 
 
 def test_image_folder_errors(tmp_path):

@@ -53,7 +53,7 @@ def test_dino_features_are_the_cls_token(encoder_dirs):
 
 @pytest.mark.parametrize("loader, flag", [(load_clip, "--clip-model"), (load_dino, "--dino-model")])
 def test_missing_weights_say_how_to_provide_them(tmp_path, loader, flag):
-    with pytest.raises(MissingWeights, match=r"huggingface-cli download nobody/no-such-model.*" + flag):
+    with pytest.raises(MissingWeights, match=r"hf download nobody/no-such-model.*" + flag):
         loader("nobody/no-such-model")
     with pytest.raises(MissingWeights, match=f"{flag} {tmp_path}: no "):
         loader(str(tmp_path))  # a folder without a model

@@ -4,7 +4,8 @@ import torch
 
 from sdlora.errors import SdloraError
 from sdlora.generate.prompts import PromptSpec
-from sdlora.generate.sampling import Sampler, resolve_device, resolve_dtype, to_pil
+from sdlora.generate.sampling import Sampler, resolve_device, resolve_dtype
+from sdlora.imaging import to_image
 
 SPEC = PromptSpec("a red circle on a blue square", "blurry", seed=5, steps=2, cfg=4.0, width=32, height=24)
 
@@ -28,7 +29,7 @@ def test_samples_number_seeds_from_the_spec_seed(sampler):
     samples = sampler.samples(SPEC, count=3, batch_size=2)
     assert [s.seed for s in samples] == [5, 6, 7]
     assert all(s.image.size == (32, 24) and s.spec == SPEC for s in samples)
-    alone = to_pil(sampler.arrays(SPEC, [7])[0])
+    alone = to_image(sampler.arrays(SPEC, [7])[0])
     assert np.abs(np.asarray(alone, np.int16) - np.asarray(samples[2].image, np.int16)).max() <= 1
 
 

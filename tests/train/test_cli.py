@@ -41,10 +41,11 @@ def test_resume_reads_the_run_folders_config(tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["--set", "train.lrr=1"], "unknown setting `train.lrr`"),
     (["--set", "train.steps=abc"], "train.steps: expected int"),
-    (["--set", "lora.rank=0"], "lora.rank must be positive"),
+    (["--set", "lora.rank=0"], "lora.rank must be >= 1"),
     (["--mixed-precision", "fp64"], "train.mixed_precision: 'fp64' is not one of"),
     ([], "no training images: pass --data"),
-    (["--resume", "nowhere"], "--resume nowhere: no config.toml"),
+    (["--resume", "nowhere"], "--resume nowhere: the run folder nowhere does not exist"),
+    (["--resume", "latest"], "--resume latest needs --output"),
     (["--config", "missing.toml"], "missing.toml: config file not found"),
 ])
 def test_user_mistakes_are_one_line_errors(argv, message, capsys, tmp_path, monkeypatch):

@@ -4,6 +4,9 @@ Each command group lives in its own module under `sdlora.cli` and exposes
 `register(subparsers)`, which adds its subcommands and sets `handler` on each parser
 (a function `handler(args) -> int | None` that calls one library function).
 Add a new group by listing its module name in COMMAND_MODULES.
+
+Registering imports no torch, diffusers or transformers (handlers import what they need), so
+`sdlora --help` and `--version` answer at once. Parse errors are one line, like every other error.
 """
 from __future__ import annotations
 
@@ -19,8 +22,43 @@ from sdlora.errors import SdloraError
 COMMAND_MODULES: list[str] = ["dataset", "models", "lora_files", "generate", "train", "demo", "ui"]
 
 
+class Commands(argparse._SubParsersAction):
+    """Subcommands that remember their one-line help (`parser.help`), for `--help` and for tests."""
+
+    def add_parser(self, name: str, **kwargs):
+        parser = super().add_parser(name, **kwargs)
+        parser.help = kwargs.get("help")
+        return parser
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with sdlora's error format (one `sdlora: error:` line naming the command, rc 2) that
+    keeps what was added to it: `arguments` (every Action) and `commands` (name -> sub-parser)."""
+
+    def __init__(self, *args, **kwargs):
+        self.arguments: list[argparse.Action] = []
+        self.commands: dict[str, Parser] = {}
+        self.help: str | None = None
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args, **kwargs) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        self.arguments.append(action)
+        return action
+
+    def add_subparsers(self, **kwargs):
+        action = super().add_subparsers(action=Commands, **kwargs)
+        self.commands = action.choices
+        return action
+
+    def error(self, message: str):
+        command = self.prog.removeprefix("sdlora").strip()
+        where = f"{command}: " if command else ""
+        self.exit(2, f"sdlora: error: {where}{message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="sdlora",
         description="LoRA fine-tuning for Stable Diffusion 1.4: train, generate, compare, evaluate, convert.",
     )
@@ -38,7 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     if handler is None:
         parser.print_help()
         return 0 if args.command is None else 2
+    from sdlora import quiet
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    quiet.install()
     try:
         return int(handler(args) or 0)
     except SdloraError as exc:

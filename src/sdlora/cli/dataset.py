@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import argparse
 
-from sdlora.data.inspect import run_inspect
+from sdlora.cli import argtypes as T
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    from sdlora.data.inspect import run_inspect
+
     print(run_inspect(args.paths, config=args.config, resolution=args.resolution,
                       caption_extension=args.caption_extension, json_path=args.json))
     return 0
@@ -20,5 +22,5 @@ def register(subparsers) -> None:
     p.add_argument("--config", metavar="RUN.TOML", help="Inspect this run's [[data.sources]] with its [data] settings.")
     p.add_argument("--resolution", type=int, help="Training resolution for bucket assignment (default 512 or the config's).")
     p.add_argument("--caption-extension", metavar="EXT", help="Sidecar caption extension for PATHs (default .txt).")
-    p.add_argument("--json", metavar="FILE", help="Also write the full report as JSON.")
+    p.add_argument("--json", metavar="FILE", type=T.output_file, help="Also write the full report as JSON.")
     p.set_defaults(handler=_inspect)

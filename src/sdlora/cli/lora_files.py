@@ -1,85 +1,132 @@
-"""`sdlora convert | info | resize | merge-into-model`: working with LoRA files (sdlora.formats)."""
+"""`sdlora convert | info | resize | merge-into-model`: working with LoRA files (sdlora.formats).
+
+Only light modules are imported here; torch and the format code load inside the handlers."""
 from __future__ import annotations
 
+import argparse
 import json
+from pathlib import Path
 
-import torch
+from sdlora.cli import argtypes as T
+from sdlora.errors import SdloraError
 
-from sdlora.formats import FORMATS, convert_lora_file
-from sdlora.formats.info import describe, render
-from sdlora.formats.merge_model import merge_into_model
-from sdlora.formats.resize import resize_lora_file
-from sdlora.generate.loras import parse_lora_arg
+FORMATS = ("kohya", "diffusers", "native")  # sdlora.formats.FORMATS (a test keeps the two equal)
+DTYPES = ("bf16", "fp16", "fp32")
 
-DTYPES = {"fp16": torch.float16, "fp32": torch.float32, "bf16": torch.bfloat16}
+
+def _torch_dtype(name: str | None):
+    from sdlora.dtypes import parse_dtype  # imports torch: only when a handler runs
+
+    return parse_dtype(name, "--dtype") if name else None
 
 
 def _dtype_arg(p, default_help: str) -> None:
-    p.add_argument("--dtype", choices=sorted(DTYPES), default=None, help=f"Tensor dtype to write ({default_help}).")
+    p.add_argument("--dtype", choices=DTYPES, default=None, help=f"Tensor dtype to write ({default_help}).")
+
+
+def _overwrite_arg(p, what: str) -> None:
+    p.add_argument("--overwrite", action="store_true", help=f"Replace {what} if it exists.")
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("convert", help="Convert a LoRA file between kohya, diffusers and native formats.",
                               description="Read a LoRA in any supported format and write it as --to.")
-    p.add_argument("src", metavar="IN", help="LoRA file (.safetensors: kohya/A1111/ComfyUI, diffusers/PEFT, sdlora).")
-    p.add_argument("dst", metavar="OUT", help="Output .safetensors file.")
+    p.add_argument("src", metavar="IN", type=T.input_file,
+                   help="LoRA file (.safetensors: kohya/A1111/ComfyUI, diffusers/PEFT, sdlora).")
+    p.add_argument("output", metavar="OUT", type=T.output_file, help="Output .safetensors file.")
     p.add_argument("--to", required=True, choices=FORMATS, help="Output format.")
     _dtype_arg(p, "default: as the input")
+    _overwrite_arg(p, "OUT")
     p.set_defaults(handler=_convert)
 
     p = subparsers.add_parser("info", help="Show a LoRA file's format, base, modules, ranks, alphas, size, metadata.")
-    p.add_argument("file", metavar="FILE", help="LoRA file.")
+    p.add_argument("file", metavar="FILE", type=T.input_file, help="LoRA file.")
     p.add_argument("--json", action="store_true", help="Print the summary as JSON (metadata values in full).")
     p.set_defaults(handler=_info)
 
     p = subparsers.add_parser("resize", help="Re-rank a LoRA by SVD, reporting the retained energy.",
                               description="Cut every module to its best rank-r approximation (SVD). Modules "
                               "already at rank <= r are kept. alpha/rank is preserved.")
-    p.add_argument("src", metavar="LORA", help="LoRA file.")
-    p.add_argument("--rank", type=int, required=True, help="New rank (maximum per module).")
-    p.add_argument("--conv-rank", type=int, default=None, help="New rank for 3x3 conv modules (default: --rank).")
-    p.add_argument("dst", metavar="OUT", help="Output .safetensors file.")
+    p.add_argument("src", metavar="LORA", type=T.input_file, help="LoRA file.")
+    p.add_argument("--rank", type=T.positive_int, required=True, help="New rank (maximum per module).")
+    p.add_argument("--conv-rank", type=T.positive_int, default=None, help="New rank for 3x3 conv modules (default: --rank).")
+    p.add_argument("output", metavar="OUT", type=T.output_file, help="Output .safetensors file.")
     p.add_argument("--to", choices=FORMATS, default=None, help="Output format (default: as the input).")
     _dtype_arg(p, "default: as the input")
+    _overwrite_arg(p, "OUT")
     p.set_defaults(handler=_resize)
 
     p = subparsers.add_parser("merge-into-model", help="Fold LoRA files into a full SD 1.x model and save it.",
                               description="Write BASE with every LORA folded in: OUT ending in .safetensors is "
                               "one file in the original LDM layout (A1111/ComfyUI), anything else a diffusers folder.")
-    p.add_argument("base", metavar="BASE", help="Base model: hub id, diffusers folder, .safetensors/.ckpt, or 'tiny'.")
+    p.add_argument("base", metavar="BASE", help="Base model: hub id, diffusers folder, .safetensors/.ckpt, or `tiny`.")
     p.add_argument("loras", metavar="LORA[:w]", nargs="+", help="LoRA files, each with an optional weight (default 1).")
-    p.add_argument("out", metavar="OUT", help="Output: FILE.safetensors (LDM layout) or a folder (diffusers layout).")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default=None, help="Save the model in this dtype (default fp32).")
-    p.add_argument("--overwrite", action="store_true", help="Replace OUT if it exists.")
+    p.add_argument("output", metavar="OUT", type=model_output,
+                   help="Output: FILE.safetensors (LDM layout) or a folder (diffusers layout).")
+    p.add_argument("--dtype", choices=DTYPES, default=None, help="Save the model in this dtype (default fp32).")
+    _overwrite_arg(p, "OUT")
     p.set_defaults(handler=_merge)
 
 
+def model_output(text: str) -> Path:
+    """merge-into-model's OUT: a .safetensors file, or a folder that is not the working folder or above it."""
+    if text.lower().endswith(".safetensors"):
+        return T.output_file(text)
+    path = T.output_dir(text)
+    if path.exists() and Path.cwd().resolve().is_relative_to(path.resolve()):
+        raise argparse.ArgumentTypeError(f"{text}: is the working folder or one above it; name a new folder")
+    return path
+
+
+model_output.kind = "output folder"
+
+
+def _claim_model_output(out: Path, overwrite: bool) -> None:
+    """Only an empty folder or a diffusers model folder may be replaced (never a folder of other files)."""
+    T.refuse_overwrite(out, overwrite)
+    if out.is_dir() and any(out.iterdir()) and not (out / "model_index.json").is_file():
+        raise SdloraError(f"{out}: holds files that are not a diffusers model; --overwrite only replaces a model "
+                          "folder, so name a new folder")
+
+
 def _convert(args) -> int:
-    src_fmt, fmt = convert_lora_file(args.src, args.dst, args.to, dtype=DTYPES.get(args.dtype))
-    print(f"converted {args.src} ({src_fmt}) -> {args.dst} ({fmt})")
+    from sdlora.formats import convert_lora_file
+
+    T.refuse_overwrite(args.output, args.overwrite)
+    src_fmt, fmt = convert_lora_file(args.src, args.output, args.to, dtype=_torch_dtype(args.dtype))
+    print(f"converted {args.src} ({src_fmt}) -> {args.output} ({fmt})")
     return 0
 
 
 def _info(args) -> int:
+    from sdlora.formats.info import describe, render
+
     summary = describe(args.file)
     print(json.dumps(summary, indent=2) if args.json else render(summary))
     return 0
 
 
 def _resize(args) -> int:
-    report = resize_lora_file(args.src, args.dst, args.rank, conv_rank=args.conv_rank, fmt=args.to,
-                              dtype=DTYPES.get(args.dtype))
+    from sdlora.formats.resize import resize_lora_file
+
+    T.refuse_overwrite(args.output, args.overwrite)
+    report = resize_lora_file(args.src, args.output, args.rank, conv_rank=args.conv_rank, fmt=args.to,
+                              dtype=_torch_dtype(args.dtype))
     cut = [m for m in report.modules if m.new_rank < m.old_rank]
     print(f"resized {len(cut)} of {len(report.modules)} modules to rank <= {args.rank}; "
           f"retained energy {report.energy:.2%} overall, {report.min_energy:.2%} in the worst module")
-    print(f"wrote {args.dst}")
+    print(f"wrote {args.output}")
     return 0
 
 
 def _merge(args) -> int:
+    from sdlora.formats.merge_model import merge_into_model
+    from sdlora.generate.loras import parse_lora_arg
+
+    _claim_model_output(args.output, args.overwrite)
     specs = [parse_lora_arg(text) for text in args.loras]
-    report = merge_into_model(args.base, [(s.path, s.weight) for s in specs], args.out,
+    report = merge_into_model(args.base, [(s.path, s.weight) for s in specs], args.output,
                               dtype=args.dtype, overwrite=args.overwrite)
     loras = ", ".join(f"{item['file']} x{item['weight']:g}" for item in report["loras"])
-    print(f"merged {loras} into {report['layers']} layers of {args.base}; wrote {args.out} ({report['layout']} layout)")
+    print(f"merged {loras} into {report['layers']} layers of {args.base}; wrote {args.output} ({report['layout']} layout)")
     return 0

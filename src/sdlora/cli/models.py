@@ -1,7 +1,7 @@
 """`sdlora convert-checkpoint`: turn a .ckpt pickle into .safetensors without running code from it."""
 from __future__ import annotations
 
-from sdlora.models import convert_checkpoint
+from sdlora.cli import argtypes as T
 
 
 def register(subparsers) -> None:
@@ -11,13 +11,15 @@ def register(subparsers) -> None:
         description="Convert a .ckpt (e.g. sd-v1-4.ckpt) to .safetensors. The pickle is read with a "
         "restricted unpickler, so a file that would run code is refused instead.",
     )
-    p.add_argument("src", metavar="FILE.ckpt", help="Checkpoint to convert (.ckpt, .pt, .pth, .bin).")
-    p.add_argument("dst", metavar="OUT.safetensors", help="Output file.")
+    p.add_argument("src", metavar="FILE.ckpt", type=T.input_file, help="Checkpoint to convert (.ckpt, .pt, .pth, .bin).")
+    p.add_argument("output", metavar="OUT.safetensors", type=T.output_file, help="Output file.")
     p.add_argument("--overwrite", action="store_true", help="Replace OUT.safetensors if it exists.")
     p.set_defaults(handler=_convert)
 
 
 def _convert(args) -> int:
-    count = convert_checkpoint(args.src, args.dst, overwrite=args.overwrite)
-    print(f"wrote {count} tensors to {args.dst}")
+    from sdlora.models import convert_checkpoint
+
+    count = convert_checkpoint(args.src, args.output, overwrite=args.overwrite)
+    print(f"wrote {count} tensors to {args.output}")
     return 0

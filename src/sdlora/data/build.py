@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 
 from sdlora.data.buckets import BucketSpec, Size, assign_bucket, bucket_name, make_buckets, needs_upscale
 from sdlora.data.captions import MAX_CAPTION_TOKENS, CaptionTransform, too_long
 from sdlora.data.dataset import LoRADataset, SampleOptions
+from sdlora.data.files import shown
 from sdlora.data.images import IMAGE_EXTENSIONS, SKIP_CODES, parse_background
-from sdlora.data.sources import ImageRecord, Skipped, scan_source, scan_sources
+from sdlora.data.sources import ImageRecord, SourceScan, Skipped, scan_sources
 from sdlora.errors import SdloraError
 
 log = logging.getLogger("sdlora.data")
@@ -82,7 +82,7 @@ def expand_items(records: list[ImageRecord], indices: list[int], seed: int) -> l
 
 
 def _no_images_error(cfg, skipped: list[Skipped]) -> SdloraError:
-    paths = ", ".join(s.path for s in cfg.sources)
+    paths = ", ".join(shown(s.path) for s in cfg.sources)
     if not skipped:
         exts = " ".join(sorted(IMAGE_EXTENSIONS))
         return SdloraError(f"no image files found in data.sources ({paths}); supported extensions: {exts}")
@@ -96,7 +96,7 @@ def _warn(records: list[ImageRecord], upscaled: list[ImageRecord], transforms, t
         e = upscaled[0]
         log.warning("%s and will be upscaled (e.g. %s, %dx%d); set data.no_upscale to skip them",
                     counted(len(upscaled), "image is smaller than its bucket", "images are smaller than their bucket"),
-                    e.path, e.width, e.height)
+                    shown(e.path), e.width, e.height)
     dupes = len(records) - len({r.digest for r in records})
     if dupes:
         log.warning("%s exact duplicates of other images (same bytes)", counted(dupes, "image is", "images are"))
@@ -109,20 +109,13 @@ def _warn(records: list[ImageRecord], upscaled: list[ImageRecord], transforms, t
                         MAX_CAPTION_TOKENS, long[0][1], long[0][0])
 
 
-def missing_class_images(cfg) -> dict[int, int]:
-    """{source index: images still to generate} for class sources whose folder holds fewer usable images
-    than their `num_images` (the trainer generates that many with the base model into `path`, then
-    calls build_datasets; generated images are ordinary files there). A missing folder counts as empty."""
-    out = {}
-    for i, source in enumerate(cfg.sources):
-        if source.role != "class" or source.num_images <= 0:
-            continue
-        have = 0
-        if Path(source.path).expanduser().is_dir():
-            have = len(scan_source(source, i, max_pixels=cfg.max_image_pixels).records)
-        if have < source.num_images:
-            out[i] = source.num_images - have
-    return out
+def log_folders(scans: list[SourceScan]) -> None:
+    """One line per source saying which kohya `N_name` folders were read and their repeats."""
+    for scan in scans:
+        if scan.folders:
+            log.info("%s: kohya folders read: %s", shown(scan.path), ", ".join(
+                f"{name} ({f['repeats']} repeats, {counted(f['images'], 'image', 'images')})"
+                for name, f in scan.folders.items()))
 
 
 def build_datasets(cfg, tokenizer, *, seed: int) -> tuple[LoRADataset, LoRADataset | None]:
@@ -136,8 +129,9 @@ def build_datasets(cfg, tokenizer, *, seed: int) -> tuple[LoRADataset, LoRADatas
     skipped = [k for s in scans for k in s.skipped]
     records, buckets, too_small, upscaled = apply_buckets(records, make_buckets(BucketSpec.from_config(cfg)),
                                                           cfg.no_upscale)
+    log_folders(scans)
     for skip in too_small:
-        log.warning("skipping %s: %s", skip.path, skip.reason)
+        log.warning("skipping %s: %s", shown(skip.path), skip.reason)
     skipped += too_small
     if not records:
         raise _no_images_error(cfg, skipped)

@@ -21,12 +21,13 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from sdlora.data.buckets import Size
+from sdlora.data.images import BadImage
 from sdlora.data.pixels import load_pixels
 from sdlora.errors import SdloraError
 
@@ -59,7 +60,7 @@ def latent_key(record, bucket: Size, *, flips: tuple[bool, ...], background, vae
 
 
 def cache_file(cache_dir: Path, record, bucket: Size) -> Path:
-    stem = hashlib.sha1(os.path.abspath(record.path).encode()).hexdigest()[:16]
+    stem = hashlib.sha1(os.fsencode(os.path.abspath(record.path))).hexdigest()[:16]  # any file name
     return cache_dir / f"{stem}_{bucket[0]}x{bucket[1]}.safetensors"
 
 
@@ -114,8 +115,11 @@ class DiskLatents:
 
     def get(self, record: int, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
         suffix = "_flip" if flip else ""
-        tensors = load_file(self.files[record])
-        return tensors["mean" + suffix], tensors["std" + suffix]
+        try:
+            tensors = load_file(self.files[record])
+            return tensors["mean" + suffix], tensors["std" + suffix]
+        except (OSError, KeyError, SafetensorError) as exc:  # a cache file removed or damaged during the run
+            raise BadImage("unreadable", f"latent cache file {self.files[record]}: {exc}") from None
 
 
 def _save_atomic(path: Path, tensors: dict[str, torch.Tensor], key: str) -> None:
@@ -140,8 +144,8 @@ class _Pixels(Dataset):
             pixels = load_pixels(rec.path, rec.size, self.buckets[record], crop="center", flip=False,
                                  background=opt.background, max_pixels=opt.max_pixels)
             return record, pixels, None
-        except Exception as exc:  # reported by the caller, never fatal
-            return record, None, getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+        except BadImage as exc:  # the caller drops the image and reports it
+            return record, None, exc
 
 
 def _bucket_batches(dataset, todo: list[int], batch_size: int) -> list[list[int]]:
@@ -170,7 +174,8 @@ def _encode(vae, pixels: torch.Tensor, flips: tuple[bool, ...]) -> list[dict[str
 def cache_latents(dataset, vae, *, mode: str = "memory", cache_dir: str | Path | None = None, device=None,
                   dtype=None, num_workers: int = 0, batch_size: int = 4, progress: bool = True) -> dict:
     """Encode every image of `dataset` once (both flips when flip is on) and switch it to latents.
-    The VAE is moved to `device`/`dtype` when given. Returns counts {"computed", "reused", "failed"}."""
+    The VAE is moved to `device`/`dtype` when given. An image that fails to decode now is dropped from
+    the dataset and reported (dataset.drop). Returns counts {"computed", "reused", "failed"}."""
     if mode == "off":
         return {"computed": 0, "reused": 0, "failed": 0}
     if mode not in ("memory", "disk"):
@@ -195,22 +200,21 @@ def cache_latents(dataset, vae, *, mode: str = "memory", cache_dir: str | Path |
     loader = DataLoader(_Pixels(dataset, todo), batch_sampler=_bucket_batches(dataset, todo, batch_size),
                         num_workers=num_workers if todo else 0, collate_fn=list)
     failed = _compute(dataset, vae, loader, keys, store, flips, progress)
+    dataset.drop(failed)
     dataset.latents, dataset.latent_scale = store, float(vae.config.scaling_factor)
-    stats = {"computed": len(todo) - failed, "reused": len(keys) - len(todo), "failed": failed}
+    stats = {"computed": len(todo) - len(failed), "reused": len(keys) - len(todo), "failed": len(failed)}
     log.info("latents: %(computed)d computed, %(reused)d re-used from the cache, %(failed)d failed", stats)
     return stats
 
 
 def _compute(dataset, vae, loader: DataLoader, keys: dict[int, str], store, flips: tuple[bool, ...],
-             progress: bool) -> int:
-    """Encode what `loader` decodes into `store`; returns how many images failed to decode."""
-    failed = 0
+             progress: bool) -> dict[int, BadImage]:
+    """Encode what `loader` decodes into `store`; returns {record: error} of those that failed."""
+    failed: dict[int, BadImage] = {}
     with tqdm(total=len(loader.dataset), desc=f"caching latents ({dataset.name})", unit="img",
               disable=not progress or len(loader.dataset) == 0) as bar:
         for batch in loader:
-            for record, _, reason in (s for s in batch if s[1] is None):
-                dataset.mark_bad(record, reason)
-                failed += 1
+            failed.update((record, error) for record, _, error in batch if error is not None)
             good = [s for s in batch if s[1] is not None]
             if good:
                 encoded = _encode(vae, torch.stack([s[1] for s in good]), flips)

@@ -7,24 +7,39 @@ suffix. The prefix (a trigger word) is therefore never shuffled or dropped.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
+
+from sdlora.data.files import MAX_CAPTION_BYTES, read_text
 
 # CLIP's context is 77 tokens including the start and end tokens.
 MAX_CAPTION_TOKENS = 75
 
 
 def read_caption_file(path: str | Path) -> str:
-    """A sidecar caption: UTF-8 (BOM tolerated, undecodable bytes replaced), lines joined by spaces."""
-    text = Path(path).read_bytes().decode("utf-8-sig", errors="replace")
+    """A sidecar caption: UTF-8 (BOM tolerated, undecodable bytes replaced), lines joined by spaces.
+    Raises files.FileRefused for what the reading policy will not read (FIFO, folder, over 1 MiB...)."""
+    text = read_text(path, MAX_CAPTION_BYTES)
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def split_tags(caption: str) -> list[str]:
     """`a, b ,, c` -> [a, b, c] (empty tags dropped)."""
     return [t.strip() for t in caption.split(",") if t.strip()]
+
+
+def tag_frequency(captions: Iterable[tuple[str, str]]) -> dict[str, dict[str, int]]:
+    """(folder name, caption) pairs, one per image -> {folder name: {tag: count}}, as kohya's
+    `ss_tag_frequency`: tags are the comma-separated parts, stripped and lower-cased; every occurrence
+    counts, repeats do not."""
+    out: dict[str, Counter] = {}
+    for folder, caption in captions:
+        out.setdefault(folder, Counter()).update(t.lower() for t in split_tags(caption))
+    return {folder: dict(sorted(tags.items())) for folder, tags in out.items()}
 
 
 def join_tags(tags: list[str]) -> str:

@@ -5,8 +5,10 @@ class images are just repeated indices, and every item's bucket is fixed for the
 shapes never depend on worker state). Randomness (crop, flip, caption shuffle/dropout, latent
 sampling) comes from a generator seeded with (seed, epoch, item): the same run, the same samples.
 
-An image that decoded at scan time but fails now (deleted, rewritten, a decoder error) is logged once
-and replaced by another image of the same bucket, so an epoch never dies halfway.
+Every image decoded once at scan time. One that fails now (deleted or rewritten during the run, a
+cache file removed) is logged once and replaced by another image of the same bucket, so an epoch
+never dies halfway; only such load errors (`BadImage`) are caught, a bug in the code is not.
+An image that fails while latents are cached is dropped before training starts (`drop`).
 """
 from __future__ import annotations
 
@@ -20,7 +22,9 @@ import torch
 from torch.utils.data import Dataset
 
 from sdlora.data.buckets import Size, bucket_name
-from sdlora.data.captions import CaptionTransform
+from sdlora.data.captions import CaptionTransform, tag_frequency
+from sdlora.data.files import shown
+from sdlora.data.images import BadImage
 from sdlora.data.pixels import load_pixels
 from sdlora.data.sources import ImageRecord, Skipped
 from sdlora.errors import SdloraError
@@ -150,8 +154,8 @@ class LoRADataset(Dataset):
                 continue
             try:
                 return candidate, self._load(candidate, bucket, rng)
-            except Exception as exc:  # never let one file end the epoch
-                last = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+            except BadImage as exc:  # a file changed under us: never let it end the epoch
+                last = exc.reason
                 self.mark_bad(candidate, last)
         raise SdloraError(f"no image of bucket {bucket_name(bucket)} can be loaded any more (last error: {last}); "
                           "check that the dataset folders were not changed during training")
@@ -161,22 +165,48 @@ class LoRADataset(Dataset):
         if record not in self._bad:
             self._bad[record] = reason
             log.warning("could not load %s (%s); its items use another image of bucket %s instead",
-                        self.records[record].path, reason, bucket_name(self.record_buckets[record]))
+                        shown(self.records[record].path), reason, bucket_name(self.record_buckets[record]))
+
+    def drop(self, failed: dict[int, BadImage]) -> None:
+        """Remove every item of the `failed` records (listed as skipped with their reasons); the
+        buckets follow, as they are read from the items. SdloraError when no item is left."""
+        if not failed:
+            return
+        self.items = [r for r in self.items if r not in failed]
+        self.skipped = self.skipped + [Skipped(self.records[r].path, e.code, e.reason) for r, e in failed.items()]
+        for record, exc in failed.items():
+            log.warning("skipping %s: %s", shown(self.records[record].path), exc.reason)
+        if not self.items:
+            example = next(iter(failed))
+            raise SdloraError(f"no image of the {self.name} set can be decoded ({len(failed)} failed, e.g. "
+                              f"{shown(self.records[example].path)}: {failed[example].reason}); "
+                              "run `sdlora dataset inspect` on the data folders")
 
     # ------------------------------------------------------------------ reporting
+    def tag_frequency(self) -> dict[str, dict[str, int]]:
+        """{folder name: {tag: count}} over the images in use, as kohya's `ss_tag_frequency`."""
+        return tag_frequency((self.records[r].subset, self.records[r].caption) for r in self.used_records())
+
     def summary(self) -> dict:
-        """Counts for logs and LoRA metadata."""
+        """Counts for logs and LoRA metadata: images and items, images without any caption (prefix and
+        suffix included), repeats per folder (kohya folder, else source folder), skipped files, buckets."""
         used = self.used_records()
         per_source = Counter(self.records[r].source for r in used)
         items_per_source = Counter(self.records[r].source for r in self.items)
-        sources = [{"path": p, "images": per_source.get(i, 0), "items": items_per_source.get(i, 0)}
+        sources = [{"path": shown(p), "images": per_source.get(i, 0), "items": items_per_source.get(i, 0)}
                    for i, p in enumerate(self.source_paths)]
         buckets = Counter(bucket_name(self.record_buckets[r]) for r in self.items)
+        folders: dict[str, dict] = {}
+        for r in (r for r in used if not self.records[r].is_class):  # class images are paired, not repeated
+            entry = folders.setdefault(self.records[r].subset, {"repeats": self.records[r].repeats, "images": 0})
+            entry["images"] += 1
         return {
             "name": self.name,
             "images": len(used),
             "class_images": sum(self.records[r].is_class for r in used),
             "items": len(self.items),
+            "images_without_caption": sum(not self.full_caption(r) for r in used),
+            "folders": dict(sorted(folders.items())),
             "sources": sources,
             "skipped": len(self.skipped),
             "skipped_by_reason": dict(Counter(s.code for s in self.skipped)),

@@ -1,9 +1,12 @@
 """Safe image decoding: what every file with an image extension gets, good or bad.
 
 Two entry points:
-- `probe_image(data, max_pixels)` checks a file's bytes at scan time without decoding its pixels
-  (header, EXIF orientation, pixel limit, and cheap structural checks: PNG chunk CRCs, JPEG end
-  marker, WebP/BMP declared sizes). Only a file that looks truncated is fully decoded to decide.
+- `probe_image(data, max_pixels)` checks a file's bytes at scan time: header, pixel limit, PNG chunk
+  CRCs, WebP's declared size, then a full decode (JPEG at 1/8 scale: every byte of its entropy data
+  is still read), so a file the scan accepts is one training can decode: `dataset inspect`, the
+  uncached and the cached paths all see the same usable images.
+- `read_image_file(path, max_pixels)`: the file's bytes under the reading policy of
+  `sdlora.data.files` (regular files only, a byte limit derived from the pixel limit).
 - `load_rgb(path, background=..., max_pixels=..., draft=...)` decodes once for training: EXIF
   orientation applied, transparency composited on `background`, CMYK / 16-bit / grayscale / palette
   converted to 8-bit RGB.
@@ -21,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageColor, ImageOps, UnidentifiedImageError, features
 
+from sdlora.data.files import REFUSALS, FileRefused, image_byte_limit, read_regular
 from sdlora.errors import SdloraError
 
 # Pillow plugins we let identify a file: never EPS/PDF/etc. (external programs, odd parsers).
@@ -38,21 +42,30 @@ SKIP_CODES = {
     "corrupt": "corrupt image data",
     "too_large": "too many pixels (decompression-bomb guard, data.max_image_pixels)",
     "too_small": "smaller than its bucket and data.no_upscale is set",
-    "unreadable": "cannot be read",
+    **REFUSALS,  # not_regular, file_too_big, unreadable: the reading policy's refusals
 }
 # EXIF orientations 5-8 rotate by 90 degrees: stored width and height swap on display.
 _TRANSPOSED = {5, 6, 7, 8}
 _SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+# What Pillow raises for a bad file while decoding (anything else is a bug, ours or Pillow's).
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, struct.error, EOFError)
 
 
 class BadImage(Exception):
     """An image file that cannot be used; `code` is a key of SKIP_CODES."""
 
     def __init__(self, code: str, detail: str = ""):
-        self.code = code
+        self.code, self.detail = code, detail
         self.reason = SKIP_CODES[code] + (f": {detail}" if detail else "")
         super().__init__(self.reason)
+
+    def __reduce__(self):  # crosses DataLoader worker processes
+        return type(self), (self.code, self.detail)
+
+    @classmethod
+    def refused(cls, exc: FileRefused) -> "BadImage":
+        return cls(exc.code, exc.detail)
 
 
 @dataclass(frozen=True)
@@ -81,7 +94,7 @@ def _open(fp, max_pixels: int) -> Image.Image:
         raise BadImage("too_large", f"over Pillow's hard limit of {2 * Image.MAX_IMAGE_PIXELS:,} pixels") from None
     except UnidentifiedImageError:
         raise BadImage("not_image") from None
-    except (OSError, SyntaxError, ValueError, struct.error, EOFError) as exc:
+    except DECODE_ERRORS as exc:
         raise BadImage("corrupt", str(exc)) from None
     w, h = img.size
     if w * h > max_pixels:
@@ -113,26 +126,19 @@ def _check_riff(data: bytes) -> None:
             raise BadImage("truncated", f"{len(data):,} of {declared:,} bytes")
 
 
-def _looks_truncated(data: bytes, fmt: str) -> bool:
-    """Cheap end-of-file checks; True means 'decode fully to find out'."""
-    if fmt in ("JPEG", "MPO"):
-        return b"\xff\xd9" not in data[-4096:]
-    if fmt in ("BMP", "DIB") and len(data) >= 6:
-        return struct.unpack("<I", data[2:6])[0] > len(data)
-    return False
-
-
 def _full_decode(data: bytes, max_pixels: int) -> None:
+    """Decode every pixel once (JPEG at 1/8 scale) and throw them away; BadImage when that fails."""
     img = _open(io.BytesIO(data), max_pixels)
+    if img.format in ("JPEG", "MPO"):
+        img.draft("RGB", (max(1, img.width // 8), max(1, img.height // 8)))
     try:
         img.load()
-    except (OSError, SyntaxError, ValueError, struct.error, EOFError) as exc:
+    except DECODE_ERRORS as exc:
         raise _decode_error(exc) from None
 
 
 def probe_image(data: bytes, max_pixels: int) -> ImageInfo:
-    """Check one file's bytes; raise BadImage or return its displayed size. Pixels are not decoded
-    unless a cheap check says the file may be cut short."""
+    """Check one file's bytes fully; raise BadImage or return its displayed size."""
     if not data:
         raise BadImage("empty")
     _check_riff(data)
@@ -140,16 +146,23 @@ def probe_image(data: bytes, max_pixels: int) -> ImageInfo:
     fmt, mode, (w, h) = img.format or "?", img.mode, img.size
     if fmt == "PNG":
         try:
-            img.verify()  # walks every chunk and checks its CRC; no zlib decoding
-        except (OSError, SyntaxError, ValueError, struct.error, EOFError) as exc:
+            img.verify()  # walks every chunk and checks its CRC (decoding does not)
+        except DECODE_ERRORS as exc:
             raise _decode_error(exc) from None
         img = _open(io.BytesIO(data), max_pixels)  # verify() leaves the image unusable
-    elif _looks_truncated(data, fmt):
-        _full_decode(data, max_pixels)
+    _full_decode(data, max_pixels)
     orientation = _orientation(img, data)
     if orientation in _TRANSPOSED:
         w, h = h, w
     return ImageInfo(w, h, fmt, mode)
+
+
+def read_image_file(path: str | Path, max_pixels: int) -> bytes:
+    """The bytes of an image file under the reading policy; BadImage when it may not be read."""
+    try:
+        return read_regular(path, image_byte_limit(max_pixels))
+    except FileRefused as exc:
+        raise BadImage.refused(exc) from None
 
 
 def to_rgb(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
@@ -175,10 +188,7 @@ def load_rgb(path: str | Path, *, background: tuple[int, int, int] = (255, 255, 
     `draft` (displayed W, H) lets JPEG decode at 1/2, 1/4 or 1/8 scale when the image is much larger
     than needed: the result is still at least that big.
     """
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise BadImage("unreadable", exc.strerror or str(exc)) from None
+    data = read_image_file(path, max_pixels)
     if not data:
         raise BadImage("empty")
     _check_riff(data)
@@ -191,5 +201,5 @@ def load_rgb(path: str | Path, *, background: tuple[int, int, int] = (255, 255, 
         img.load()
         img = ImageOps.exif_transpose(img) if orientation != 1 else img
         return to_rgb(img, background)
-    except (OSError, SyntaxError, ValueError, struct.error, EOFError) as exc:
+    except DECODE_ERRORS as exc:
         raise _decode_error(exc) from None

@@ -2,7 +2,8 @@
 
 Uses the same scan and bucket code as `build_datasets`, so its counts are what a run will see. It never
 raises for a bad file (those are listed with reasons); only a path that is not a folder, or a bad
-setting, raises SdloraError. `render_report(report)` turns the dict into plain text.
+setting, raises SdloraError. `render_report(report)` turns the dict into plain text. Every path in the
+report is printable text (`files.shown`), so it can be written as JSON whatever the file names.
 """
 from __future__ import annotations
 
@@ -14,11 +15,14 @@ from pathlib import Path
 from sdlora.config import DataConfig, SourceConfig, load_config
 from sdlora.data.build import apply_buckets, caption_transforms, counted
 from sdlora.data.buckets import BucketSpec, bucket_name, make_buckets
-from sdlora.data.captions import MAX_CAPTION_TOKENS, split_tags, token_counts
+from sdlora.data.captions import MAX_CAPTION_TOKENS, split_tags, tag_frequency, token_counts
+from sdlora.data.files import shown
 from sdlora.data.sources import ImageRecord, scan_source
 from sdlora.errors import SdloraError
 
-SHORT_SIDE_BINS = [(0, 256), (256, 512), (512, 768), (768, 1024), (1024, 2048), (2048, None)]
+# Shorter-side bin edges as multiples of the training resolution (at 512 px: 256, 512, 768, 1024, 2048):
+# below 1x an image is upscaled, below 0.5x it is blurry; above 2x it is downscaled a lot.
+SHORT_SIDE_EDGES = (0.5, 1.0, 1.5, 2.0, 4.0)
 TOP_TAGS = 25
 
 
@@ -26,12 +30,19 @@ def _bin_label(lo: int, hi: int | None) -> str:
     return f">={lo}" if hi is None else (f"<{hi}" if lo == 0 else f"{lo}-{hi - 1}")
 
 
-def resolution_histogram(records: list[ImageRecord]) -> dict[str, int]:
-    """Images per shorter-side range (px)."""
-    out = {_bin_label(lo, hi): 0 for lo, hi in SHORT_SIDE_BINS}
+def short_side_bins(resolution: int) -> list[tuple[int, int | None]]:
+    """[(lo, hi)] ranges of the shorter side (px, hi exclusive, None = open) for a training resolution."""
+    edges = [0] + [round(resolution * f) for f in SHORT_SIDE_EDGES] + [None]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def resolution_histogram(records: list[ImageRecord], resolution: int = 512) -> dict[str, int]:
+    """Images per shorter-side range (px), the ranges scaled to the training resolution."""
+    bins = short_side_bins(resolution)
+    out = {_bin_label(lo, hi): 0 for lo, hi in bins}
     for rec in records:
         side = min(rec.size)
-        lo, hi = next((lo, hi) for lo, hi in SHORT_SIDE_BINS if hi is None or side < hi)
+        lo, hi = next((lo, hi) for lo, hi in bins if hi is None or side < hi)
         out[_bin_label(lo, hi)] += 1
     return out
 
@@ -40,7 +51,7 @@ def caption_stats(records: list[ImageRecord], cfg: DataConfig, tokenizer) -> dic
     transforms = caption_transforms(cfg)
     full = [transforms[r.source].full(r.caption) for r in records]
     counts = token_counts(tokenizer, full) if tokenizer is not None else [0] * len(full)
-    long = [r.path for r, n in zip(records, counts) if n > MAX_CAPTION_TOKENS]
+    long = [shown(r.path) for r, n in zip(records, counts) if n > MAX_CAPTION_TOKENS]
     origin = Counter(r.caption_from for r in records)
     return {
         "from_sidecar": origin["sidecar"], "from_metadata": origin["metadata"], "from_folder_name": origin["folder"],
@@ -54,7 +65,7 @@ def caption_stats(records: list[ImageRecord], cfg: DataConfig, tokenizer) -> dic
 def duplicate_groups(records: list[ImageRecord]) -> list[list[str]]:
     by_digest: dict[str, list[str]] = {}
     for rec in records:
-        by_digest.setdefault(rec.digest, []).append(rec.path)
+        by_digest.setdefault(rec.digest, []).append(shown(rec.path))
     return [paths for paths in by_digest.values() if len(paths) > 1]
 
 
@@ -85,6 +96,15 @@ def _warnings(report: dict, cfg: DataConfig, upscaled: int) -> list[str]:
     return out
 
 
+def source_rows(scans, cfg: DataConfig, too_small: set[str]) -> list[dict]:
+    """Per source: counts, items per epoch, and the kohya folders read with their repeats."""
+    return [{"path": shown(s.path), "role": cfg.sources[s.index].role, "images": len(s.records),
+             "usable": sum(r.path not in too_small for r in s.records),
+             "skipped": len(s.skipped) + sum(r.path in too_small for r in s.records),
+             "items_per_epoch": sum(r.repeats for r in s.records if r.path not in too_small),
+             "folders": s.folders} for s in scans]
+
+
 def inspect_paths(paths: list[str] | None, cfg: DataConfig | None = None, *, caption_extension: str | None = None,
                   tokenizer=None) -> dict:
     """Report on `paths` (each a source with default options) or, when empty, on cfg.sources."""
@@ -102,26 +122,22 @@ def inspect_paths(paths: list[str] | None, cfg: DataConfig | None = None, *, cap
     kept, buckets, too_small, upscaled = apply_buckets(records, make_buckets(BucketSpec.from_config(cfg)),
                                                        cfg.no_upscale)
     skipped = [k for s in scans for k in s.skipped] + too_small
-    too_small_paths = {k.path for k in too_small}
     report = {
         "settings": {"resolution": cfg.resolution, "buckets": cfg.buckets, "bucket_step": cfg.bucket_step,
                      "no_upscale": cfg.no_upscale, "max_image_pixels": cfg.max_image_pixels},
-        "sources": [{"path": s.path, "role": cfg.sources[s.index].role, "images": len(s.records),
-                     "usable": sum(r.path not in too_small_paths for r in s.records),
-                     "skipped": len(s.skipped) + sum(r.path in too_small_paths for r in s.records),
-                     "items_per_epoch": sum(r.repeats for r in s.records if r.path not in too_small_paths)}
-                    for s in scans],
+        "sources": source_rows(scans, cfg, {k.path for k in too_small}),
         "totals": {"files": len(records) + sum(len(s.skipped) for s in scans), "usable": len(kept),
                    "skipped": len(skipped)},
-        "skipped": [{"path": k.path, "code": k.code, "reason": k.reason} for k in skipped],
+        "skipped": [{"path": shown(k.path), "code": k.code, "reason": k.reason} for k in skipped],
         "skipped_by_reason": dict(Counter(k.code for k in skipped).most_common()),
-        "resolutions": resolution_histogram(records),
+        "resolutions": resolution_histogram(records, cfg.resolution),
         "buckets": dict(sorted(Counter(bucket_name(b) for b in buckets).items())),
         "upscaled": len(upscaled),
         "captions": caption_stats(kept, cfg, tokenizer),
         "top_tags": Counter(t for r in kept for t in split_tags(r.caption)).most_common(TOP_TAGS),
+        "tag_frequency": tag_frequency((r.subset, r.caption) for r in kept),
         "duplicates": duplicate_groups(records),
-        "notes": [f"{s.path}: {n}" for s in scans for n in s.notes],
+        "notes": [f"{shown(s.path)}: {n}" for s in scans for n in s.notes],
     }
     report["warnings"] = _warnings(report, cfg, len(upscaled))
     return report
@@ -134,6 +150,8 @@ def render_report(report: dict) -> str:
     for s in report["sources"]:
         lines.append(f"  {s['path']} ({s['role']}): {s['usable']} usable, {s['skipped']} skipped, "
                      f"{s['items_per_epoch']} items per epoch with repeats")
+        lines += [f"    kohya folder {name}: {f['repeats']} repeats x {counted(f['images'], 'image', 'images')}, "
+                  f"caption {f['caption']!r}" for name, f in s["folders"].items()]
     if report["skipped"]:
         lines.append("skipped files:")
         lines += [f"  {k['path']}: {k['reason']}" for k in report["skipped"]]
@@ -158,7 +176,23 @@ def run_inspect(paths: list[str], *, config: str | None = None, resolution: int 
         if resolution <= 0 or resolution % 8:
             raise SdloraError(f"--resolution must be a positive multiple of 8, got {resolution}")
         cfg.resolution = resolution
+    target = json_target(json_path) if json_path else None  # a bad --json fails before the scan
     report = inspect_paths(paths, cfg, caption_extension=caption_extension)
-    if json_path:
-        Path(json_path).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return render_report(report)
+    text = render_report(report)
+    if target is None:
+        return text
+    try:
+        target.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise SdloraError(f"--json {shown(target)}: cannot write the report ({exc.strerror or exc})") from None
+    return f"{text}\nfull report (JSON) written to {shown(target)}"
+
+
+def json_target(path: str) -> Path:
+    """The --json file as a Path, refused (one line) when its folder is missing or it is a folder."""
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise SdloraError(f"--json {shown(target)} is a folder: give a file name, e.g. {shown(target / 'report.json')}")
+    if not target.parent.is_dir():
+        raise SdloraError(f"--json {shown(target)}: the folder {shown(target.parent)} does not exist; create it first")
+    return target

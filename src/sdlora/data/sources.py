@@ -3,10 +3,13 @@
 A source folder may mix: sidecar captions (`img.png` + `img.txt`, extension configurable), a
 `metadata.jsonl` / `metadata.csv` (Hugging Face imagefolder: `file_name` + `text`) in any folder,
 and kohya repeat folders (`10_sks person/`: 10 repeats, caption `sks person`). Nested folders are
-walked; hidden files and folders (`.x`, `__MACOSX`) are ignored.
+walked; hidden files and folders (`.x`, `__MACOSX`) are ignored. Files are read under the policy of
+`sdlora.data.files` (regular files only, byte limits) and every image is fully decoded once here.
 
 Caption precedence for an image: sidecar file > metadata row > kohya folder name > source prompt >
-none (""). Repeats: source.repeats times the kohya folder's count.
+none (""). A sidecar that exists but cannot be read is noted, and the next caption in that order is
+used. Repeats: source.repeats times the kohya folder's count. A folder whose number is over
+MAX_FOLDER_REPEATS (`20240101_trip`: a date, not 20 million repeats) is an ordinary folder, noted.
 """
 from __future__ import annotations
 
@@ -17,15 +20,18 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from sdlora.data.captions import read_caption_file
-from sdlora.data.images import IMAGE_EXTENSIONS, BadImage, probe_image
+from sdlora.data.files import FileRefused, name_text, shown
+from sdlora.data.images import IMAGE_EXTENSIONS, BadImage, probe_image, read_image_file
 from sdlora.data.metadata import read_metadata
 from sdlora.errors import SdloraError
 
 log = logging.getLogger("sdlora.data")
 
 KOHYA_FOLDER = re.compile(r"^([1-9]\d*)_(.+)$")
+MAX_FOLDER_REPEATS = 1000  # kohya users write 1-100; larger numbers are dates, ids or typos
 
 
 @dataclass
@@ -42,6 +48,7 @@ class ImageRecord:
     repeats: int = 1
     is_class: bool = False
     caption_empty_file: bool = False  # a sidecar/metadata caption that is empty
+    subset: str = ""  # printable name of its kohya folder, else of its source folder (tag frequencies)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -64,6 +71,7 @@ class SourceScan:
     records: list[ImageRecord] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # problems that are not about one image (metadata rows)
+    folders: dict[str, dict] = field(default_factory=dict)  # kohya folder (printable) -> repeats, caption, images
 
 
 def _is_hidden(name: str) -> bool:
@@ -80,25 +88,50 @@ def list_images(root: Path) -> list[Path]:
     return found
 
 
-def kohya_folder(root: Path, image: Path) -> tuple[int, str] | None:
-    """(repeats, class tokens) of the nearest `N_tokens` folder between `root` (inclusive) and the image."""
+class Kohya(NamedTuple):
+    repeats: int
+    caption: str
+    folder: Path
+
+
+def kohya_name(name: str) -> tuple[int, str] | None:
+    """`10_sks person` -> (10, "sks person"); None for any other name. The number is not bounded here
+    (huge ones are capped at 10**18 so that any name converts)."""
+    match = KOHYA_FOLDER.match(name)
+    if not match:
+        return None
+    digits = match.group(1)
+    return (int(digits) if len(digits) <= 18 else 10**18), name_text(match.group(2).strip())
+
+
+def kohya_folder(root: Path, image: Path) -> Kohya | None:
+    """The nearest `N_tokens` folder between `root` (inclusive) and the image, N <= MAX_FOLDER_REPEATS."""
     folder = image.parent
     while True:
-        match = KOHYA_FOLDER.match(folder.name)
-        if match:
-            return int(match.group(1)), match.group(2).strip()
+        parsed = kohya_name(folder.name)
+        if parsed and parsed[0] <= MAX_FOLDER_REPEATS:
+            return Kohya(parsed[0], parsed[1], folder)
         if folder == root or folder.parent == folder:
             return None
         folder = folder.parent
 
 
+def _not_repeats(root: Path, image: Path) -> set[Path]:
+    """Folders between `root` and the image named like `N_name` with N over MAX_FOLDER_REPEATS."""
+    out, folder = set(), image.parent
+    while True:
+        parsed = kohya_name(folder.name)
+        if parsed and parsed[0] > MAX_FOLDER_REPEATS:
+            out.add(folder)
+        if folder == root or folder.parent == folder:
+            return out
+        folder = folder.parent
+
+
 def _check(path: Path, max_pixels: int) -> tuple[Path, str | None, tuple[int, int] | None, BadImage | None]:
-    """Read one file once: hash its bytes and probe its header. Never raises for a bad file."""
+    """Read one file once: hash its bytes and decode it. Never raises for a bad file."""
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        return path, None, None, BadImage("unreadable", exc.strerror or str(exc))
-    try:
+        data = read_image_file(path, max_pixels)
         info = probe_image(data, max_pixels)
     except BadImage as exc:
         return path, None, None, exc
@@ -107,30 +140,46 @@ def _check(path: Path, max_pixels: int) -> tuple[Path, str | None, tuple[int, in
     return path, hashlib.sha1(data).hexdigest(), (info.width, info.height), None
 
 
-def _caption_for(path: Path, folder: tuple[int, str] | None, source, metadata: dict[Path, str]
+def _caption_for(path: Path, folder: Kohya | None, source, metadata: dict[Path, str], notes: list[str]
                  ) -> tuple[str, str, bool]:
     """(caption, where it came from, whether a caption file/row was empty), by the precedence above."""
     sidecar = path.with_suffix(source.caption_extension)
-    if sidecar.is_file():
+    if os.path.lexists(sidecar):
         try:
             text = read_caption_file(sidecar)
             return text, "sidecar", not text
-        except OSError:
-            pass
+        except FileRefused as exc:
+            notes.append(f"caption file {shown(sidecar)} is not used: {exc.reason}")
     if path in metadata:
         return metadata[path], "metadata", not metadata[path]
     if folder is not None:
-        return folder[1], "folder", False
+        return folder.caption, "folder", False
     if source.prompt:
         return source.prompt, "prompt", False
     return "", "none", False
+
+
+def _add_record(scan: SourceScan, root: Path, source, path: Path, digest: str, size: tuple[int, int],
+                metadata: dict[Path, str]) -> None:
+    folder = kohya_folder(root, path)
+    caption, origin, empty = _caption_for(path, folder, source, metadata, scan.notes)
+    subset = shown(folder.folder.name if folder else root.name)
+    if folder is not None:
+        rel = folder.folder.relative_to(root)
+        entry = scan.folders.setdefault(shown(root.name if rel == Path(".") else rel),
+                                        {"repeats": folder.repeats, "caption": folder.caption, "images": 0})
+        entry["images"] += 1
+    scan.records.append(ImageRecord(
+        path=str(path), source=scan.index, width=size[0], height=size[1], digest=digest, caption=caption,
+        caption_from=origin, repeats=source.repeats * (folder.repeats if folder else 1),
+        is_class=source.role == "class", caption_empty_file=empty, subset=subset))
 
 
 def scan_source(source, index: int, *, max_pixels: int, threads: int = 4) -> SourceScan:
     """Scan one SourceConfig: usable images with captions and repeats, and skipped files with reasons."""
     root = Path(source.path).expanduser()
     if not root.is_dir():
-        raise SdloraError(f"data.sources[{index}].path: {root} is not a folder")
+        raise SdloraError(f"data.sources[{index}].path: {shown(root)} is not a folder")
     if not source.caption_extension.startswith("."):
         raise SdloraError(f"data.sources[{index}].caption_extension: {source.caption_extension!r} must start with '.'")
     scan = SourceScan(index=index, path=str(root))
@@ -141,15 +190,13 @@ def scan_source(source, index: int, *, max_pixels: int, threads: int = 4) -> Sou
     for path, digest, size, bad in results:
         if bad is not None:
             scan.skipped.append(Skipped(str(path), bad.code, bad.reason))
-            continue
-        folder = kohya_folder(root, path)
-        caption, origin, empty = _caption_for(path, folder, source, metadata)
-        scan.records.append(ImageRecord(
-            path=str(path), source=index, width=size[0], height=size[1], digest=digest, caption=caption,
-            caption_from=origin, repeats=source.repeats * (folder[0] if folder else 1),
-            is_class=source.role == "class", caption_empty_file=empty))
-    listed = {p for p in metadata}
-    missing = sorted(str(p) for p in listed if not p.is_file())
+        else:
+            _add_record(scan, root, source, path, digest, size, metadata)
+    ignored = sorted({f for p in paths for f in _not_repeats(root, p)})
+    scan.notes += [f"folder {shown(f)}: {f.name.split('_')[0]} is not read as a repeat count (more than "
+                   f"{MAX_FOLDER_REPEATS}; a date?): an ordinary folder, no repeats or caption from its name; "
+                   f"rename it `N_name` with N at most {MAX_FOLDER_REPEATS} to repeat its images" for f in ignored]
+    missing = sorted(shown(p) for p in metadata if not p.is_file())
     if missing:
         scan.notes.append(f"{len(missing)} metadata rows name files that do not exist (e.g. {missing[0]})")
     return scan
@@ -160,7 +207,7 @@ def scan_sources(sources, *, max_pixels: int, threads: int = 4) -> list[SourceSc
     scans = [scan_source(s, i, max_pixels=max_pixels, threads=threads) for i, s in enumerate(sources)]
     for scan in scans:
         for skip in scan.skipped:
-            log.warning("skipping %s: %s", skip.path, skip.reason)
+            log.warning("skipping %s: %s", shown(skip.path), skip.reason)
         for note in scan.notes:
-            log.warning("%s: %s", scan.path, note)
+            log.warning("%s: %s", shown(scan.path), note)
     return scans

@@ -1,8 +1,21 @@
-"""Comparing and evaluating LoRAs: labelled grids, the base-vs-LoRA sweep (`compare`), a self-contained
-HTML report, CLIP/DINO features and the metrics papers report (`evaluate`)."""
-from sdlora.evaluate.compare import CompareJob, CompareResult, compare
-from sdlora.evaluate.evaluation import EvaluateJob, EvaluateResult, evaluate
-from sdlora.evaluate.grid import contact_sheet, labelled_grid
+"""Comparing and evaluating LoRAs: the base-vs-LoRA sweep (`compare`), a self-contained HTML report,
+CLIP/DINO features and the metrics papers report (`evaluate`). The grids live in sdlora.imaging.
 
-__all__ = ["CompareJob", "CompareResult", "EvaluateJob", "EvaluateResult", "compare", "contact_sheet", "evaluate",
-           "labelled_grid"]
+Names are imported on first use (PEP 562), so the command line can read defaults without torch.
+"""
+from __future__ import annotations
+
+import importlib
+
+# public name -> the module that defines it
+EXPORTS: dict[str, str] = {
+    **dict.fromkeys(["CompareJob", "CompareResult", "compare"], "compare"),
+    **dict.fromkeys(["EvaluateJob", "EvaluateResult", "evaluate"], "evaluation"),
+}
+__all__ = sorted(EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in EXPORTS:
+        raise AttributeError(f"module 'sdlora.evaluate' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"sdlora.evaluate.{EXPORTS[name]}"), name)

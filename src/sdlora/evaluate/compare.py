@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sdlora.errors import SdloraError
-from sdlora.evaluate.grid import labelled_grid
-from sdlora.generate.job import DEFAULT_MODEL, load_model, model_label, parameters, slug
+from sdlora.evaluate.report import write_report
+from sdlora.generate.job import DEFAULT_MODEL, load_model, model_label, parameters, prepare_out_dir, slug
 from sdlora.generate.loras import LoadedLora, LoraSpec, attach_loras, check_files, set_weights
 from sdlora.generate.pngmeta import format_parameters, save_png
 from sdlora.generate.prompts import PromptSpec
 from sdlora.generate.sampling import Sample, Sampler
+from sdlora.imaging import labelled_grid
 from sdlora.models import SDComponents
 
 log = logging.getLogger(__name__)
@@ -67,14 +69,22 @@ class CompareResult:
     extra: dict = field(default_factory=dict)
 
 
+def lora_labels(paths: list[Path]) -> list[str]:
+    """What a column calls each file: its stem, or `folder/stem` where stems collide (a run's final
+    LoRA and its checkpoints share a stem: `run/portrait`, `step-000500/portrait`)."""
+    stems = [Path(p).stem for p in paths]
+    return [f"{Path(p).parent.name}/{stem}" if stems.count(stem) > 1 and Path(p).parent.name else stem
+            for p, stem in zip(paths, stems)]
+
+
 def make_columns(loaded: list[LoadedLora], weights: list[float] | None) -> list[Column]:
     """Base first, then each LoRA at each non-zero weight with the other LoRAs off."""
     off = {item.adapter: 0.0 for item in loaded}
     columns = [Column("base", off)]  # with LoRAs attached at weight 0: the base model exactly
-    for item in loaded:
+    for item, label in zip(loaded, lora_labels([item.spec.path for item in loaded])):
         for weight in (weights if weights is not None else [item.spec.weight]):
             if weight != 0:  # weight 0 is the base column
-                columns.append(Column(f"{item.adapter} @ {weight:g}", {**off, item.adapter: float(weight)}, item.adapter))
+                columns.append(Column(f"{label} @ {weight:g}", {**off, item.adapter: float(weight)}, item.adapter))
     return columns
 
 
@@ -82,15 +92,45 @@ def make_rows(prompts: list[PromptSpec], num_images: int) -> list[Row]:
     return [Row(spec, spec.seed + i) for spec in prompts for i in range(num_images)]
 
 
+def duration(seconds: float) -> str:
+    """`42 s`, `3 min 05 s`, `1 h 02 min`."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+class Progress:
+    """One log line per finished prompt: images done of the total, elapsed time and an estimate of the rest."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.start = total, 0, time.monotonic()
+
+    def advance(self, count: int, what: str) -> str:
+        self.done += count
+        elapsed = time.monotonic() - self.start
+        left = elapsed / self.done * (self.total - self.done)
+        line = (f"image {self.done}/{self.total} ({what}): {duration(elapsed)} so far"
+                + (f", about {duration(left)} left" if self.done < self.total else ""))
+        log.info("%s", line)
+        return line
+
+
 def sweep(sampler: Sampler, components: SDComponents, columns: list[Column], prompts: list[PromptSpec],
           num_images: int, batch_size: int) -> list[list[Sample]]:
     """Samples [row][column]; a column sets the multipliers once, then runs every prompt."""
     by_column: list[list[Sample]] = []
-    for index, column in enumerate(columns):
-        log.info("column %d/%d: %s", index + 1, len(columns), column.label)
+    progress = Progress(len(columns) * len(prompts) * num_images)
+    for column in columns:
         if column.weights:
             set_weights(components, column.weights)
-        by_column.append([s for spec in prompts for s in sampler.samples(spec, num_images, batch_size)])
+        samples = []
+        for spec in prompts:
+            samples += sampler.samples(spec, num_images, batch_size)
+            progress.advance(num_images, f"{column.label}: {spec.prompt[:40]}")
+        by_column.append(samples)
     return [list(row) for row in zip(*by_column)]
 
 
@@ -105,6 +145,7 @@ def run_compare(job: CompareJob, components: SDComponents | None = None) -> Comp
     if any(w < 0 for w in job.weights or []):
         raise SdloraError(f"--weights: LoRA weights must be >= 0, got {job.weights}")
     check_files(job.loras)
+    prepare_out_dir(job.out_dir)
     components = components or load_model(job.model, job.dtype, job.device)
     loaded = attach_loras(components, job.loras)
     columns, rows = make_columns(loaded, job.weights), make_rows(job.prompts, job.num_images)
@@ -143,8 +184,6 @@ def write_json(path: Path, data: dict) -> Path:
 
 def compare(job: CompareJob, components: SDComponents | None = None) -> CompareResult:
     """`sdlora compare`: grid.png, images/*.png, compare.json and report.html in job.out_dir."""
-    from sdlora.evaluate.report import write_report
-
     result = run_compare(job, components)
     data = summary(result)
     result.extra["json"] = write_json(job.out_dir / "compare.json", data)

@@ -1,8 +1,9 @@
 """`sdlora evaluate`: the comparison grid plus the metrics papers report, per column (base, and each
 LoRA at each weight), written as evaluate.json and in the HTML report.
 
-Encoders that are not on the machine are skipped with a note saying how to provide them; the grid,
-the report and every metric that can be computed are still written.
+The encoders are loaded before anything is generated: when none is on the machine the command stops
+at once (saying how to get them); one that is missing is skipped with a note saying how to provide
+it, and the grid, the report and every metric that can be computed are still written.
 """
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from sdlora.data.files import shown
+from sdlora.data.images import IMAGE_EXTENSIONS, BadImage, load_rgb
 from sdlora.errors import SdloraError
 from sdlora.evaluate import metrics as M
 from sdlora.evaluate.compare import CompareJob, CompareResult, run_compare, summary, write_json
@@ -22,7 +25,7 @@ from sdlora.generate.sampling import resolve_device
 from sdlora.models import SDComponents
 
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+MAX_IMAGE_PIXELS = 100_000_000  # as data.max_image_pixels' default
 
 
 @dataclass
@@ -46,18 +49,19 @@ class EvaluateResult:
 
 
 def load_image_folder(path: Path, what: str) -> list[Image.Image]:
-    """Every image directly in `path` (sorted by name), as RGB; SdloraError when there is none."""
+    """Every image directly in `path` (sorted by name), as RGB, decoded as the training loader does
+    (sdlora.data.images: format allowlist, pixel limit, regular files only); a bad file is skipped
+    with its reason, SdloraError when none is left."""
     if not path.is_dir():
-        raise SdloraError(f"{what} {path}: folder not found")
+        raise SdloraError(f"{what} {shown(path)}: folder not found")
     images = []
-    for file in sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+    for file in sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS):
         try:
-            with Image.open(file) as image:
-                images.append(image.convert("RGB"))
-        except (UnidentifiedImageError, OSError) as exc:
-            log.warning("%s: skipped unreadable image (%s)", file, exc)
+            images.append(load_rgb(file, max_pixels=MAX_IMAGE_PIXELS))
+        except BadImage as exc:
+            log.warning("%s: skipped (%s)", shown(file), exc.reason)
     if not images:
-        raise SdloraError(f"{what} {path}: no readable images ({', '.join(IMAGE_SUFFIXES)})")
+        raise SdloraError(f"{what} {shown(path)}: no readable images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
     return images
 
 
@@ -123,16 +127,19 @@ def evaluate(job: EvaluateJob, components: SDComponents | None = None) -> Evalua
         raise SdloraError(f"--fid-features {job.fid_features!r}: choose dino or clip")
     train = load_image_folder(job.train_images, "--train-images") if job.train_images else None
     reference = load_image_folder(job.reference, "--reference") if job.reference else None
-    result = run_compare(job.compare, components)
     notes: list[str] = []
     encoders = load_encoders(job, resolve_device(job.compare.device), notes)
+    if not encoders:
+        raise SdloraError(" ".join(notes) + " With no encoder there is no metric to compute; `sdlora compare` "
+                          "makes the grid and report alone.")
+    for note in notes:
+        log.warning("%s", note)
+    result = run_compare(job.compare, components)
     values = column_metrics(result, encoders, train, reference, job, notes)
     metrics = {"columns": values, "descriptions": {k: v for k, v in descriptions(
         job, encoders, len(train or []), len(reference or [])).items()
         if any(k in col for col in values.values())},
         "feature_extractors": {key: enc.name for key, enc in encoders.items()}}
-    for note in notes:
-        log.warning("%s", note)
     out = job.compare.out_dir
     data = {**summary(result), "metrics": metrics, "notes": notes}
     return EvaluateResult(result, metrics, notes, write_json(out / "evaluate.json", data),

@@ -3,14 +3,16 @@ Dinov2Model, CLS token), loaded from a local folder or the Hugging Face cache on
 
 Preprocessing is done here with PIL/numpy (resize the short side with bicubic filtering, centre crop,
 normalise), the same recipe as the CLIP and DINO image processors, so it needs no torchvision and
-does not change with the transformers version.
+does not change with the transformers version. torch is imported where it is used, so the defaults
+below can be read (e.g. for `--help`) without it.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from PIL import Image
 
 from sdlora.errors import SdloraError
@@ -20,6 +22,9 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 DEFAULT_CLIP = "openai/clip-vit-large-patch14"  # SD 1.4's text encoder is this model's text tower
 DEFAULT_DINO = "facebook/dino-vits16"  # the DINO ViT-S/16 DreamBooth reports
 BATCH = 16
+
+if TYPE_CHECKING:
+    import torch
 
 
 class MissingWeights(SdloraError):
@@ -37,6 +42,8 @@ def preprocess(images: list[Image.Image], size: int, mean, std) -> torch.Tensor:
         left, top = (w - size) // 2, (h - size) // 2
         array = np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.float32) / 255.0
         out.append((array - np.asarray(mean, np.float32)) / np.asarray(std, np.float32))
+    import torch
+
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
 
 
@@ -51,24 +58,28 @@ class ClipFeatures:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    @torch.no_grad()
     def images(self, images: list[Image.Image]) -> torch.Tensor:
+        import torch
+
         chunks = []
-        for i in range(0, len(images), BATCH):
-            pixels = preprocess(images[i:i + BATCH], self.size, CLIP_MEAN, CLIP_STD).to(self.device)
-            # vision_model + projection, rather than get_image_features, whose return type differs
-            # between transformers 4 (tensor) and 5 (model output).
-            pooled = self.model.vision_model(pixel_values=pixels).pooler_output
-            chunks.append(self.model.visual_projection(pooled).float().cpu())
+        with torch.no_grad():
+            for i in range(0, len(images), BATCH):
+                pixels = preprocess(images[i:i + BATCH], self.size, CLIP_MEAN, CLIP_STD).to(self.device)
+                # vision_model + projection, rather than get_image_features, whose return type differs
+                # between transformers 4 (tensor) and 5 (model output).
+                pooled = self.model.vision_model(pixel_values=pixels).pooler_output
+                chunks.append(self.model.visual_projection(pooled).float().cpu())
         return torch.cat(chunks)
 
-    @torch.no_grad()
     def texts(self, texts: list[str]) -> torch.Tensor:
+        import torch
+
         tokens = self.tokenizer(texts, padding="max_length", truncation=True, return_tensors="pt",
                                 max_length=self.model.config.text_config.max_position_embeddings)
         tokens = {k: v.to(self.device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
-        pooled = self.model.text_model(**tokens).pooler_output
-        return self.model.text_projection(pooled).float().cpu()
+        with torch.no_grad():
+            pooled = self.model.text_model(**tokens).pooler_output
+            return self.model.text_projection(pooled).float().cpu()
 
 
 class DinoFeatures:
@@ -79,21 +90,35 @@ class DinoFeatures:
         size = model.config.image_size
         self.size = size if isinstance(size, int) else size[0]
 
-    @torch.no_grad()
     def images(self, images: list[Image.Image]) -> torch.Tensor:
+        import torch
+
         device = next(self.model.parameters()).device
         chunks = []
-        for i in range(0, len(images), BATCH):
-            pixels = preprocess(images[i:i + BATCH], self.size, self.mean, self.std).to(device)
-            chunks.append(self.model(pixel_values=pixels).last_hidden_state[:, 0].float().cpu())
+        with torch.no_grad():
+            for i in range(0, len(images), BATCH):
+                pixels = preprocess(images[i:i + BATCH], self.size, self.mean, self.std).to(device)
+                chunks.append(self.model(pixel_values=pixels).last_hidden_state[:, 0].float().cpu())
         return torch.cat(chunks)
+
+
+def download_command() -> str:
+    """The download command of the installed huggingface_hub: `hf download` (0.34 and later; the docs'
+    command) or the older `huggingface-cli download`."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        major, minor = (int(part) for part in version("huggingface_hub").split(".")[:2])
+    except (PackageNotFoundError, ValueError):
+        return "hf download"
+    return "hf download" if (major, minor) >= (0, 34) else "huggingface-cli download"
 
 
 def missing_message(what: str, name: str, flag: str) -> str:
     if Path(name).expanduser().is_absolute() or name.startswith("."):
         return f"{flag} {name}: no {what} model there (a folder with config.json and weights is expected)"
     return (f"{what} weights {name!r} are not on this machine (nothing is downloaded): fetch them once with "
-            f"`huggingface-cli download {name}`, or pass {flag} PATH to a local copy")
+            f"`{download_command()} {name}`, or pass {flag} PATH to a local copy")
 
 
 def local_folder(name: str, what: str, flag: str) -> Path:

@@ -6,9 +6,12 @@ from __future__ import annotations
 import base64
 import html
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sdlora import __version__
-from sdlora.evaluate.compare import CompareResult
+
+if TYPE_CHECKING:  # the report reads a comparison; it never runs one (compare.py imports this module)
+    from sdlora.evaluate.compare import CompareResult
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1400px}

@@ -21,8 +21,8 @@ from sdlora.formats import canonical as C
 from sdlora.formats.modules import ModulePaths, flat_name, flat_table, resolve_paths
 
 COMPONENT_PREFIX: dict[str, str] = {"unet": "lora_unet_", "text_encoder": "lora_te_"}
-# canonical parameter -> kohya parameter (the same words; DoRA's magnitude keeps kohya's shape)
-PARAMS: dict[str, str] = {C.DOWN: "lora_down.weight", C.UP: "lora_up.weight", C.ALPHA: "alpha", C.DORA: "dora_scale"}
+# canonical parameter -> kohya parameter: the same words (sdlora.lora.keys); DoRA's magnitude keeps kohya's shape
+PARAMS: dict[str, str] = {param: param for param in C.PARAMS}
 READ_PARAMS = {v: k for k, v in PARAMS.items()}
 
 # The ss_* fields kohya's train_network.py writes that are derived from the tensors themselves.

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import torch
 
+from sdlora.dtypes import parse_dtype
 from sdlora.errors import SdloraError
 from sdlora.formats import apply
 from sdlora.formats.io import load_lora_file
 from sdlora.models.checkpoint_io import write_safetensors
 from sdlora.models.components import SDComponents
-from sdlora.models.loader import load_components, parse_dtype
+from sdlora.models.loader import load_components
 from sdlora.models.pipeline import build_pipeline
 from sdlora.models.single_file import ldm_state_dict
 

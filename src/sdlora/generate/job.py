@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sdlora import __version__
+from sdlora.config import DEFAULT_MODEL
 from sdlora.errors import SdloraError
 from sdlora.generate import loras as lora_files
 from sdlora.generate.loras import LoadedLora, LoraSpec
@@ -15,10 +16,10 @@ from sdlora.generate.pngmeta import Parameters, format_pairs, format_parameters,
 from sdlora.generate.prompts import PromptSpec
 from sdlora.generate.sampling import Sample, Sampler, resolve_device, resolve_dtype
 from sdlora.generate.schedulers import sampler_label
+from sdlora.imaging import contact_sheet
 from sdlora.models import SDComponents
 
 log = logging.getLogger(__name__)
-DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
 
 
 @dataclass
@@ -50,6 +51,17 @@ def load_model(model: str, dtype: str = "auto", device: str | None = None) -> SD
 
     where = resolve_device(device)
     return load_components(model, dtype=resolve_dtype(dtype, where), device=where)
+
+
+def prepare_out_dir(path: Path) -> Path:
+    """Create the output folder before anything is generated; SdloraError when that is impossible."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise SdloraError(f"{path}: is a file; give a folder to write into") from None
+    except OSError as exc:
+        raise SdloraError(f"{path}: cannot create the output folder ({exc.strerror})") from None
+    return path
 
 
 def prepare(components: SDComponents, specs: list[LoraSpec], merge: bool = False) -> list[LoadedLora]:
@@ -93,6 +105,7 @@ def generate(job: GenerateJob, components: SDComponents | None = None) -> Genera
     if not job.prompts:
         raise SdloraError("no prompts: give --prompt TEXT or --prompts FILE")
     lora_files.check_files(job.loras)
+    prepare_out_dir(job.out_dir)
     components = components or load_model(job.model, job.dtype, job.device)
     loaded = prepare(components, job.loras, job.merge)
     sampler = Sampler(components)
@@ -106,8 +119,6 @@ def generate(job: GenerateJob, components: SDComponents | None = None) -> Genera
             samples.append(sample)
     sheet = None
     if job.contact_sheet:
-        from sdlora.evaluate.grid import contact_sheet
-
         sheet = job.out_dir / "contact_sheet.png"
         contact_sheet([s.image for s in samples], [f"seed {s.seed}: {s.spec.prompt}" for s in samples]).save(sheet)
     log.info("wrote %d images to %s", len(paths), job.out_dir)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sdlora.errors import SdloraError
+from sdlora.fileio import regular_file
 from sdlora.lora import lora_modules
 from sdlora.models import SDComponents
 
@@ -78,8 +79,12 @@ def adapter_name(path: Path, taken: set[str]) -> str:
 def check_files(specs: list[LoraSpec]) -> None:
     """Fail before the (slow) model load when a LoRA file is missing."""
     for spec in specs:
-        if not spec.path.is_file():
+        if not spec.path.exists():
             raise SdloraError(f"--lora {spec.path}: file not found")
+        try:
+            regular_file(spec.path, "LoRA file")
+        except SdloraError as err:
+            raise SdloraError(f"--lora {err}") from None
 
 
 def attach_loras(components: SDComponents, specs: list[LoraSpec]) -> list[LoadedLora]:

@@ -11,11 +11,16 @@ naming the file and line (a typo such as `--seed 42` would otherwise silently be
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from sdlora.errors import SdloraError
+
+log = logging.getLogger(__name__)
+SEED_MAX = 2**32 - 1  # A1111's and kohya's seed range
 
 # Option letter -> (PromptSpec field, type). kohya's names, so existing prompt files work unchanged.
 OPTIONS: dict[str, tuple[str, type]] = {
@@ -62,8 +67,10 @@ def check_spec(spec: PromptSpec, where: str = "prompt") -> PromptSpec:
                               f"on 8x8 pixel blocks); use e.g. {nearest}")
     if spec.steps < 1:
         raise SdloraError(f"{where}: steps must be at least 1, got {spec.steps}")
-    if spec.seed < 0:
-        raise SdloraError(f"{where}: seed must be >= 0, got {spec.seed}")
+    if not 0 <= spec.seed <= SEED_MAX:
+        raise SdloraError(f"{where}: seed must be from 0 to {SEED_MAX}, got {spec.seed}")
+    if not math.isfinite(spec.cfg) or spec.cfg < 0:
+        raise SdloraError(f"{where}: guidance (CFG) must be a finite number >= 0, got {spec.cfg}")
     check_scheduler_name(spec.scheduler, where)
     return spec
 
@@ -102,6 +109,8 @@ def read_prompt_file(path: str | Path, defaults: PromptSpec | None = None) -> li
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         raise SdloraError(f"{path}: prompt file not found") from None
+    except IsADirectoryError:
+        raise SdloraError(f"{path}: is a folder; --prompts takes a text file with one prompt per line") from None
     except UnicodeDecodeError:
         raise SdloraError(f"{path}: prompt file is not UTF-8 text") from None
     specs = [parse_prompt_line(text, defaults, f"{path}:{number}")
@@ -119,4 +128,8 @@ def collect_prompts(texts: list[str] | None, prompt_file: str | Path | None, def
         specs += read_prompt_file(prompt_file, defaults)
     if not specs:
         raise SdloraError("no prompts: give --prompt TEXT (repeatable) or --prompts FILE")
+    for spec in specs:
+        if (spec.width, spec.height) != (defaults.width, defaults.height):
+            log.info("%r is sampled at %dx%d: its own --w/--h override the command line's %dx%d",
+                     spec.prompt, spec.width, spec.height, defaults.width, defaults.height)
     return specs

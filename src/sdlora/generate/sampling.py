@@ -12,12 +12,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from sdlora.dtypes import SHORT_DTYPES as DTYPES
 from sdlora.errors import SdloraError
 from sdlora.generate.prompts import PromptSpec, check_spec
 from sdlora.generate.schedulers import make_scheduler
+from sdlora.imaging import to_image
 from sdlora.models import SDComponents
-
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def resolve_device(name: str | None = None) -> torch.device:
@@ -89,10 +89,5 @@ class Sampler:
         for start in range(0, count, batch_size):
             chunk = seeds[start:start + batch_size]
             for seed, array in zip(chunk, self.arrays(spec, chunk)):
-                result.append(Sample(to_pil(array), spec, seed))
+                result.append(Sample(to_image(array), spec, seed))
         return result
-
-
-def to_pil(array: np.ndarray) -> Image.Image:
-    """(H, W, 3) float in [0, 1] -> 8-bit RGB, rounded as diffusers' numpy_to_pil does."""
-    return Image.fromarray((np.clip(array, 0.0, 1.0) * 255).round().astype(np.uint8))

@@ -1,36 +1,39 @@
 """The samplers users know, as a data table: name -> (diffusers class, config overrides, A1111 label).
 
 Every scheduler is built from the model's own scheduler config (SD 1.4: scaled_linear betas
-0.00085-0.012, 1000 steps, steps_offset 1, epsilon), so only what differs is listed here.
+0.00085-0.012, 1000 steps, steps_offset 1, epsilon), so only what differs is listed here. Classes
+are named, not imported: the table can be read (e.g. for `--help`) without loading diffusers.
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Any
-
-from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
-                       EulerDiscreteScheduler, PNDMScheduler)
 
 from sdlora.errors import SdloraError
 
 
 @dataclass(frozen=True)
 class SchedulerChoice:
-    cls: type
+    class_name: str  # a scheduler class exported by `diffusers`
     overrides: dict[str, Any] = field(default_factory=dict)
     label: str = ""  # the sampler name A1111 writes in its `parameters` chunk
+
+    @property
+    def cls(self) -> type:
+        return getattr(importlib.import_module("diffusers"), self.class_name)
 
 
 SCHEDULERS: dict[str, SchedulerChoice] = {
     # SD 1.4's default. PNDM with skip_prk_steps is the PLMS sampler of the original SD repo.
-    "pndm": SchedulerChoice(PNDMScheduler, {"skip_prk_steps": True}, "PLMS"),
-    "ddim": SchedulerChoice(DDIMScheduler, {"clip_sample": False, "set_alpha_to_one": False}, "DDIM"),
-    "euler": SchedulerChoice(EulerDiscreteScheduler, {}, "Euler"),
-    "euler_a": SchedulerChoice(EulerAncestralDiscreteScheduler, {}, "Euler a"),
-    "dpmpp_2m": SchedulerChoice(DPMSolverMultistepScheduler,
+    "pndm": SchedulerChoice("PNDMScheduler", {"skip_prk_steps": True}, "PLMS"),
+    "ddim": SchedulerChoice("DDIMScheduler", {"clip_sample": False, "set_alpha_to_one": False}, "DDIM"),
+    "euler": SchedulerChoice("EulerDiscreteScheduler", {}, "Euler"),
+    "euler_a": SchedulerChoice("EulerAncestralDiscreteScheduler", {}, "Euler a"),
+    "dpmpp_2m": SchedulerChoice("DPMSolverMultistepScheduler",
                                 {"algorithm_type": "dpmsolver++", "solver_order": 2,
                                  "use_karras_sigmas": False}, "DPM++ 2M"),
-    "dpmpp_2m_karras": SchedulerChoice(DPMSolverMultistepScheduler,
+    "dpmpp_2m_karras": SchedulerChoice("DPMSolverMultistepScheduler",
                                        {"algorithm_type": "dpmsolver++", "solver_order": 2,
                                         "use_karras_sigmas": True}, "DPM++ 2M Karras"),
 }

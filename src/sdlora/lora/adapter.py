@@ -13,8 +13,12 @@ from torch import nn
 from sdlora.errors import SdloraError
 
 INITS = ("kaiming", "gaussian")
-ADAPTER_OPTIONS = ("rslora", "dora", "dropout", "rank_dropout", "module_dropout", "init", "dtype",
-                   "multiplier")
+ALGORITHMS = ("lora", "loha", "lokr")
+# options that only one algorithm understands (the others are common to all)
+OWN_OPTIONS = {"lora": ("init",), "loha": ("use_tucker", "factor_shapes"),
+               "lokr": ("factor", "use_tucker", "decompose_both", "full_matrix", "factor_shapes")}
+ADAPTER_OPTIONS = ("algorithm", "rslora", "dora", "dropout", "rank_dropout", "module_dropout", "init", "dtype",
+                   "multiplier", "factor", "use_tucker", "decompose_both", "full_matrix", "factor_shapes")
 
 
 def check_options(rank, alpha=None, **opts) -> None:
@@ -32,6 +36,21 @@ def check_options(rank, alpha=None, **opts) -> None:
             raise SdloraError(f"{key} must be a probability in [0, 1), got {p!r}")
     if opts.get("init", "kaiming") not in INITS:
         raise SdloraError(f"init must be one of {INITS}, got {opts['init']!r}")
+    _check_algorithm_options(**opts)
+
+
+def _check_algorithm_options(algorithm: str = "lora", **opts) -> None:
+    """The algorithm is known and every algorithm-specific option belongs to it."""
+    if algorithm not in ALGORITHMS:
+        raise SdloraError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
+    own = OWN_OPTIONS[algorithm]
+    for other, names in OWN_OPTIONS.items():
+        foreign = [n for n in names if n in opts and n not in own]
+        if foreign:
+            raise SdloraError(f"option {foreign[0]!r} applies to {other} adapters, not {algorithm}")
+    factor = opts.get("factor", -1)
+    if isinstance(factor, bool) or not isinstance(factor, int) or not (factor == -1 or factor >= 1):
+        raise SdloraError(f"factor must be -1 (automatic) or a positive integer, got {factor!r}")
 
 
 class LoRAAdapter(nn.Module):
@@ -65,6 +84,10 @@ class LoRAAdapter(nn.Module):
     @property
     def dora(self) -> bool:
         return self.magnitude is not None
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.down.weight.dtype
 
     def lora_weight(self) -> torch.Tensor:
         """up @ down flattened: (out, in * kh * kw), unscaled."""

@@ -1,6 +1,9 @@
-"""The wrappers that attach LoRA adapters (sdlora.lora.adapter) to a frozen `nn.Linear` / `nn.Conv2d`.
+"""The wrappers that attach adapters to a frozen `nn.Linear` / `nn.Conv2d`.
 
-    y = base(x) + sum over adapters of  multiplier * scale * up(down(dropout(x)))
+    y = base(x) + sum over adapters of  multiplier * scale * path(dropout(x))
+
+`path` is LoRA's `up(down(x))` (sdlora.lora.adapter), or for LoHa / LoKr (sdlora.lora.loha, .lokr)
+the base operation applied with their factored weight change  op(x, delta W).
 
 `scale` is alpha / rank (alpha / sqrt(rank) with rank-stabilised scaling). With DoRA an adapter
 instead turns the layer into  (m / ||W + scale * up @ down||_row) * (W + scale * up @ down) x + b,
@@ -19,6 +22,11 @@ from torch import nn
 
 from sdlora.errors import SdloraError
 from sdlora.lora.adapter import ADAPTER_OPTIONS, INITS, LoRAAdapter, check_options  # noqa: F401 (re-exported)
+from sdlora.lora.factored import FactoredAdapter
+from sdlora.lora.loha import LoHaAdapter
+from sdlora.lora.lokr import LoKrAdapter
+
+FACTORED: dict[str, type[FactoredAdapter]] = {"loha": LoHaAdapter, "lokr": LoKrAdapter}
 
 
 class LoRAModule(nn.Module):
@@ -68,16 +76,21 @@ class LoRAModule(nn.Module):
             raise SdloraError(f"adapter {name!r} already exists on this layer; remove it first or pick another name")
         if self.merged:
             raise SdloraError(f"cannot add adapter {name!r} to a merged layer; unmerge first")
-        if rank > self.max_rank(self.base):
-            raise SdloraError(f"rank {rank} is larger than this layer allows ({self.max_rank(self.base)}) "
-                              f"for {self.base}; use a smaller rank")
         factory = {"device": self.base.weight.device, "dtype": opts.pop("dtype", None) or torch.float32}
         dora = opts.pop("dora", False)
-        adapter = LoRAAdapter(*self._make_pair(rank, **factory), rank, alpha, **opts)
+        adapter = self._build(opts.pop("algorithm", "lora"), rank, alpha, factory, opts)
         if dora:  # m starts at ||W + scale * up @ down||_row = ||W||_row, so DoRA starts as the base
             adapter.magnitude = nn.Parameter(self._row_norm(adapter).to(factory["dtype"]))
         self.adapters[name] = adapter
         return adapter
+
+    def _build(self, algorithm: str, rank: int, alpha, factory: dict, opts: dict):
+        if algorithm != "lora":
+            return FACTORED[algorithm](tuple(self.base.weight.shape), rank, alpha, **factory, **opts)
+        if rank > self.max_rank(self.base):
+            raise SdloraError(f"rank {rank} is larger than this layer allows ({self.max_rank(self.base)}) "
+                              f"for {self.base}; use a smaller rank")
+        return LoRAAdapter(*self._make_pair(rank, **factory), rank, alpha, **opts)
 
     def remove_adapter(self, name: str) -> None:
         if self.merged:
@@ -167,14 +180,14 @@ class LoRAModule(nn.Module):
 
     def _adapter_out(self, ad: LoRAAdapter, x: torch.Tensor, base_out: torch.Tensor) -> torch.Tensor:
         if not torch.is_autocast_enabled(x.device.type):  # under autocast the matmuls pick their own dtype
-            x = x.to(ad.down.weight.dtype)
+            x = x.to(ad.dtype)
         drop_input = self.training and ad.dropout > 0
         if drop_input:
             x = F.dropout(x, ad.dropout, training=True)
         if ad.dora:
             y = self._dora_out(ad, x, base_out, drop_input) * ad.multiplier
         else:  # one scalar multiply for scale and multiplier
-            y = ad(x) * (ad.scale * ad.multiplier)
+            y = self._path(ad, x) * (ad.scale * ad.multiplier)
         if self.training and ad.module_dropout > 0:  # skip the whole adapter for this step
             y = y * (torch.rand((), device=y.device) >= ad.module_dropout).to(y.dtype)
         return y
@@ -187,7 +200,13 @@ class LoRAModule(nn.Module):
             plain = self._apply_weight(x, self.base.weight.to(x.dtype))
         else:
             plain = base_out if self.base.bias is None else base_out - self._channel(self.base.bias)
-        return (ratio - 1) * plain + ratio * (ad(x) * ad.scale)
+        return (ratio - 1) * plain + ratio * (self._path(ad, x) * ad.scale)
+
+    def _path(self, ad, x: torch.Tensor) -> torch.Tensor:
+        """The adapter's unscaled output: LoRA's up(down(x)), or op(x, delta W) for LoHa / LoKr."""
+        if isinstance(ad, FactoredAdapter):
+            return self._apply_weight(x, ad.train_weight())
+        return ad(x)
 
 
 class LoRALinear(LoRAModule):

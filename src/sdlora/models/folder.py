@@ -27,7 +27,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from sdlora.errors import SdloraError
 from sdlora.models.components import SDComponents
-from sdlora.models.skeleton import sd14_scheduler
+from sdlora.models.architecture import sd14_scheduler
 from sdlora.models.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def load_folder(folder: str | Path, dtype: torch.dtype = torch.float32, source: 
     if (folder / "tokenizer").is_dir():
         tokenizer = _load_part(CLIPTokenizer, folder / "tokenizer")
     else:
-        log.info("%s: no tokenizer/, using the bundled CLIP tokenizer", folder)
+        log.debug("%s: no tokenizer/, using the bundled CLIP tokenizer", folder)
         tokenizer = load_tokenizer()
     scheduler = load_scheduler(folder / "scheduler") if (folder / "scheduler").is_dir() else sd14_scheduler()
     return SDComponents(tokenizer, text_encoder.eval(), vae.eval(), unet.eval(), scheduler, source or str(folder))

@@ -29,7 +29,7 @@ from sdlora.models.ldm_keys import (
     vae_table,
 )
 from sdlora.models.names import canonical_te_path, model_te_path
-from sdlora.models.skeleton import build_text_encoder, build_unet, build_vae, sd14_config, sd14_scheduler
+from sdlora.models.architecture import build_text_encoder, build_unet, build_vae, sd14_config, sd14_scheduler
 from sdlora.models.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from diffusers import PNDMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel
 
-from sdlora.models.skeleton import sd14_config
+from sdlora.models.architecture import sd14_config
 from sdlora.tiny.trainkit import (EMA, StageClock, StageOptions, autocast, log_line, lr_at,
                                   set_lr)
 

@@ -2,26 +2,29 @@
 
     OUT/checkpoints/step-000200/{<name>.safetensors, state.pt}
 
-Every file is written to a temporary name in the same folder, flushed, fsync-ed and renamed over
-the target (os.replace is atomic on POSIX and Windows), and a checkpoint folder is assembled under
+Every file is written atomically through sdlora.fileio (temporary name in the same folder, fsync,
+rename, fsync of the folder), and a checkpoint folder is assembled under
 a hidden temporary name and renamed into place last. A crash or kill at any moment therefore
 leaves either the previous good file/checkpoint or the new one, never a torn one; leftovers of an
 interrupted save are hidden `.tmp` names that `find_checkpoints` ignores and the next save removes.
+Files and folders get the user's normal permissions (0666 / 0777 less the umask), like any other
+output, not mkstemp's private 0600 / 0700. A save that fails (disk full, folder read-only) raises a
+one-line SdloraError and leaves the previous checkpoints as they were.
 """
 from __future__ import annotations
 
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import torch
 
 from sdlora.errors import SdloraError
+from sdlora.fileio import atomic_write, atomic_write_bytes, atomic_write_text, make_temp_dir  # noqa: F401 (re-exported)
+from sdlora.fileio import fsync_dir as _fsync_dir
 
 STATE_FILE = "state.pt"
 CHECKPOINTS = "checkpoints"
@@ -30,41 +33,6 @@ STATE_VERSION = 1
 
 
 # ----------------------------------------------------------------------------- atomic files
-
-def _fsync_dir(path: Path) -> None:
-    if os.name == "posix":  # directory fsync makes the rename itself durable
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
-    """Write `path` by calling write(file) on a temp file beside it, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    return atomic_write(path, lambda f: f.write(data))
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
 
 def atomic_torch_save(path: str | Path, obj) -> Path:
     return atomic_write(path, lambda f: torch.save(obj, f))
@@ -104,28 +72,52 @@ def write_checkpoint(run_dir: str | Path, step: int, write: Callable[[Path], Non
     an existing checkpoint of the same step is replaced only after the new one is complete.
     """
     final = checkpoint_dir(run_dir, step)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    _remove_leftovers(final.parent)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        _remove_leftovers(final.parent)
+        staging = make_temp_dir(final.parent, final.name)
+    except OSError as exc:
+        raise save_error(final, exc) from None
     try:
         write(staging)
-        if final.exists():
-            old = final.with_name(f".{final.name}.old.tmp")
-            os.replace(final, old)
-            os.replace(staging, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, final)
-    except BaseException:
+        _swap_in(staging, final)
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise save_error(final, exc) from None
         raise
     _fsync_dir(final.parent)
     return Checkpoint(step, final)
 
 
+def save_error(final: Path, exc: OSError) -> SdloraError:
+    """The one line for a checkpoint that could not be written (ENOSPC, EFBIG, EACCES, EROFS...)."""
+    return SdloraError(f"{final}: could not save the checkpoint ({exc.strerror or exc}); the earlier checkpoints "
+                       "are kept: free some space (or make the folder writable) and continue with --resume latest")
+
+
+def _swap_in(staging: Path, final: Path) -> None:
+    """Rename the complete staging folder to `final`; an existing `final` is replaced only then."""
+    if not final.exists():
+        os.replace(staging, final)
+        return
+    old = final.with_name(f".{final.name}.old.tmp")
+    os.replace(final, old)
+    try:
+        os.replace(staging, final)
+    except BaseException:
+        os.replace(old, final)  # put the good one back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def _remove_leftovers(root: Path) -> None:
     """Delete hidden temporaries left by a save that was killed."""
     for child in root.glob(".*.tmp"):
+        kept = root / child.name[1:-len(".old.tmp")] if child.name.endswith(".old.tmp") else None
+        if kept is not None and not kept.exists():  # killed between the two renames of _swap_in
+            os.replace(child, kept)
+            continue
         shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
 
 
@@ -143,6 +135,9 @@ def prune(run_dir: str | Path, keep_last: int) -> list[Path]:
 def resolve_resume(resume: str, output_dir: str | Path) -> Checkpoint:
     """`latest` (newest checkpoint in output_dir), a run folder (its newest), or a step-N folder."""
     target = Path(output_dir) if resume == "latest" else Path(resume)
+    if not target.is_dir():
+        what = "the run folder (--output)" if resume == "latest" else "the folder"
+        raise SdloraError(f"--resume {resume}: {what} {target} does not exist")
     match = _STEP_DIR.fullmatch(target.name)
     if match and (target / STATE_FILE).is_file():
         return Checkpoint(int(match.group(1)), target)

@@ -15,13 +15,12 @@ import torch
 
 from sdlora import __version__
 from sdlora.config import RunConfig
+from sdlora.dtypes import DTYPES as SAVE_DTYPES
 from sdlora.errors import SdloraError
 from sdlora.formats import save_lora_file
 from sdlora.formats.apply import extract
 from sdlora.lora import lora_modules
 from sdlora.models.components import SDComponents
-
-SAVE_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def lora_metadata(cfg: RunConfig, *, step: int, epoch: int, dataset: dict, base: str, started: float,

@@ -62,7 +62,7 @@ def train(cfg: RunConfig, *, resume: str | None = None,
         raise
     finally:
         if run is not None:
-            run.progress.close()
+            run.close()
         release_accelerator(acc)
 
 

@@ -14,23 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from sdlora.config import RunConfig
+from sdlora.imaging import contact_sheet, to_image, to_uint8
 from sdlora.train import rng
 from sdlora.train.checkpoint import atomic_write_bytes
 from sdlora.train.step import StepContext, compute_loss
 
 SAMPLES = "samples"
-
-
-def to_uint8(array: np.ndarray) -> np.ndarray:
-    """(H, W, 3) float in [0, 1] -> uint8, rounded as diffusers' numpy_to_pil does."""
-    return (np.clip(array, 0.0, 1.0) * 255).round().astype(np.uint8)
-
-
-def to_image(array: np.ndarray) -> Image.Image:
-    return Image.fromarray(to_uint8(array))
 
 
 @contextlib.contextmanager
@@ -98,8 +89,6 @@ class Validator:
 
     def grid(self, step: int, *, base: bool = False):
         """Sample every prompt, save samples/step-N[-base].png, return (PIL grid, images)."""
-        from sdlora.evaluate.grid import contact_sheet
-
         arrays = self.images()
         if base:
             self.base_images = arrays

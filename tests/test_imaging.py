@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from sdlora.evaluate.grid import contact_sheet, font, labelled_grid, text_block, wrap
+from sdlora.imaging import contact_sheet, font, labelled_grid, text_block, wrap
 
 
 def solid(color, size=(100, 30)):

@@ -1,18 +1,51 @@
-"""Labelled image grids (Pillow only): the comparison grid (rows x columns with text labels) and the
-contact sheet of a generation run (every image with a caption under it).
+"""Images for every floor that writes them (train, generate, evaluate): float arrays to 8-bit
+images, and labelled grids (Pillow only): the comparison grid (rows x columns with text labels) and
+the contact sheet (every image with a caption under it).
 
-Cells of different sizes are centred in a cell as large as the largest image; text is wrapped to
-the space it has, so long prompts never run across neighbouring cells.
+Cells of different sizes are centred in a cell as large as the largest image; small images are
+scaled up by a whole factor with nearest-neighbour sampling (64 px samples are not specks, and
+every pixel stays a visible block); text is wrapped to the space it has, so long prompts never run
+across neighbouring cells.
 """
 from __future__ import annotations
 
 import math
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 BACKGROUND = (255, 255, 255)
 INK = (20, 20, 20)
 PAD = 6
+MIN_CELL = 256  # grids scale smaller images up to at least this many pixels on their long side
+
+
+def to_uint8(array: np.ndarray) -> np.ndarray:
+    """(H, W, 3) float in [0, 1] -> uint8, rounded as diffusers' numpy_to_pil does."""
+    return (np.clip(array, 0.0, 1.0) * 255).round().astype(np.uint8)
+
+
+def to_image(array: np.ndarray) -> Image.Image:
+    """(H, W, 3) float in [0, 1] -> an 8-bit RGB image (see to_uint8)."""
+    return Image.fromarray(to_uint8(array), "RGB")
+
+
+def to_array(image: Image.Image) -> np.ndarray:
+    """An image -> (H, W, 3) float32 in [0, 1]; to_image(to_array(im)) gives `im` back exactly."""
+    return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def upscale_factor(images: list[Image.Image], min_cell: int = MIN_CELL) -> int:
+    """The whole factor that brings the largest image's long side to at least `min_cell` px (1 if it is)."""
+    side = max(max(im.size) for im in images)
+    return max(1, math.ceil(min_cell / side))
+
+
+def upscale(images: list[Image.Image], factor: int) -> list[Image.Image]:
+    """Each image `factor` times larger, nearest neighbour (pixels become exact blocks)."""
+    if factor == 1:
+        return list(images)
+    return [im.resize((im.width * factor, im.height * factor), Image.Resampling.NEAREST) for im in images]
 
 
 def font(size: int = 14) -> ImageFont.ImageFont:
@@ -72,14 +105,16 @@ def _paste_centred(canvas: Image.Image, image: Image.Image, box: tuple[int, int,
 
 
 def labelled_grid(cells: list[list[Image.Image]], row_labels: list[str], col_labels: list[str],
-                  font_size: int | None = None) -> Image.Image:
+                  font_size: int | None = None, min_cell: int = MIN_CELL) -> Image.Image:
     """`cells[r][c]` laid out in a grid, `col_labels` above the columns, `row_labels` left of the rows.
 
-    Text scales with the cells (about 21 px on 512 px images); columns are at least 96 px wide so
-    that labels stay readable next to small images.
+    Images smaller than `min_cell` are scaled up (see upscale_factor). Text scales with the cells
+    (about 21 px on 512 px images); columns are at least 96 px wide so labels stay readable.
     """
     if len(cells) != len(row_labels) or any(len(row) != len(col_labels) for row in cells):
         raise ValueError("labelled_grid: need one label per row and per column")
+    factor = upscale_factor([im for row in cells for im in row], min_cell)
+    cells = [upscale(row, factor) for row in cells]
     iw, ch = _cell_size([im for row in cells for im in row])
     fnt = font(font_size or max(12, iw // 24))
     cw, label_w = max(iw, 96), max(160, iw // 2)
@@ -98,10 +133,12 @@ def labelled_grid(cells: list[list[Image.Image]], row_labels: list[str], col_lab
 
 
 def contact_sheet(images: list[Image.Image], captions: list[str], columns: int | None = None,
-                  font_size: int = 12) -> Image.Image:
-    """Every image with its caption below, `columns` per row (default: a near-square sheet)."""
+                  font_size: int = 12, min_cell: int = MIN_CELL) -> Image.Image:
+    """Every image with its caption below, `columns` per row (default: a near-square sheet); images
+    smaller than `min_cell` are scaled up as in labelled_grid."""
     if not images or len(images) != len(captions):
         raise ValueError("contact_sheet: need at least one image and one caption per image")
+    images = upscale(images, upscale_factor(images, min_cell))
     columns = columns or math.ceil(math.sqrt(len(images)))
     rows = math.ceil(len(images) / columns)
     fnt = font(font_size)
