@@ -6,7 +6,7 @@ from pathlib import Path
 from sdlora.formats.io import FORMATS
 from sdlora.generate.schedulers import DEFAULT_SCHEDULER, SCHEDULERS
 from sdlora.ui import html, jobs, require_gradio, runstate
-from sdlora.ui.app import Settings, guarded, output_dir
+from sdlora.ui.shared import Settings, guarded, output_dir
 
 
 def _sampling(gr, prefix: str):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from sdlora.config import to_toml
 from sdlora.ui import dataset, html, require_gradio, runner, runstate, trainform
-from sdlora.ui.app import Settings, guarded
+from sdlora.ui.shared import Settings, guarded
 
 DEFAULTS = "(defaults)"
 REFRESH_SECONDS = 2.0
@@ -90,7 +90,7 @@ def build_train(settings: Settings, folders):
 
 def _widget(gr, f: trainform.Field):
     value = trainform.to_widget(f, trainform.flatten(trainform.to_dict(trainform.RunConfig()))[f.key])
-    info = f"{f.doc} ({f.type_name})"
+    info = f"{f.doc} ({f.type_name}{', ' + f.allowed if f.allowed else ''})"
     if f.kind == "choice":
         return gr.Dropdown([str(c) for c in f.choices], value=value, label=f.key, info=info)
     if f.kind == "bool":
