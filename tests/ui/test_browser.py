@@ -142,7 +142,7 @@ def walk(page, root, shots):
     page.get_by_role("tab", name="Runs").click()
     page.locator("#rn-progress").get_by_text(re.compile(r"running: step [1-9]")).wait_for()
     page.locator("#rn-samples img").first.wait_for()
-    page.locator("#rn-loss canvas, #rn-loss svg").first.wait_for()
+    page.locator("#rn-loss").get_by_text("smoothed").first.wait_for()  # the curve's legend: lines drawn
     page.click("#rn-stop")
     page.locator("#rn-progress").get_by_text("stopped").wait_for()
     assert list((run / "checkpoints").glob("step-*/state.pt"))
@@ -184,3 +184,13 @@ def walk(page, root, shots):
     page.locator("#fl-info-out").get_by_text("kohya").first.wait_for()
     _shot(page, "files", shots)
     _stage("end")
+
+
+def test_serves_no_file_outside_its_own(server):
+    """gradio's file route refuses the dataset's own files, the repository and the system (allowed_paths
+    is empty: what the page shows is copied to gradio's cache first)."""
+    import httpx
+
+    url, root = server
+    for path in (root / "data" / "style-001.png", Path("pyproject.toml").resolve(), Path("/etc/passwd")):
+        assert httpx.get(f"{url}gradio_api/file={path}").status_code == 403, path
