@@ -35,11 +35,12 @@ EXTENSION = r"\.[^./\\\x00-\x1f][^/\\\x00-\x1f]{0,30}"  # `.txt`, `.caption`, `.
 
 
 Precision = Literal["auto", "no", "fp16", "bf16"]
+DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"  # the one default model id (models.hub, generate read it)
 
 
 @dataclass
 class ModelConfig:
-    name: str = opt("CompVis/stable-diffusion-v1-4",
+    name: str = opt(DEFAULT_MODEL,
                     "SD 1.x to train on: a hub id, a diffusers folder, a single .ckpt/.safetensors, or `tiny` (bundled sd-tiny).")
     revision: str | None = opt(None, "Hub revision (branch, tag or commit) when `name` is a hub id.")
 
@@ -163,8 +164,9 @@ class TrainConfig:
 @dataclass
 class SaveConfig:
     output_dir: str = opt("runs/lora", "Run folder: LoRA files, checkpoints, logs, samples, resolved config.")
-    name: str = opt("lora", "File name stem of the saved LoRA (written inside output_dir).",
-                    pattern=FILE_STEM, pattern_doc="a plain file name (no folder, at most 200 characters)")
+    name: str = opt("", "File name stem of the saved LoRA (written inside output_dir); empty: the run folder's "
+                    "name (runs/me -> me.safetensors).", pattern=f"(?:{FILE_STEM})?",
+                    pattern_doc="empty or a plain file name (no folder, at most 200 characters)")
     every_n_steps: int = opt(0, "Save a checkpoint every N steps; 0 disables.", ge=0, le=MAX_STEPS)
     every_n_epochs: int = opt(1, "Save a checkpoint every N epochs; 0 disables.", ge=0, le=1_000_000)
     keep_last: int = opt(3, "Keep this many intermediate checkpoints (the final LoRA is always kept); 0 keeps all.",

@@ -47,7 +47,7 @@ def test_save_refuses_non_tensors(tmp_path):
 
 
 def test_load_errors_name_the_file(tmp_path):
-    with pytest.raises(SdloraError, match="missing.safetensors: no such LoRA file"):
+    with pytest.raises(SdloraError, match="missing.safetensors: LoRA file not found"):
         load_native(tmp_path / "missing.safetensors")
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"not a safetensors file at all")

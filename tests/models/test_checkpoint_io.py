@@ -45,7 +45,7 @@ def test_flat_ckpt_reads_tensors_only(tmp_path, weights):
 
 
 @pytest.mark.parametrize("name, content, message", [
-    ("missing.ckpt", None, "no such checkpoint file"),
+    ("missing.ckpt", None, "checkpoint file not found"),
     ("model.onnx", b"x", "unknown checkpoint type '.onnx'"),
     ("empty.safetensors", b"", "not a readable .safetensors file"),
     ("junk.safetensors", b"\xff" * 64, "not a readable .safetensors file"),

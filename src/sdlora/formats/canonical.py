@@ -6,8 +6,8 @@
     text_encoder.text_model.encoder.layers.0.self_attn.q_proj.alpha          0-d float32
     ....dora_scale                                         (out, 1) / (out, 1, 1, 1): DoRA magnitude
 
-Every format converts to and from this form; `alpha` is always present (a file without one means
-alpha = rank). Text-encoder paths always carry `text_model.`, whatever transformers is installed.
+Every format converts to and from this form; `alpha` is always present and read by the one alpha
+rule of sdlora.lora.keys (missing or 0 means alpha = rank). Text-encoder paths always carry `text_model.`, whatever transformers is installed.
 """
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ from collections.abc import Mapping
 import torch
 
 from sdlora.errors import SdloraError
+from sdlora.lora import keys
+from sdlora.lora.keys import ALPHA, DORA, DOWN, UP  # noqa: F401 (re-exported)
 
 COMPONENTS = ("unet", "text_encoder")
-DOWN, UP, ALPHA, DORA = "lora_down.weight", "lora_up.weight", "alpha", "dora_scale"
-PARAMS = (DOWN, UP, ALPHA, DORA)
+PARAMS = keys.SUFFIXES
 
 Module = tuple[str, str]  # (component, module_path)
 
@@ -27,9 +28,11 @@ Module = tuple[str, str]  # (component, module_path)
 def split_key(key: str) -> tuple[str, str, str]:
     """"unet.a.b.lora_up.weight" -> ("unet", "a.b", "lora_up.weight"); SdloraError when malformed."""
     component, _, rest = key.partition(".")
-    for param in PARAMS:
-        if rest.endswith("." + param) and component in COMPONENTS:
-            return component, rest[: -len(param) - 1], param
+    if component in COMPONENTS:
+        try:
+            return (component, *keys.split_key(rest))
+        except SdloraError:
+            pass
     raise SdloraError(f"{key!r} is not a canonical LoRA key "
                       f"(expected '<{'|'.join(COMPONENTS)}>.<module path>.<{'|'.join(PARAMS)}>')")
 
@@ -59,9 +62,9 @@ def rank(params: Mapping[str, torch.Tensor]) -> int:
     return int(params[DOWN].shape[0])
 
 
-def alpha(params: Mapping[str, torch.Tensor]) -> float:
-    """The module's alpha as a float (alpha = rank when absent, as kohya defines it)."""
-    return float(params[ALPHA]) if ALPHA in params else float(rank(params))
+def alpha(params: Mapping[str, torch.Tensor], where: str = "LoRA module") -> float:
+    """The module's alpha as a float, by the one alpha rule (absent or 0: alpha = rank)."""
+    return keys.alpha_value(params.get(ALPHA), rank(params), where)
 
 
 def dora_shape(params: Mapping[str, torch.Tensor]) -> tuple[int, ...]:
@@ -75,9 +78,9 @@ def alpha_tensor(value: float) -> torch.Tensor:
     return torch.tensor(float(value), dtype=torch.float32)
 
 
-def with_alpha(params: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A copy of `params` whose alpha is a 0-d float32 tensor (rank when it was missing)."""
-    return {**params, ALPHA: alpha_tensor(alpha(params))}
+def with_alpha(params: Mapping[str, torch.Tensor], where: str = "LoRA module") -> dict[str, torch.Tensor]:
+    """A copy of `params` whose alpha is an explicit 0-d float32 tensor (rank when it was missing or 0)."""
+    return {**params, ALPHA: alpha_tensor(alpha(params, where))}
 
 
 def check_shapes(component: str, path: str, params: Mapping[str, torch.Tensor]) -> None:
@@ -97,12 +100,21 @@ def check_shapes(component: str, path: str, params: Mapping[str, torch.Tensor]) 
                           f"{dora_shape(params)} (one magnitude per output channel)")
 
 
+def first_non_finite(tensors: Mapping[str, torch.Tensor]) -> str | None:
+    """The first key whose tensor holds NaN or inf (None when all are finite): the one finiteness check."""
+    return next((k for k, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()), None)
+
+
 def normalize(lora: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Validate a canonical dict and make every module's alpha explicit (0-d float32)."""
+    """Validate a canonical dict (shapes, finite values) and make every module's alpha explicit (0-d float32)."""
     modules = group(lora)
     for (component, path), params in modules.items():
         check_shapes(component, path, params)
-    return ungroup({m: with_alpha(p) for m, p in modules.items()})
+        bad = first_non_finite(params)
+        if bad is not None:
+            raise SdloraError(f"LoRA module {component}.{path}: {bad} holds NaN or infinite values; "
+                              "the LoRA is broken (re-train or re-export it)")
+    return ungroup({m: with_alpha(p, f"LoRA module {m[0]}.{m[1]}") for m, p in modules.items()})
 
 
 def delta(params: Mapping[str, torch.Tensor]) -> torch.Tensor:

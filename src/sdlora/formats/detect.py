@@ -11,9 +11,9 @@ from collections.abc import Mapping
 import torch
 
 from sdlora.errors import SdloraError
+from sdlora.lora.keys import DOTTED as NATIVE_PARAMS
 from sdlora.lora.native import FORMAT_KEY
 
-NATIVE_PARAMS = (".lora_down.weight", ".lora_up.weight", ".alpha", ".dora_scale")
 DIFFUSERS_COMPONENTS = ("unet.", "text_encoder.")
 
 # Parameter-name fragments of network types that only LyCORIS implements.

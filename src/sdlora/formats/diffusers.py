@@ -12,7 +12,6 @@ read through the tables below too.
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections import Counter
 from collections.abc import Mapping
@@ -22,9 +21,9 @@ import torch
 from sdlora.errors import SdloraError
 from sdlora.formats import canonical as C
 from sdlora.formats.modules import ModulePaths, resolve_paths
+from sdlora.formats.peft_config import METADATA_KEY, config_alpha, parse_config
 from sdlora.models.names import PREFIX as TE_PREFIX
 
-METADATA_KEY = "lora_adapter_metadata"
 # DoRA magnitudes are written with `.weight`: PEFT's loader accepts both spellings, transformers 5's
 # text-encoder loader only this one (PEFT's own state dicts drop it).
 WRITE_PARAMS = {C.DOWN: "lora_A.weight", C.UP: "lora_B.weight", C.DORA: "lora_magnitude_vector.weight"}
@@ -109,34 +108,6 @@ def _read_key(key: str) -> tuple[str, str, str] | None:
     return None
 
 
-def _config_alpha(config: Mapping, component: str, path: str, rank: int) -> float | None:
-    """alpha for one module from a PEFT LoraConfig dict, matched as PEFT does; None without a config."""
-    if f"{component}.lora_alpha" not in config and f"{component}.r" not in config:
-        return None
-    alpha = config.get(f"{component}.lora_alpha", config.get(f"{component}.r", rank))
-    candidates = {path, _pattern_path(component, path)}
-    for pattern, value in (config.get(f"{component}.alpha_pattern") or {}).items():
-        if any(re.match(rf"(.*\.)?({pattern})$", p) for p in candidates):
-            alpha = value
-            break
-    if config.get(f"{component}.use_rslora"):  # scale alpha / sqrt(r) == alpha' / r
-        alpha = alpha * math.sqrt(rank)
-    return float(alpha)
-
-
-def parse_config(metadata: Mapping[str, str], source: str) -> dict:
-    text = metadata.get(METADATA_KEY)
-    if not text:
-        return {}
-    try:
-        config = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise SdloraError(f"{source}: metadata {METADATA_KEY!r} is not valid JSON ({err})") from None
-    if not isinstance(config, dict):
-        raise SdloraError(f"{source}: metadata {METADATA_KEY!r} must be a JSON object")
-    return config
-
-
 def from_diffusers(state: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None, *,
                    module_paths: ModulePaths | None = None, source: str = "diffusers LoRA"):
     """diffusers state dict -> (canonical dict, metadata). Unknown keys are an error listing them."""
@@ -158,7 +129,7 @@ def from_diffusers(state: Mapping[str, torch.Tensor], metadata: Mapping[str, str
         if C.DORA in params and C.UP in params and params[C.DORA].numel() == params[C.UP].shape[0]:
             params[C.DORA] = params[C.DORA].reshape(C.dora_shape(params))
         if C.ALPHA not in params and C.DOWN in params:
-            alpha = _config_alpha(config, component, path, C.rank(params))
+            alpha = config_alpha(config, component, [path, _pattern_path(component, path)], C.rank(params))
             if alpha is not None:
                 params[C.ALPHA] = C.alpha_tensor(alpha)
     return C.normalize(C.ungroup(modules)), metadata

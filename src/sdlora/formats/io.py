@@ -2,14 +2,13 @@
 
 load_lora_file() refuses, with one clear message, a missing file, a file that is not safetensors,
 a LoRA for another base model, LyCORIS-only network types and keys naming no SD 1.x module.
-save_lora_file() writes atomically (temporary file in the same folder, then rename).
+save_lora_file() writes atomically (sdlora.fileio).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import os
 import struct
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,7 +17,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
 
+from sdlora import __version__
 from sdlora.errors import SdloraError
+from sdlora.fileio import atomic_write_bytes, regular_file
 from sdlora.formats import diffusers, kohya, native
 from sdlora.formats.detect import detect_format, refuse_unsupported
 from sdlora.formats.modules import ModulePaths
@@ -37,9 +38,7 @@ LAYOUT_METADATA = (diffusers.METADATA_KEY, "sshs_model_hash", "sshs_legacy_hash"
 
 def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(tensors, metadata) of a .safetensors file; SdloraError when missing or not safetensors."""
-    path = Path(path)
-    if not path.is_file():
-        raise SdloraError(f"{path}: file not found")
+    path = regular_file(path, "LoRA file")
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise SdloraError(f"{path}: pickle checkpoints are not loaded (they can run code); "
                           "use the .safetensors version of this LoRA")
@@ -58,9 +57,9 @@ def parse_state(state: Mapping[str, torch.Tensor], metadata: Mapping[str, str], 
     refuse_unsupported(state, metadata, source)
     try:
         fmt = detect_format(state, metadata)
-    except SdloraError as err:
-        raise SdloraError(f"{source}: {err}") from None
-    lora, metadata = READERS[fmt](state, metadata, module_paths=module_paths, source=source)
+        lora, metadata = READERS[fmt](state, metadata, module_paths=module_paths, source=source)
+    except SdloraError as err:  # every message names the file once
+        raise (err if str(err).startswith(source) else SdloraError(f"{source}: {err}")) from None
     return lora, metadata, fmt
 
 
@@ -110,19 +109,12 @@ def save_lora_file(path: str | Path, lora: Mapping[str, torch.Tensor], metadata:
     """Write `lora` (canonical) as a `fmt` safetensors file, atomically; returns the path."""
     path = Path(path)
     state, meta = encode(lora, metadata, fmt, dtype)
+    meta["sdlora_version"] = __version__  # every file sdlora writes says which sdlora wrote it
     if fmt == "kohya":
         meta.setdefault("ss_output_name", path.stem)
         meta.setdefault("modelspec.title", path.stem)
         meta["sshs_model_hash"] = tensor_hash(st_save(state))  # data section does not depend on metadata
-    blob = st_save(state, metadata=meta)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(blob)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write_bytes(path, st_save(state, metadata=meta))
 
 
 def convert_lora_file(src: str | Path, dst: str | Path, fmt: str, *, dtype: torch.dtype | None = None,

@@ -46,7 +46,7 @@ def component_paths(unet: nn.Module, text_encoder: nn.Module) -> dict[str, tuple
 @lru_cache(maxsize=1)
 def sd14_paths() -> dict[str, tuple[str, ...]]:
     """Module paths of SD 1.4's UNet and CLIP text encoder (built on the meta device, cached)."""
-    from sdlora.models.skeleton import build_text_encoder, build_unet, sd14_config
+    from sdlora.models.architecture import build_text_encoder, build_unet, sd14_config
 
     with torch.device("meta"):
         unet = build_unet(sd14_config("unet"))

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sdlora import __version__
+from sdlora.config import DEFAULT_MODEL
 from sdlora.errors import SdloraError
 from sdlora.generate import loras as lora_files
 from sdlora.generate.loras import LoadedLora, LoraSpec
@@ -19,7 +20,6 @@ from sdlora.imaging import contact_sheet
 from sdlora.models import SDComponents
 
 log = logging.getLogger(__name__)
-DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
 
 
 @dataclass

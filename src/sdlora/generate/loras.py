@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sdlora.errors import SdloraError
+from sdlora.fileio import regular_file
 from sdlora.lora import lora_modules
+from sdlora.lora.adapter import check_multiplier
 from sdlora.models import SDComponents
 
 
@@ -43,13 +45,15 @@ def parse_lora_arg(text: str) -> LoraSpec:
     """`style.safetensors:0.8` -> LoraSpec(path, 0.8); without `:weight` the weight is 1.0.
 
     Only a trailing `:number` is a weight, so paths containing colons (C:\\x.safetensors) still work.
+    The weight must be finite and at most MAX_MULTIPLIER in size (SdloraError otherwise).
     """
     head, sep, tail = text.rpartition(":")
     if sep and head:
         try:
-            return LoraSpec(Path(head), float(tail))
+            weight = float(tail)
         except ValueError:
-            pass
+            return LoraSpec(Path(text), 1.0)
+        return LoraSpec(Path(head), check_multiplier(weight, f"{text}: the LoRA weight"))
     return LoraSpec(Path(text), 1.0)
 
 
@@ -78,8 +82,12 @@ def adapter_name(path: Path, taken: set[str]) -> str:
 def check_files(specs: list[LoraSpec]) -> None:
     """Fail before the (slow) model load when a LoRA file is missing."""
     for spec in specs:
-        if not spec.path.is_file():
+        if not spec.path.exists():
             raise SdloraError(f"--lora {spec.path}: file not found")
+        try:
+            regular_file(spec.path, "LoRA file")
+        except SdloraError as err:
+            raise SdloraError(f"--lora {err}") from None
 
 
 def attach_loras(components: SDComponents, specs: list[LoraSpec]) -> list[LoadedLora]:

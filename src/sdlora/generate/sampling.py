@@ -12,13 +12,12 @@ import numpy as np
 import torch
 from PIL import Image
 
+from sdlora.dtypes import SHORT_DTYPES as DTYPES
 from sdlora.errors import SdloraError
 from sdlora.generate.prompts import PromptSpec, check_spec
 from sdlora.generate.schedulers import make_scheduler
 from sdlora.imaging import to_image
 from sdlora.models import SDComponents
-
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def resolve_device(name: str | None = None) -> torch.device:

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from sdlora import __version__
 from sdlora.errors import SdloraError
+from sdlora.fileio import atomic_save_safetensors, regular_file
 
 FORMAT_KEY = "sdlora_format"
 FORMAT = "native/1"
@@ -53,23 +52,12 @@ def save_native(path: str | os.PathLike, sd: dict[str, torch.Tensor], metadata: 
         tensors[key] = value.detach().to("cpu").contiguous()
     header = {**_stringify(metadata or {}), FORMAT_KEY: FORMAT}
     header.setdefault("sdlora_version", __version__)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=header)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return atomic_save_safetensors(path, tensors, header)
 
 
 def load_native(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(tensors, metadata) of a native file; SdloraError naming the file when it is not one."""
-    path = Path(path)
-    if not path.is_file():
-        raise SdloraError(f"{path}: no such LoRA file")
+    path = regular_file(path, "LoRA file")
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = dict(f.metadata() or {})

@@ -12,18 +12,8 @@ from torch import nn
 
 from sdlora.errors import SdloraError
 from sdlora.lora.inject import inject_modules, lora_modules, remove
+from sdlora.lora.keys import ALPHA, DORA, DOWN, SUFFIXES, UP, alpha_value, split_key  # noqa: F401 (re-exported)
 from sdlora.lora.layers import LoRAAdapter, LoRAModule
-
-DOWN, UP, ALPHA, DORA = "lora_down.weight", "lora_up.weight", "alpha", "dora_scale"
-SUFFIXES = (DOWN, UP, ALPHA, DORA)
-
-
-def split_key(key: str) -> tuple[str, str]:
-    """'a.b.lora_up.weight' -> ('a.b', 'lora_up.weight'); raises for a key with no LoRA suffix."""
-    for suffix in SUFFIXES:
-        if key.endswith("." + suffix):
-            return key[: -len(suffix) - 1], suffix
-    raise SdloraError(f"{key!r} is not a LoRA key (expected '<module path>.' + one of {', '.join(SUFFIXES)})")
 
 
 def _dora_shape(wrapper: LoRAModule) -> tuple[int, ...]:
@@ -37,14 +27,6 @@ def _adapter_tensors(wrapper: LoRAModule, ad: LoRAAdapter) -> dict[str, torch.Te
     if ad.dora:
         tensors[DORA] = ad.magnitude.view(_dora_shape(wrapper))
     return tensors
-
-
-def file_alpha(value: torch.Tensor | None, rank: int) -> float:
-    """The alpha a stored value means: kohya reads a missing or zero alpha as alpha = rank."""
-    alpha = None if value is None else float(value)
-    if alpha is not None and alpha < 0:
-        raise SdloraError(f"negative LoRA alpha {alpha:g} in the state dict; alpha must be positive")
-    return float(rank) if not alpha else alpha
 
 
 def _with_adapter(model: nn.Module, adapter: str) -> dict[str, LoRAModule]:
@@ -95,7 +77,7 @@ def load_lora_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], adapter:
                               f"{tuple(expected)}; was this LoRA trained with another rank or model?")
     if any(wrapper.merged for wrapper, *_ in targets.values()):
         raise SdloraError("cannot load LoRA weights while they are merged into the model; unmerge first")
-    alphas = {key: file_alpha(sd.get(key), ad.rank) for key, (_, ad, suffix, _) in targets.items() if suffix == ALPHA}
+    alphas = {key: alpha_value(sd.get(key), ad.rank, key) for key, (_, ad, suffix, _) in targets.items() if suffix == ALPHA}
     with torch.no_grad():  # everything checked: now write
         for key, (wrapper, ad, suffix, tensor) in targets.items():
             if suffix == ALPHA:
@@ -116,7 +98,7 @@ def lora_plan(sd: dict[str, torch.Tensor]) -> dict[str, dict]:
             missing = DOWN if DOWN not in group else UP
             raise SdloraError(f"LoRA state dict has no {path}.{missing}; the file is incomplete")
         rank = int(group[DOWN].shape[0])
-        plan[path] = {"rank": rank, "alpha": file_alpha(group.get(ALPHA), rank), "dora": DORA in group}
+        plan[path] = {"rank": rank, "alpha": alpha_value(group.get(ALPHA), rank, path), "dora": DORA in group}
     return plan
 
 

@@ -3,15 +3,15 @@ the other safely. Knows nothing of the SD layout: a file is a flat `{key: tensor
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Mapping
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from sdlora.errors import SdloraError
+from sdlora.fileio import atomic_save_safetensors, regular_file
 from sdlora.models.safe_pickle import safe_load
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
@@ -30,9 +30,7 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     become metadata. Raises SdloraError naming the file when it is missing, of an unknown type,
     truncated or corrupt.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise SdloraError(f"{path}: no such checkpoint file")
+    path = regular_file(path, "checkpoint file")
     suffix = path.suffix.lower()
     if suffix == SAFETENSORS_SUFFIX:
         return _read_safetensors(path)
@@ -66,7 +64,7 @@ def _read_pickle(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 
 def write_safetensors(path: str | Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None):
-    """Write tensors to a .safetensors file atomically (temp file, then rename).
+    """Write tensors to a .safetensors file atomically (sdlora.fileio).
 
     safetensors refuses tensors that share storage (views, tied weights): those are cloned, so a file
     written here loads back with every key, each tensor its own copy.
@@ -81,9 +79,7 @@ def write_safetensors(path: str | Path, tensors: Mapping[str, torch.Tensor], met
             tensor = tensor.clone()
         seen.add(storage)
         flat[key] = tensor
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(flat, str(tmp), metadata=dict(metadata or {}))
-    os.replace(tmp, path)
+    atomic_save_safetensors(path, flat, metadata)
 
 
 def convert_checkpoint(src: str | Path, dst: str | Path, *, overwrite: bool = False) -> int:
@@ -92,8 +88,7 @@ def convert_checkpoint(src: str | Path, dst: str | Path, *, overwrite: bool = Fa
     Keys stay as they are (LDM layout for SD checkpoints), so the result loads wherever the .ckpt did.
     """
     src, dst = Path(src), Path(dst)
-    if not src.is_file():
-        raise SdloraError(f"{src}: no such checkpoint file")
+    regular_file(src, "checkpoint file")
     if dst.suffix.lower() != SAFETENSORS_SUFFIX:
         raise SdloraError(f"{dst}: the output must end in .safetensors")
     if dst.exists() and not overwrite:

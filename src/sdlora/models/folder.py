@@ -27,7 +27,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from sdlora.errors import SdloraError
 from sdlora.models.components import SDComponents
-from sdlora.models.skeleton import sd14_scheduler
+from sdlora.models.architecture import sd14_scheduler
 from sdlora.models.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)

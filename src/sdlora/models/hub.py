@@ -12,9 +12,9 @@ from pathlib import Path
 from huggingface_hub import constants, snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError
 
+from sdlora.config import DEFAULT_MODEL  # noqa: F401 (re-exported: the one default, in the config tree)
 from sdlora.errors import SdloraError
 
-DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
 HUB_FILES = [
     "model_index.json",
     "scheduler/scheduler_config.json",

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import torch
 
+from sdlora.dtypes import parse_dtype
 from sdlora.errors import SdloraError
+from sdlora.fileio import regular_file
 from sdlora.models import hub
 from sdlora.models.checkpoint_io import CHECKPOINT_SUFFIXES, is_checkpoint_file
 from sdlora.models.components import SDComponents
@@ -26,27 +28,11 @@ DEFAULT_MODEL = hub.DEFAULT_MODEL
 TINY = "tiny"
 TINY_ASSET = "tiny/assets/sd-tiny"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-DTYPES = {
-    "fp32": torch.float32, "float32": torch.float32,
-    "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
-    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-}  # fmt: skip
 
 
 def tiny_model_dir() -> Path:
     """Where the bundled sd-tiny model lives (it may not be installed)."""
     return Path(str(resources.files("sdlora").joinpath(TINY_ASSET)))
-
-
-def parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
-    """None -> float32; a torch float dtype or one of DTYPES' names."""
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype) and dtype.is_floating_point:
-        return dtype
-    if isinstance(dtype, str) and dtype.lower() in DTYPES:
-        return DTYPES[dtype.lower()]
-    raise SdloraError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
 
 
 def resolve_model(model: str | Path) -> tuple[str, str | Path]:
@@ -58,12 +44,13 @@ def resolve_model(model: str | Path) -> tuple[str, str | Path]:
             raise SdloraError(f"model 'tiny': the bundled sd-tiny model is not installed (expected {folder})")
         return "folder", folder
     path = Path(text).expanduser()
-    if path.is_file():
+    if path.is_dir():
+        return "folder", path
+    if path.exists():  # a file; a FIFO or device is refused here, never opened
+        path = regular_file(path, "model file")
         if not is_checkpoint_file(path):
             raise SdloraError(f"{path}: not a model checkpoint; expected one of {', '.join(CHECKPOINT_SUFFIXES)}")
         return "file", path
-    if path.is_dir():
-        return "folder", path
     if HUB_ID.match(text) and not text.endswith(CHECKPOINT_SUFFIXES):
         return "hub", text
     raise SdloraError(f"model {text!r}: no such file or folder (and not a hub id like {DEFAULT_MODEL})")

@@ -2,20 +2,24 @@
 weights, and tiny SD-architecture models for fast tests.
 
 Full size (bundled SD 1.4 configs): UNet 859,520,964 params, VAE 83,653,863, CLIP text 123,060,480.
+The configs and builders themselves are production code: sdlora.models.architecture.
 """
 from __future__ import annotations
 
-import json
-from functools import lru_cache
-from importlib import resources
-
 import torch
-from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from transformers import CLIPTextModel
 
+from sdlora.models.architecture import (  # noqa: F401 (re-exported for the stand-ins' users)
+    SD14_CONFIG_DIR,
+    build_text_encoder,
+    build_unet,
+    build_vae,
+    sd14_config,
+    sd14_scheduler,
+)
 from sdlora.models.components import SDComponents
-
-SD14_CONFIG_DIR = "configs/sd14"
+from sdlora.models.tokenizer import load_tokenizer
 
 # Tiny SD-architecture configs: the same block types as SD 1.4, a few thousand times smaller.
 TINY_UNET = {
@@ -52,26 +56,6 @@ TINY_TEXT = {
 }
 
 
-@lru_cache(maxsize=None)
-def sd14_config(component: str) -> dict:
-    """The bundled SD 1.4 config of `component` (unet, vae, text_encoder, scheduler, tokenizer_config)."""
-    text = resources.files("sdlora.models").joinpath(SD14_CONFIG_DIR, f"{component}.json").read_text()
-    return json.loads(text)
-
-
-def build_unet(config: dict) -> UNet2DConditionModel:
-    return UNet2DConditionModel.from_config(config)
-
-
-def build_vae(config: dict) -> AutoencoderKL:
-    return AutoencoderKL.from_config(config)
-
-
-def build_text_encoder(config: dict) -> CLIPTextModel:
-    fields = {k: v for k, v in config.items() if not k.startswith("_") and k != "architectures"}
-    return CLIPTextModel(CLIPTextConfig(**fields))
-
-
 def sd14_unet(seed: int = 0) -> UNet2DConditionModel:
     """Full-size SD 1.4 UNet with random weights (about 3.4 GB in fp32)."""
     torch.manual_seed(seed)
@@ -103,19 +87,12 @@ def tiny_text_encoder(seed: int = 0) -> CLIPTextModel:
     return build_text_encoder(TINY_TEXT)
 
 
-def sd14_scheduler() -> PNDMScheduler:
-    """SD 1.4's noise scheduler (PNDM, scaled_linear betas, 1000 steps) from the bundled config."""
-    return PNDMScheduler.from_config(sd14_config("scheduler"))
-
-
 def tiny_components(seed: int = 0) -> SDComponents:
     """Tiny random SD-architecture model with the real tokenizer and SD 1.4's scheduler (fast tests).
 
     The text encoder keeps CLIP's 49,408-token vocabulary so that any prompt tokenizes; its hidden size
     (32) is the UNet's cross-attention width.
     """
-    from sdlora.models.tokenizer import load_tokenizer  # tokenizer imports this module
-
     return SDComponents(
         tokenizer=load_tokenizer(),
         text_encoder=tiny_text_encoder(seed),

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from transformers import CLIPTokenizer
 
-from sdlora.models.skeleton import sd14_config
+from sdlora.models.architecture import sd14_config
 
 TOKENIZER_DIR = "tokenizer"
 VOCAB_SIZE = 49408

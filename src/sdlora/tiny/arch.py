@@ -13,7 +13,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextModel
 
 from sdlora.errors import SdloraError
-from sdlora.models.skeleton import build_text_encoder, build_unet, build_vae
+from sdlora.models.architecture import build_text_encoder, build_unet, build_vae
 
 TEXT_WIDTH = 64  # CLIP hidden size == UNet cross_attention_dim
 

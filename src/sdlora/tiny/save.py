@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from transformers import CLIPTextModel
 
 from sdlora.errors import SdloraError
-from sdlora.models.skeleton import sd14_config
+from sdlora.models.architecture import sd14_config
 
 MAX_BYTES = 20_000_000
 TE_PREFIX = "text_model."

@@ -14,7 +14,7 @@ import torch
 from diffusers import UNet2DConditionModel
 from transformers import CLIPTextModel
 
-from sdlora.models.skeleton import sd14_config
+from sdlora.models.architecture import sd14_config
 from sdlora.train.loss import diffusion_loss
 from sdlora.train.noise import NoiseSchedule, sample_noise, sample_timesteps
 from sdlora.tiny.trainkit import (EMA, StageClock, StageOptions, autocast, log_line, lr_at,

@@ -2,8 +2,8 @@
 
     OUT/checkpoints/step-000200/{<name>.safetensors, state.pt}
 
-Every file is written to a temporary name in the same folder, flushed, fsync-ed and renamed over
-the target (os.replace is atomic on POSIX and Windows), and a checkpoint folder is assembled under
+Every file is written atomically through sdlora.fileio (temporary name in the same folder, fsync,
+rename, fsync of the folder), and a checkpoint folder is assembled under
 a hidden temporary name and renamed into place last. A crash or kill at any moment therefore
 leaves either the previous good file/checkpoint or the new one, never a torn one; leftovers of an
 interrupted save are hidden `.tmp` names that `find_checkpoints` ignores and the next save removes.
@@ -17,15 +17,15 @@ import io
 import os
 import re
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import torch
 
 from sdlora.errors import SdloraError
+from sdlora.fileio import atomic_write, atomic_write_bytes, atomic_write_text, make_temp_dir  # noqa: F401 (re-exported)
+from sdlora.fileio import fsync_dir as _fsync_dir
 
 STATE_FILE = "state.pt"
 CHECKPOINTS = "checkpoints"
@@ -34,49 +34,6 @@ STATE_VERSION = 1
 
 
 # ----------------------------------------------------------------------------- atomic files
-
-def _fsync_dir(path: Path) -> None:
-    if os.name == "posix":  # directory fsync makes the rename itself durable
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
-    """Write `path` by calling write(file) on a temp file beside it, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        if hasattr(os, "fchmod"):
-            os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    return atomic_write(path, lambda f: f.write(data))
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
 
 def atomic_torch_save(path: str | Path, obj) -> Path:
     """torch.save into memory first: torch's own writer turns a failed write (disk full) into a vague
@@ -123,8 +80,7 @@ def write_checkpoint(run_dir: str | Path, step: int, write: Callable[[Path], Non
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         _remove_leftovers(final.parent)
-        staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-        os.chmod(staging, 0o777 & ~_umask())
+        staging = make_temp_dir(final.parent, final.name)
     except OSError as exc:
         raise save_error(final, exc) from None
     try:

@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from sdlora.config import DEFAULT_MODEL
 from sdlora.errors import SdloraError
 from sdlora.ui import html, require_gradio
 
@@ -28,7 +29,7 @@ CSS = """
 class Settings:
     """What `sdlora ui` was started with: defaults for the forms."""
 
-    model: str = "CompVis/stable-diffusion-v1-4"
+    model: str = DEFAULT_MODEL
     runs_root: str = "runs"
     outputs: str = "outputs"
     examples: str = "examples"

@@ -158,6 +158,6 @@ def _output(path: str) -> str:
 def _dtype(name: str | None):
     if not name:
         return None
-    import torch
+    from sdlora.dtypes import parse_dtype
 
-    return {"fp16": torch.float16, "fp32": torch.float32, "bf16": torch.bfloat16}[name]
+    return parse_dtype(name, "dtype")
