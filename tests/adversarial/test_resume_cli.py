@@ -92,7 +92,7 @@ def test_the_same_command_with_resume_continues_bitwise(world, three_steps, caps
     a = load_state(find_checkpoints(straight)[-1])["lora"]
     b = load_state(find_checkpoints(three_steps)[-1])["lora"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # fp32, bitwise
-    fa, fb = load_file(straight / "lora.safetensors"), load_file(three_steps / "lora.safetensors")
+    fa, fb = load_file(straight / "straight.safetensors"), load_file(three_steps / "parted.safetensors")
     assert fa.keys() == fb.keys() and all(torch.equal(fa[k], fb[k]) for k in fa)
     log = (three_steps / "train.log").read_text()
     assert "dataset: 4 images" in log and "dataset: 8 images" not in log  # --data was not added twice

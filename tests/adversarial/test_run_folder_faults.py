@@ -57,7 +57,7 @@ def one_line_error(capsys, argv) -> str:
 def test_outputs_follow_the_umask_not_mkstemp(world):
     run = world / "run"
     newest = find_checkpoints(run)[-1].path
-    for path in (run / "config.toml", run / "lora.safetensors", newest / STATE_FILE):
+    for path in (run / "config.toml", run / "run.safetensors", newest / STATE_FILE):  # LoRA: the folder name
         assert path.stat().st_mode & 0o777 == 0o640, path  # 0666 & ~027
     assert newest.stat().st_mode & 0o777 == 0o750  # 0777 & ~027, not mkdtemp's 0700
 
