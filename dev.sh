@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's two entry points on a fresh machine:
 #   ./dev.sh demo   -> create/refresh .venv, then run `sdlora demo` (the main job on the bundled sd-tiny)
-#   ./dev.sh test   -> create/refresh .venv (with test extras), then run the test suite
+#   ./dev.sh test   -> create/refresh .venv (with the test extra: everything the suite needs), then run
+#                      the test suite; this is what CI runs (.ci/run)
 # Extra arguments are passed on (e.g. ./dev.sh test -k lora, ./dev.sh demo --output out/demo).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -21,6 +22,11 @@ ensure_env() {
   if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     "$PY" -m pip install -q -e ".[$extras]"
     touch "$stamp"
+  fi
+  # The web UI's browser test drives Debian's chromium with Playwright (`playwright install` cannot
+  # download its own browser here); install it when missing and we may.
+  if [ "$extras" = test ] && [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq chromium >/dev/null
   fi
 }
 

@@ -10,7 +10,7 @@ attention preset; (b) `sd14`: full-size SD 1.4 with random weights at 256 px, ba
 
 `sdlora` times sdlora.train.step.train_step, the function the training loop calls, set up by the
 loop's own helpers: latents and text embeddings cached with sdlora.data's encoders, VAE and text
-encoder then released, LoRA injected by sdlora.train.setup.attach_lora, optimizer/schedule from
+encoder then released, LoRA injected by sdlora.train.adapters.attach_lora, optimizer/schedule from
 sdlora.train.optim, Accelerate for autocast and the optimizer step.
 `reference` re-implements one step of diffusers' examples/text_to_image/train_text_to_image_lora.py
 (PEFT LoRA on to_q/k/v/out, VAE encode and text encoder in every step, AdamW, clip, scheduler).
@@ -112,10 +112,11 @@ def run_sdlora(args, case: str):
     from sdlora.config import RunConfig
     from sdlora.data.cache import encode_latents
     from sdlora.data.text_cache import encode_captions
+    from sdlora.train.adapters import lora_parameters
     from sdlora.train.build import make_trainable, place_models
     from sdlora.train.noise import NoiseSchedule
     from sdlora.train.optim import build_optimizer, build_scheduler, param_groups
-    from sdlora.train.setup import DTYPES, lora_parameters, make_accelerator
+    from sdlora.train.setup import DTYPES, make_accelerator
     from sdlora.train.step import StepContext, train_step
 
     cfg = RunConfig()

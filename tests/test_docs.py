@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
 import shlex
 import sys
@@ -226,3 +227,61 @@ def test_slug_matches_github():
     assert slug("Getting Stable Diffusion 1.4") == "getting-stable-diffusion-14"
     assert slug("Time and memory on an 8 GB GPU") == "time-and-memory-on-an-8-gb-gpu"
     assert slug("`[lora]`: what is trained") == "lora-what-is-trained"
+
+
+def test_images_shown_in_the_docs_exist():
+    image = re.compile(r"!\[[^\]]*\]\(([^)\s]+)\)")
+    shown, missing = 0, []
+    for path in doc_files():
+        for target in image.findall(FENCE.sub("", path.read_text(encoding="utf-8"))):
+            shown += 1
+            if not re.match(r"^[a-z]+:", target) and not (path.parent / target).is_file():
+                missing.append(f"{rel(path)}: {target}")
+    assert shown >= 2 and not missing, f"missing images: {missing}"
+
+
+# ----------------------------------------------------------------------------- the README and the site
+
+def test_the_readme_starts_with_the_two_set_up_commands():
+    """The first command a reader meets is `./dev.sh demo`, then `./dev.sh test`, and dev.sh knows both."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    _, first_block, _ = code_blocks(text)[0]
+    commands = [shlex.split(line, comments=True) for line in first_block.splitlines()]
+    assert commands == [["./dev.sh", "demo"], ["./dev.sh", "test"]]
+    dev_sh = (ROOT / "dev.sh").read_text(encoding="utf-8")
+    assert "  demo)" in dev_sh and "  test)" in dev_sh
+    assert "./dev.sh test" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")  # CI runs the README's command
+
+
+def load_hooks():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mkdocs_hooks", ROOT / "scripts" / "mkdocs_hooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_links_leaving_the_site_point_at_the_repository():
+    outside = load_hooks().outside_link
+    repo = "https://example.org/o/sdlora"
+    docs = ROOT / "docs"
+    assert outside("../../examples/README.md", "guide/README.md", docs, repo) == f"{repo}/blob/main/examples/README.md"
+    assert outside("../benchmarks/RESULTS.md", "index.md", docs, repo) == f"{repo}/blob/main/benchmarks/RESULTS.md"
+    assert outside("../examples", "index.md", docs, repo) == f"{repo}/tree/main/examples"
+    assert outside("install.md", "guide/README.md", docs, repo) is None  # a page of the site
+    assert outside("../config.md", "guide/training.md", docs, repo) is None
+    assert outside("https://pytorch.org", "guide/install.md", docs, repo) is None
+
+
+def test_the_site_builds_with_warnings_as_errors(tmp_path):
+    """`mkdocs build --strict`: a page missing from the nav, a broken link or anchor fails the build."""
+    import subprocess
+
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-f", str(ROOT / "mkdocs.yml"),
+                           "-d", str(tmp_path / "site")], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    guide = (tmp_path / "site" / "guide" / "index.html").read_text(encoding="utf-8")
+    assert "/blob/main/examples/README.md" in guide  # the recipes link, rewritten by the hook
+    assert (tmp_path / "site" / "images" / "demo-grid.png").is_file()

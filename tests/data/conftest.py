@@ -54,6 +54,16 @@ def corrupt_idat(png: bytes) -> bytes:
     return png[:i] + bytes(b ^ 0xFF for b in png[i:i + 8]) + png[i + 8:]
 
 
+def bad_zlib_png(png: bytes) -> bytes:
+    """Flip bytes inside the IDAT chunk and fix its CRC: every chunk checks out, the pixels don't decode."""
+    start = png.index(b"IDAT")
+    length = struct.unpack(">I", png[start - 4:start])[0]
+    data = bytearray(png[start + 4:start + 4 + length])
+    data[2:10] = bytes(b ^ 0xFF for b in data[2:10])
+    crc = struct.pack(">I", zlib.crc32(b"IDAT" + bytes(data)))
+    return png[:start + 4] + bytes(data) + crc + png[start + 8 + length:]
+
+
 def write(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
@@ -120,7 +130,7 @@ def small_cfg(*paths, **kw) -> DataConfig:
 @pytest.fixture(scope="session")
 def mk() -> SimpleNamespace:
     return SimpleNamespace(noise=noise, save=save, rgb=rgb, png_bytes=png_bytes, with_ihdr_size=with_ihdr_size,
-                           corrupt_idat=corrupt_idat, write=write, make_bad_files=make_bad_files,
+                           corrupt_idat=corrupt_idat, bad_zlib_png=bad_zlib_png, write=write, make_bad_files=make_bad_files,
                            make_good_files=make_good_files, small_cfg=small_cfg)
 
 

@@ -7,6 +7,7 @@ from torch.utils.data import DataLoader
 
 from sdlora.data import BucketBatchSampler, build_datasets, cache_latents, collate, encode_latents
 from sdlora.data.cache import vae_fingerprint
+from sdlora.errors import SdloraError
 from sdlora.models.skeleton import tiny_vae
 
 
@@ -100,6 +101,30 @@ def test_cache_worker_processes_and_a_file_failing_during_caching(folder, mk, va
     assert ds.summary()["skipped_by_reason"] == {"empty": 1}
     loader = DataLoader(ds, batch_sampler=BucketBatchSampler(ds, 2, seed=0), collate_fn=collate)
     assert sum(b["latents"].shape[0] for b in loader) == len(ds)
+
+
+@pytest.mark.parametrize("mode", ["memory", "disk"])
+def test_an_image_alone_in_its_bucket_failing_at_caching_is_dropped_not_fatal(folder, tmp_path, mk, vae, mode):
+    """It used to abort training with 'no image of bucket 128x32 can be loaded any more'."""
+    mk.rgb(folder / "wide.png", 160, 40, seed=9)
+    ds, _ = build_datasets(mk.small_cfg(folder), None, seed=0)
+    wide = next(i for i, r in enumerate(ds.records) if r.path.endswith("wide.png"))
+    bucket = ds.record_buckets[wide]
+    assert [ds.record_buckets[r] for r in ds.items].count(bucket) == 1  # alone in its bucket
+    Path(ds.records[wide].path).write_bytes(b"rewritten")
+    stats = cache_latents(ds, vae, mode=mode, cache_dir=tmp_path / "c", progress=False)
+    assert stats["failed"] == 1 and bucket not in ds.bucket_indices() and len(ds) == 4
+    loader = DataLoader(ds, batch_sampler=BucketBatchSampler(ds, 2, seed=0), collate_fn=collate)
+    assert sum(b["latents"].shape[0] for b in loader) == 4
+    assert ds.summary()["skipped_by_reason"] == {"not_image": 1}
+
+
+def test_no_decodable_image_at_caching_is_one_clear_error(folder, mk, vae):
+    ds, _ = build_datasets(mk.small_cfg(folder), None, seed=0)
+    for rec in ds.records:
+        Path(rec.path).write_bytes(b"")
+    with pytest.raises(SdloraError, match=r"no image of the train set can be decoded \(4 failed, e.g. .*0.png: empty"):
+        cache_latents(ds, vae, progress=False)
 
 
 def test_disk_mode_needs_a_folder(folder, mk, vae):

@@ -89,3 +89,12 @@ def test_too_long_counts_clip_tokens(tokenizer):
     short, long = "a photo of sks person", ", ".join(f"tag{i}" for i in range(60))
     result = too_long(tokenizer, [short, long])
     assert [c for c, _ in result] == [long] and result[0][1] > 75
+
+
+def test_tag_frequency_per_folder_as_kohya_counts_it():
+    from sdlora.data.captions import tag_frequency
+
+    pairs = [("10_sks", "sks dog, Smile , outdoors"), ("10_sks", "sks dog, smile,, smile"), ("style", ""),
+             ("style", "painting")]
+    assert tag_frequency(pairs) == {"10_sks": {"outdoors": 1, "sks dog": 2, "smile": 3}, "style": {"painting": 1}}
+    assert tag_frequency([]) == {}

@@ -96,6 +96,34 @@ def test_image_failing_after_scan_is_replaced_and_logged_once(tmp_path, mk, capl
         train[0]
 
 
+def test_a_bad_setting_is_not_taken_for_a_bad_image(tmp_path, mk):
+    """Only load errors are substituted; anything else (here a crop mode no code path knows) is raised
+    as it is, not turned into 'no image of bucket ... can be loaded'."""
+    import dataclasses
+
+    mk.rgb(tmp_path / "a.png", 96, 64)
+    train, _ = build_datasets(mk.small_cfg(tmp_path), None, seed=0)
+    train.options = dataclasses.replace(train.options, crop="diagonal")
+    with pytest.raises(SdloraError, match="data.crop: 'diagonal' is not one of"):
+        train[0]
+
+
+def test_summary_counts_uncaptioned_images_and_repeats_per_folder(tmp_path, mk):
+    from sdlora.config import SourceConfig
+
+    mk.rgb(tmp_path / "inst" / "3_sks" / "a.png", 64, 64)
+    mk.rgb(tmp_path / "inst" / "plain" / "b.png", 64, 64, seed=1)
+    mk.rgb(tmp_path / "inst" / "plain" / "c.png", 64, 64, seed=2)
+    (tmp_path / "inst" / "plain" / "c.txt").write_text("cat, Cat, sofa")
+    mk.rgb(tmp_path / "cls" / "d.png", 64, 64, seed=3)
+    train, _ = build_datasets(mk.small_cfg(SourceConfig(path=str(tmp_path / "inst")),
+                                           SourceConfig(path=str(tmp_path / "cls"), role="class")), None, seed=0)
+    s = train.summary()
+    assert s["images_without_caption"] == 2  # b.png and the class image d.png
+    assert s["folders"] == {"3_sks": {"repeats": 3, "images": 1}, "inst": {"repeats": 1, "images": 2}}
+    assert train.tag_frequency() == {"3_sks": {"sks": 1}, "inst": {"cat": 2, "sofa": 1}, "cls": {}}
+
+
 def test_dataset_pickles_and_loads_in_worker_processes(mixed_dataset):
     train, _, _ = mixed_dataset
     clone = pickle.loads(pickle.dumps(train))

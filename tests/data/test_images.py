@@ -111,3 +111,21 @@ def test_avif_decodes(tmp_path, mk):
     path = mk.save(tmp_path / "a.avif", Image.fromarray(mk.noise(64, 48)))
     assert probe_image(path.read_bytes(), 10**8).width == 64
     assert load_rgb(path).size == (64, 48)
+
+
+def test_probe_decodes_every_pixel_so_the_scan_agrees_with_training(mk):
+    """A PNG whose chunks all check out but whose pixel data does not inflate: the scan must refuse it
+    (it used to pass the scan, then fail in training)."""
+    data = mk.bad_zlib_png(mk.png_bytes(Image.fromarray(mk.noise(64, 64, 1))))
+    with pytest.raises(BadImage) as info:
+        probe_image(data, max_pixels=10**8)
+    assert info.value.code == "corrupt"
+
+
+def test_load_reads_only_regular_files(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "fifo.png")
+    with pytest.raises(BadImage) as info:
+        load_rgb(tmp_path / "fifo.png")  # would block forever if it were opened for reading
+    assert info.value.code == "not_regular"

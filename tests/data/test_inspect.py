@@ -62,13 +62,44 @@ def test_resolution_histogram_bins():
     assert hist == {"<256": 1, "256-511": 2, "512-767": 1, "768-1023": 1, "1024-2047": 0, ">=2048": 1}
 
 
+def test_histogram_bins_follow_the_training_resolution():
+    recs = [ImageRecord(f"{i}", 0, s, s, "d", "", "none") for i, s in enumerate([20, 40, 64, 64, 100, 200, 300])]
+    assert resolution_histogram(recs, 64) == {"<32": 1, "32-63": 1, "64-95": 2, "96-127": 1, "128-255": 1,
+                                              ">=256": 1}
+
+
+def test_report_reads_out_kohya_repeats_and_tag_frequency(tmp_path, mk, tokenizer):
+    mk.rgb(tmp_path / "10_sks dog" / "a.png", 64, 64)
+    mk.rgb(tmp_path / "20240101_trip" / "b.png", 64, 64, seed=1)
+    (tmp_path / "20240101_trip" / "b.txt").write_text("beach, Sunset")
+    report = inspect_paths([str(tmp_path)], DataConfig(resolution=64, bucket_step=16, min_bucket_side=32,
+                                                       max_bucket_side=128), tokenizer=tokenizer)
+    assert report["sources"][0]["folders"] == {"10_sks dog": {"repeats": 10, "caption": "sks dog", "images": 1}}
+    assert report["sources"][0]["items_per_epoch"] == 11
+    assert report["tag_frequency"] == {"10_sks dog": {"sks dog": 1}, tmp_path.name: {"beach": 1, "sunset": 1}}
+    text = render_report(report)
+    assert "kohya folder 10_sks dog: 10 repeats x 1 image, caption 'sks dog'" in text
+    assert "20240101 is not read as a repeat count" in text
+
+
 def test_cli_inspect_writes_json_and_never_fails_on_bad_files(mixed_folder, tmp_path, capsys):
     folder, good, bad = mixed_folder
     out = tmp_path / "r.json"
     assert main(["dataset", "inspect", str(folder), "--resolution", "64", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["totals"]["skipped"] == len(bad) and data["settings"]["resolution"] == 64
-    assert f"{len(good) + len(bad)} image files: {len(good)} usable" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"{len(good) + len(bad)} image files: {len(good)} usable" in printed
+    assert printed.rstrip().endswith(f"full report (JSON) written to {out}")
+
+
+@pytest.mark.parametrize("where, message", [("missing/r.json", "does not exist; create it first"),
+                                            (".", "is a folder: give a file name")])
+def test_cli_inspect_refuses_a_bad_json_path_before_scanning(tmp_path, mk, capsys, where, message):
+    mk.rgb(tmp_path / "d" / "a.png", 64, 64)
+    assert main(["dataset", "inspect", str(tmp_path / "d"), "--json", str(tmp_path / where)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
 def test_cli_inspect_config_sources_and_caption_extension(tmp_path, mk, capsys):

@@ -58,3 +58,28 @@ def test_metadata_csv_in_a_subfolder(tmp_path, mk):
     found = by_name(scan(tmp_path))
     assert found["part/x.png"].caption == "a cat, sitting"
     assert found["part/y.png"].caption == "" and found["part/y.png"].caption_empty_file
+
+
+def test_hostile_rows_are_notes_never_errors(tmp_path, mk):
+    mk.rgb(tmp_path / "a.png")
+    rows = ["[" * 200_000, "9" * 5000, json.dumps({"file_name": "../a.png", "text": "escapes"}),
+            json.dumps({"file_name": "/etc/passwd", "text": "absolute"}), json.dumps({"file_name": 5, "text": "x"}),
+            json.dumps({"file_name": "a.png", "text": ["not", "text"]}), json.dumps({"file_name": "a.png", "text": "ok\udcff"})]
+    (tmp_path / "metadata.jsonl").write_text("\n".join(rows) + "\n")
+    result = scan(tmp_path)
+    notes = " | ".join(result.notes)
+    assert "line 1: not valid JSON (nested too deeply)" in notes and "line 2: not valid JSON" in notes
+    assert "line 3: file_name '../a.png' must be a path inside" in notes and "line 4: file_name '/etc/passwd'" in notes
+    assert "line 5: needs `file_name` and `text`" in notes and "line 6: needs" in notes
+    assert by_name(result)["a.png"].caption == "ok?"  # a lone surrogate from a JSON escape is not kept
+
+
+def test_a_metadata_file_that_is_not_a_regular_file_is_noted(tmp_path, mk):
+    import os
+
+    mk.rgb(tmp_path / "a.png")
+    os.mkfifo(tmp_path / "metadata.jsonl")  # reading it would hang
+    (tmp_path / "sub" / "metadata.csv").mkdir(parents=True)
+    notes = " | ".join(scan(tmp_path).notes)
+    assert "metadata.jsonl is not used: not a regular file (only regular files are read): this is a FIFO" in notes
+    assert "metadata.csv is not used: not a regular file (only regular files are read): this is a folder" in notes

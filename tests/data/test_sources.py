@@ -94,3 +94,42 @@ def test_missing_folder_and_bad_extension_name_the_field(tmp_path):
         scan(tmp_path / "nope")
     with pytest.raises(SdloraError, match="caption_extension"):
         scan(tmp_path, caption_extension="txt")
+
+
+def test_a_date_folder_is_not_twenty_million_repeats(tmp_path, mk):
+    mk.rgb(tmp_path / "20240101_trip" / "a.png")
+    mk.rgb(tmp_path / "3_sks dog" / "b.png")
+    mk.rgb(tmp_path / "3_sks dog" / "c.png")
+    result = scan(tmp_path, repeats=2)
+    found = by_name(result)
+    a = found["20240101_trip/a.png"]
+    assert (a.repeats, a.caption_from, a.subset) == (2, "none", tmp_path.name)
+    assert found["3_sks dog/b.png"].repeats == 6 and found["3_sks dog/b.png"].subset == "3_sks dog"
+    assert result.folders == {"3_sks dog": {"repeats": 3, "caption": "sks dog", "images": 2}}
+    note = " | ".join(result.notes)
+    assert "20240101_trip: 20240101 is not read as a repeat count (more than 1000" in note
+    assert "at most 1000" in note
+
+
+def test_an_unreadable_sidecar_is_reported_not_silently_replaced(tmp_path, mk):
+    import os
+
+    mk.rgb(tmp_path / "5_sks" / "a.png")
+    mk.rgb(tmp_path / "5_sks" / "b.png")
+    (tmp_path / "5_sks" / "a.txt").mkdir()
+    os.mkfifo(tmp_path / "5_sks" / "b.txt")  # reading it would hang the scan
+    result = scan(tmp_path)
+    found = by_name(result)
+    assert [found[f"5_sks/{n}.png"].caption_from for n in "ab"] == ["folder", "folder"]
+    notes = " | ".join(result.notes)
+    assert "a.txt is not used: not a regular file (only regular files are read): this is a folder" in notes
+    assert "b.txt is not used: not a regular file (only regular files are read): this is a FIFO" in notes
+
+
+def test_names_that_are_not_utf8_are_scanned_and_captioned_printably(tmp_path, mk):
+    import os
+
+    folder = Path(os.fsdecode(os.fsencode(tmp_path) + b"/2_caf\xe9"))
+    mk.rgb(folder / os.fsdecode(b"\xff.png"))
+    rec = scan(tmp_path).records[0]
+    assert Path(rec.path).is_file() and rec.caption == "caf\ufffd" and rec.subset == "2_caf\\xe9"

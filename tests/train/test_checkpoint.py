@@ -69,6 +69,11 @@ def test_resolve_resume_forms_and_errors(tmp_path):
     assert ck.resolve_resume("latest", tmp_path).step == 12
     assert ck.resolve_resume(str(tmp_path), "elsewhere").step == 12
     assert ck.resolve_resume(str(ck.checkpoint_dir(tmp_path, 7)), tmp_path).step == 7
+    with pytest.raises(SdloraError, match=r"--resume latest: the run folder \(--output\) .*missing does not exist"):
+        ck.resolve_resume("latest", tmp_path / "missing")
+    with pytest.raises(SdloraError, match="--resume .*gone: the folder .*gone does not exist"):
+        ck.resolve_resume(str(tmp_path / "gone"), tmp_path)
+    (tmp_path / "empty").mkdir()
     with pytest.raises(SdloraError, match="no checkpoint with a training state"):
         ck.resolve_resume("latest", tmp_path / "empty")
     ck.checkpoint_dir(tmp_path, 12).joinpath(ck.STATE_FILE).write_bytes(b"garbage")

@@ -44,7 +44,8 @@ def test_resume_reads_the_run_folders_config(tmp_path):
     (["--set", "lora.rank=0"], "lora.rank must be >= 1"),
     (["--mixed-precision", "fp64"], "train.mixed_precision: 'fp64' is not one of"),
     ([], "no training images: pass --data"),
-    (["--resume", "nowhere"], "--resume nowhere: no config.toml"),
+    (["--resume", "nowhere"], "--resume nowhere: the run folder nowhere does not exist"),
+    (["--resume", "latest"], "--resume latest needs --output"),
     (["--config", "missing.toml"], "missing.toml: config file not found"),
 ])
 def test_user_mistakes_are_one_line_errors(argv, message, capsys, tmp_path, monkeypatch):
@@ -71,7 +72,7 @@ def test_cli_trains_and_returns_zero(tiny_model, tiny_data, tmp_path):
             "--set", "data.bucket_step=32", "--set", "data.min_bucket_side=32", "--set", "data.num_workers=0",
             "--set", "save.every_n_epochs=0", "--set", "log.tensorboard=false"]
     assert main(argv) == 0
-    assert (out / "lora.safetensors").is_file() and (out / "config.toml").is_file()
+    assert (out / "run.safetensors").is_file() and (out / "config.toml").is_file()  # named after the run
 
 
 def test_empty_source_path_names_the_key():

@@ -27,15 +27,6 @@ def _weights(text: str) -> list[float]:
     return [parse(part) for part in text.split(",") if part.strip()]
 
 
-def _lora(text: str):
-    from sdlora.generate.loras import parse_lora_arg
-
-    try:
-        return parse_lora_arg(text)
-    except SdloraError as err:  # argparse would print only "invalid value"
-        raise argparse.ArgumentTypeError(str(err)) from None
-
-
 def add_common(parser: argparse.ArgumentParser, out: str) -> None:
     """Model, prompts, sampling and output settings shared by the three commands."""
     parser.add_argument("--model", default=ModelConfig().name,
@@ -120,7 +111,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_sweep(sub, required: bool) -> None:
-    sub.add_argument("--lora", action="append", type=_lora, required=required, metavar="FILE[:WEIGHT]", help=LORA_HELP)
+    sub.add_argument("--lora", action="append", type=T.lora_arg, required=required, metavar="FILE[:WEIGHT]", help=LORA_HELP)
     sub.add_argument("--weights", type=_weights, metavar="W,W,...",
                      help="LoRA weights to compare, e.g. 0.5,1.0 (0 is the base column; default: each file's weight).")
 
@@ -128,7 +119,7 @@ def _add_sweep(sub, required: bool) -> None:
 def register(subparsers) -> None:
     gen = subparsers.add_parser("generate", help="Generate images, optionally with LoRA files.", epilog=SYNTAX)
     add_common(gen, "outputs/generate")
-    gen.add_argument("--lora", action="append", type=_lora, metavar="FILE[:WEIGHT]", help=LORA_HELP)
+    gen.add_argument("--lora", action="append", type=T.lora_arg, metavar="FILE[:WEIGHT]", help=LORA_HELP)
     gen.add_argument("--merge", action="store_true", help="Fold the LoRAs into the weights (no per-step overhead).")
     gen.add_argument("--no-contact-sheet", action="store_true", help="Do not write contact_sheet.png.")
     gen.set_defaults(handler=run_generate)

@@ -27,7 +27,7 @@ IMAGE_BYTES_SLACK = 16 * MiB  # headers, EXIF, ICC profiles, embedded thumbnails
 
 # Refusal codes (stable strings for reports) -> what a user reads.
 REFUSALS = {
-    "not_regular": "not a regular file (a FIFO, socket, device or folder); only regular files are read",
+    "not_regular": "not a regular file (only regular files are read)",
     "file_too_big": "file too large",
     "unreadable": "cannot be read",
 }
@@ -75,7 +75,7 @@ def _kind(mode: int) -> str:
 
 def _check(st: os.stat_result, limit: int) -> None:
     if not stat.S_ISREG(st.st_mode):
-        raise FileRefused("not_regular", _kind(st.st_mode))
+        raise FileRefused("not_regular", f"this is a {_kind(st.st_mode)}")
     if st.st_size > limit:
         raise FileRefused("file_too_big", f"{st.st_size:,} bytes > {limit:,}")
 

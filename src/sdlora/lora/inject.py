@@ -7,6 +7,7 @@ adapter instead of being wrapped twice. Nothing is changed when any selected mod
 """
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator, Mapping, Sequence
 
@@ -167,6 +168,22 @@ def set_multiplier(model: nn.Module, adapter: str, value: float) -> int:
     for wrapper in layers:
         wrapper.adapters[adapter].multiplier = float(value)
     return len(layers)
+
+
+@contextlib.contextmanager
+def multiplier(models: Sequence[nn.Module], adapter: str, value: float):
+    """Run adapter `adapter` at `value` in every model of `models` that holds it, for the duration of a
+    `with` block; each layer gets its previous multiplier back afterwards (also after an error)."""
+    layers = [w for m in models for w in lora_modules(m).values() if adapter in w.adapters]
+    saved = [(w, w.adapters[adapter].multiplier) for w in layers]
+    try:
+        for model in models:
+            if adapter in adapter_names(model):
+                set_multiplier(model, adapter, value)
+        yield
+    finally:
+        for wrapper, previous in saved:
+            wrapper.adapters[adapter].multiplier = previous
 
 
 def merge_lora(model: nn.Module) -> int:

@@ -7,6 +7,9 @@ rename, fsync of the folder), and a checkpoint folder is assembled under
 a hidden temporary name and renamed into place last. A crash or kill at any moment therefore
 leaves either the previous good file/checkpoint or the new one, never a torn one; leftovers of an
 interrupted save are hidden `.tmp` names that `find_checkpoints` ignores and the next save removes.
+Files and folders get the user's normal permissions (0666 / 0777 less the umask), like any other
+output, not mkstemp's private 0600 / 0700. A save that fails (disk full, folder read-only) raises a
+one-line SdloraError and leaves the previous checkpoints as they were.
 """
 from __future__ import annotations
 
@@ -69,28 +72,52 @@ def write_checkpoint(run_dir: str | Path, step: int, write: Callable[[Path], Non
     an existing checkpoint of the same step is replaced only after the new one is complete.
     """
     final = checkpoint_dir(run_dir, step)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    _remove_leftovers(final.parent)
-    staging = make_temp_dir(final.parent, final.name)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        _remove_leftovers(final.parent)
+        staging = make_temp_dir(final.parent, final.name)
+    except OSError as exc:
+        raise save_error(final, exc) from None
     try:
         write(staging)
-        if final.exists():
-            old = final.with_name(f".{final.name}.old.tmp")
-            os.replace(final, old)
-            os.replace(staging, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, final)
-    except BaseException:
+        _swap_in(staging, final)
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise save_error(final, exc) from None
         raise
     _fsync_dir(final.parent)
     return Checkpoint(step, final)
 
 
+def save_error(final: Path, exc: OSError) -> SdloraError:
+    """The one line for a checkpoint that could not be written (ENOSPC, EFBIG, EACCES, EROFS...)."""
+    return SdloraError(f"{final}: could not save the checkpoint ({exc.strerror or exc}); the earlier checkpoints "
+                       "are kept: free some space (or make the folder writable) and continue with --resume latest")
+
+
+def _swap_in(staging: Path, final: Path) -> None:
+    """Rename the complete staging folder to `final`; an existing `final` is replaced only then."""
+    if not final.exists():
+        os.replace(staging, final)
+        return
+    old = final.with_name(f".{final.name}.old.tmp")
+    os.replace(final, old)
+    try:
+        os.replace(staging, final)
+    except BaseException:
+        os.replace(old, final)  # put the good one back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def _remove_leftovers(root: Path) -> None:
     """Delete hidden temporaries left by a save that was killed."""
     for child in root.glob(".*.tmp"):
+        kept = root / child.name[1:-len(".old.tmp")] if child.name.endswith(".old.tmp") else None
+        if kept is not None and not kept.exists():  # killed between the two renames of _swap_in
+            os.replace(child, kept)
+            continue
         shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(missing_ok=True)
 
 
@@ -108,6 +135,9 @@ def prune(run_dir: str | Path, keep_last: int) -> list[Path]:
 def resolve_resume(resume: str, output_dir: str | Path) -> Checkpoint:
     """`latest` (newest checkpoint in output_dir), a run folder (its newest), or a step-N folder."""
     target = Path(output_dir) if resume == "latest" else Path(resume)
+    if not target.is_dir():
+        what = "the run folder (--output)" if resume == "latest" else "the folder"
+        raise SdloraError(f"--resume {resume}: {what} {target} does not exist")
     match = _STEP_DIR.fullmatch(target.name)
     if match and (target / STATE_FILE).is_file():
         return Checkpoint(int(match.group(1)), target)
