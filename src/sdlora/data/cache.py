@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
@@ -30,6 +30,7 @@ from sdlora.data.buckets import Size
 from sdlora.data.images import BadImage
 from sdlora.data.pixels import load_pixels
 from sdlora.errors import SdloraError
+from sdlora.fileio import atomic_save_safetensors
 
 log = logging.getLogger("sdlora.data")
 
@@ -123,9 +124,7 @@ class DiskLatents:
 
 
 def _save_atomic(path: Path, tensors: dict[str, torch.Tensor], key: str) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    save_file(tensors, str(tmp), metadata={"key": key})
-    os.replace(tmp, path)
+    atomic_save_safetensors(path, tensors, {"key": key})
 
 
 class _Pixels(Dataset):
