@@ -43,3 +43,19 @@ def test_model_readers_refuse_special_and_broken_files(tmp_path, kind, message, 
 def test_a_lora_given_as_the_model_is_named(tmp_path):
     with pytest.raises(SdloraError, match=r"lora\.safetensors: this is a LoRA file, not a model"):
         load_components(special(tmp_path, "lora", ".safetensors"))
+
+
+@pytest.mark.parametrize("part, name", [("unet", "diffusion_pytorch_model.safetensors"), ("unet", "config.json"),
+                                        ("scheduler", "scheduler_config.json")])
+def test_a_fifo_inside_a_model_folder_is_refused_before_it_is_opened(tmp_path, part, name):
+    folder = tmp_path / "m"
+    if part == "scheduler":  # reached only after the networks load: a real (tiny) model folder
+        from sdlora.models import build_pipeline, tiny_components
+
+        build_pipeline(tiny_components(0)).save_pretrained(folder)
+    for sub in ("unet", "vae", "text_encoder", part):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    (folder / part / name).unlink(missing_ok=True)
+    os.mkfifo(folder / part / name)
+    with pytest.raises(SdloraError, match=rf"{name}: not a regular file"):
+        load_components(folder)
