@@ -68,7 +68,7 @@ def write(tmp_path, name):
     elif name == "garbage":
         path.write_bytes(b"\xff" * 64)
     elif name == "redos":  # a diffusers file whose PEFT config holds a catastrophically backtracking regex
-        state = {f"{CANONICAL_Q}.lora_{ab}.weight": t for ab, t in (("A", torch.ones(4, 320)), ("B", torch.ones(320, 4)))}
+        state = {f"{CANONICAL_Q}.lora_A.weight": torch.ones(4, 320), f"{CANONICAL_Q}.lora_B.weight": torch.ones(320, 4)}
         save_file(state, path, metadata={METADATA_KEY: json.dumps(REDOS)})
     else:
         save_file(kohya(), path)
@@ -119,7 +119,8 @@ def test_convert_of_an_alpha_zero_or_missing_file_writes_alpha_equal_rank(tmp_pa
     if stored is None:
         del state[f"{Q}.alpha"]
     save_file(state, tmp_path / "a0.safetensors")
-    assert main(["convert", str(tmp_path / "a0.safetensors"), str(tmp_path / "d.safetensors"), "--to", "diffusers"]) == 0
+    src, dst = tmp_path / "a0.safetensors", tmp_path / "d.safetensors"
+    assert main(["convert", str(src), str(dst), "--to", "diffusers"]) == 0
     _, metadata, fmt = load_lora_file(tmp_path / "d.safetensors")
     config = json.loads(metadata[METADATA_KEY])
     assert fmt == "diffusers" and config["unet.lora_alpha"] == 4.0 and config["unet.r"] == 4
