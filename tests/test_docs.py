@@ -285,3 +285,18 @@ def test_the_site_builds_with_warnings_as_errors(tmp_path):
     guide = (tmp_path / "site" / "guide" / "index.html").read_text(encoding="utf-8")
     assert "/blob/main/examples/README.md" in guide  # the recipes link, rewritten by the hook
     assert (tmp_path / "site" / "images" / "demo-grid.png").is_file()
+
+
+def test_the_readme_picture_script_crops_blank_margins():
+    import importlib.util
+
+    from PIL import Image
+
+    spec = importlib.util.spec_from_file_location("readme_images", ROOT / "scripts" / "readme_images.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    image = Image.new("RGB", (200, 100), "white")
+    image.paste((200, 30, 30), (50, 20, 90, 70))  # content at x 50..89, y 20..69
+    cropped = module.crop_margins(image, pad=4)
+    assert cropped.size == (40 + 8, 50 + 8)
+    assert cropped.getpixel((4, 4)) == (200, 30, 30) and cropped.getpixel((0, 0)) == (255, 255, 255)
