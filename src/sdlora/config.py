@@ -164,8 +164,9 @@ class TrainConfig:
 @dataclass
 class SaveConfig:
     output_dir: str = opt("runs/lora", "Run folder: LoRA files, checkpoints, logs, samples, resolved config.")
-    name: str = opt("lora", "File name stem of the saved LoRA (written inside output_dir).",
-                    pattern=FILE_STEM, pattern_doc="a plain file name (no folder, at most 200 characters)")
+    name: str = opt("", "File name stem of the saved LoRA (written inside output_dir); empty: the run folder's "
+                    "name (runs/me -> me.safetensors).", pattern=f"(?:{FILE_STEM})?",
+                    pattern_doc="empty or a plain file name (no folder, at most 200 characters)")
     every_n_steps: int = opt(0, "Save a checkpoint every N steps; 0 disables.", ge=0, le=MAX_STEPS)
     every_n_epochs: int = opt(1, "Save a checkpoint every N epochs; 0 disables.", ge=0, le=1_000_000)
     keep_last: int = opt(3, "Keep this many intermediate checkpoints (the final LoRA is always kept); 0 keeps all.",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 
 # (logger name, full-message pattern, why it is harmless)
 LOG_MESSAGES: list[tuple[str, str, str]] = [
@@ -50,4 +51,8 @@ def install() -> None:
     from huggingface_hub.utils import disable_progress_bars
 
     disable_progress_bars()  # read by transformers when it is first imported
+    if "transformers" in sys.modules:  # already imported (a library user, a test session)
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
     _installed = True

@@ -1,11 +1,14 @@
 import json
+import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from sdlora.errors import SdloraError
-from sdlora.evaluate.compare import CompareJob, compare, make_columns, make_rows, run_compare
+from sdlora.evaluate.compare import (CompareJob, Progress, compare, duration, lora_labels, make_columns, make_rows,
+                                     run_compare)
 from sdlora.generate.loras import LoadedLora, LoraSpec
 from sdlora.generate.pngmeta import parse_pairs, read_parameters
 from sdlora.generate.prompts import PromptSpec
@@ -39,9 +42,13 @@ def test_rows_are_prompt_by_seed():
                                                       ("a green circle", 9), ("a green circle", 10)]
 
 
-def test_compare_grid_images_report_and_base_column_equals_plain_model(tmp_path, lora_file):
+def test_compare_grid_images_report_and_base_column_equals_plain_model(tmp_path, lora_file, caplog):
     job = CompareJob(PROMPTS, [LoraSpec(lora_file)], tmp_path, weights=[0.0, 0.5, 1.0])
-    result = compare(job, tiny_components(0))
+    with caplog.at_level(logging.INFO, logger="sdlora.evaluate.compare"):
+        result = compare(job, tiny_components(0))
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("image ")]
+    assert [line.split(" (")[0] for line in progress] == [f"image {i}/6" for i in range(1, 7)]
+    assert "style @ 0.5: a green circle" in progress[3] and "left" in progress[4] and "left" not in progress[5]
     assert [c.label for c in result.columns] == ["base", "style @ 0.5", "style @ 1"]
     assert len(result.samples) == 2 and all(len(row) == 3 for row in result.samples)
     # the base column (LoRA attached, weight 0) is pixel-identical to the model without any LoRA
@@ -52,8 +59,8 @@ def test_compare_grid_images_report_and_base_column_equals_plain_model(tmp_path,
     params = read_parameters(result.image_paths[1][1])
     assert params.prompt == "a green circle" and params.fields["Seed"] == "9"
     assert parse_pairs(params.fields["Lora weights"]) == {"style": "0.5"}
-    with Image.open(result.grid_path) as grid:
-        assert grid.width > 3 * 32 and grid.height > 2 * 32
+    with Image.open(result.grid_path) as grid:  # 32 px images are scaled up 8x in the grid
+        assert grid.width > 3 * 256 and grid.height > 2 * 256
     data = json.loads((tmp_path / "compare.json").read_text())
     assert data["columns"][2] == {"label": "style @ 1", "lora": "style", "weights": {"style": 1.0}}
     assert data["images"][1][2].startswith("images/r01-c02-9-")
@@ -65,3 +72,23 @@ def test_compare_grid_images_report_and_base_column_equals_plain_model(tmp_path,
 def test_negative_weights_are_refused(tmp_path, lora_file):
     with pytest.raises(SdloraError, match="weights must be >= 0"):
         run_compare(CompareJob(PROMPTS, [LoraSpec(lora_file)], tmp_path, weights=[-1.0]), tiny_components(0))
+
+
+@pytest.mark.parametrize("paths, labels", [
+    (["a/style.safetensors"], ["style"]),
+    (["run/me.safetensors", "run/other.safetensors"], ["me", "other"]),
+    (["runs/me/me.safetensors", "runs/me/checkpoints/step-000500/me.safetensors", "x/y.safetensors"],
+     ["me/me", "step-000500/me", "y"]),
+])
+def test_lora_labels_tell_a_runs_checkpoints_apart(paths, labels):
+    assert lora_labels([Path(p) for p in paths]) == labels
+    loras = [LoadedLora(LoraSpec(Path(p)), f"adapter{i}") for i, p in enumerate(paths)]
+    assert [c.label for c in make_columns(loras, None)[1:]] == [f"{label} @ 1" for label in labels]
+
+
+def test_progress_counts_images_and_estimates_the_rest():
+    assert [duration(s) for s in (4.4, 65, 3725)] == ["4 s", "1 min 05 s", "1 h 02 min"]
+    progress = Progress(total=3)
+    lines = [progress.advance(1, "base: a cat"), progress.advance(2, "x @ 1: a dog")]
+    assert lines[0].startswith("image 1/3 (base: a cat): ") and ", about " in lines[0] and lines[0].endswith(" left")
+    assert lines[1].startswith("image 3/3 (x @ 1: a dog): ") and "left" not in lines[1]

@@ -6,7 +6,7 @@ from PIL import Image
 
 from sdlora.cli import main
 
-FAST = ["--steps", "2", "--width", "32", "--height", "32", "--cfg", "4", "--device", "cpu"]
+FAST = ["--sample-steps", "2", "--width", "32", "--height", "32", "--guidance", "4", "--device", "cpu"]
 
 
 def test_compare_command(tmp_path, tiny_model_dir, lora_file, capsys):
@@ -29,7 +29,7 @@ def test_compare_requires_a_lora(tmp_path, tiny_model_dir, capsys):
     assert "--lora" in capsys.readouterr().err
 
 
-def test_evaluate_command_with_and_without_encoders(tmp_path, tiny_model_dir, lora_file, encoder_dirs):
+def test_evaluate_command_with_and_without_encoders(tmp_path, tiny_model_dir, lora_file, encoder_dirs, capsys):
     train = tmp_path / "train"
     train.mkdir()
     for i in range(2):
@@ -44,11 +44,22 @@ def test_evaluate_command_with_and_without_encoders(tmp_path, tiny_model_dir, lo
                                                               "KID_CLIP", "KID_CLIP std"}
     assert data["notes"] == []
 
+    # no encoder at all: stopped before anything is generated, saying how to get them
     bare = tmp_path / "bare"
     assert main([*common, "--out", str(bare), "--clip-model", str(tmp_path / "no-clip"),
-                 "--dino-model", "nobody/no-dino"]) == 0
-    data = json.loads((bare / "evaluate.json").read_text())
-    assert data["metrics"]["columns"] == {"base": {}, "style @ 0.9": {}}
-    assert any("huggingface-cli download nobody/no-dino" in n for n in data["notes"])
-    assert any(f"--clip-model {tmp_path / 'no-clip'}" in n for n in data["notes"])
-    assert (bare / "grid.png").is_file() and "huggingface-cli download" in (bare / "report.html").read_text()
+                 "--dino-model", "nobody/no-dino"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "`hf download nobody/no-dino`" in err and f"--clip-model {tmp_path / 'no-clip'}" in err
+    assert not (bare / "images").exists()
+
+
+def test_the_download_hint_names_an_installed_command():
+    import shutil
+    import sys
+    from pathlib import Path
+
+    from sdlora.evaluate.features import missing_message
+
+    hint = missing_message("DINO", "facebook/dino-vits16", "--dino-model")
+    command = hint.split("`")[1].split()[0]
+    assert shutil.which(command, path=str(Path(sys.executable).parent)) or shutil.which(command)

@@ -5,10 +5,9 @@ import torch
 from sdlora.errors import SdloraError
 from sdlora.formats import apply
 from sdlora.formats.io import save_lora_file
-from sdlora.formats.merge_model import merge_into_model, merge_loras, model_configs, output_layout
+from sdlora.formats.merge_model import check_finite_model, merge_into_model, merge_loras, output_layout
 from sdlora.lora import lora_modules
 from sdlora.models import build_pipeline, load_components, tiny_components
-from sdlora.models.single_file import load_single_file
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +43,7 @@ def test_saved_model_equals_base_with_loras_attached(name, base_dir, loras, tmp_
     out = tmp_path / name
     report = merge_into_model(base_dir, [(loras[0], 0.8), (loras[1], -0.5)], out)
     assert report["layout"] == output_layout(out) and [x["format"] for x in report["loras"]] == ["kohya", "native"]
-    if report["layout"] == "diffusers":
-        merged = load_components(out)
-    else:  # LDM layout; the tiny architecture needs its own configs to be read back
-        merged = load_single_file(out, configs=model_configs(load_components(base_dir)))
+    merged = load_components(out)  # every file sdlora writes, it reads (the single file names its architecture)
     assert not lora_modules(merged.unet)
     got = probe(merged.unet, merged.text_encoder)
     errors = [diff(a, b) for a, b in zip(got, _expected(base_dir, loras, (0.8, -0.5), probe))]
@@ -66,3 +62,24 @@ def test_refusals(base_dir, loras, tmp_path, lora_maker):
     apply.attach(model, lora_maker(model), adapter="live")
     with pytest.raises(SdloraError, match="already carries LoRA adapters"):
         merge_loras(model, [(lora_maker(model), 1.0)])
+
+
+def test_output_folders_that_must_not_be_replaced(base_dir, loras, tmp_path, monkeypatch):
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "empty").mkdir()
+    cases = [(tmp_path / "empty", str(tmp_path), "is a folder of other files"),
+             (tmp_path, ".", "is the current folder"),
+             (tmp_path, str(base_dir), "holds the input"), (tmp_path, str(loras[0].parent), "other files")]
+    for cwd, out, message in cases:
+        monkeypatch.chdir(cwd)
+        with pytest.raises(SdloraError, match=message):
+            merge_into_model(base_dir, [(loras[0], 1.0)], out, overwrite=True)
+    assert (tmp_path / "notes.txt").read_text() == "mine" and (base_dir / "model_index.json").is_file()
+
+
+def test_a_merge_that_overflows_is_refused(lora_maker):
+    model = tiny_components(0)
+    lora = {k: t * 1e20 if not k.endswith(".alpha") else t for k, t in lora_maker(model, seed=3).items()}
+    merge_loras(model, [(lora, 1.0)])
+    with pytest.raises(SdloraError, match=r"merging made (unet|text_encoder)\..* NaN or infinite; lower the LoRA"):
+        check_finite_model(model)

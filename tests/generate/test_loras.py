@@ -1,9 +1,10 @@
 import hashlib
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 import torch
 
 from sdlora.errors import SdloraError
@@ -108,3 +109,32 @@ def test_adapters_take_the_model_dtype(components, tiny_model):
     assert dtypes == {torch.bfloat16}
     image = Sampler(components).samples(SPEC)[0].image
     assert image.size == (32, 32) and np.asarray(image).std() > 0
+
+
+@pytest.mark.parametrize("weight", ["nan", "inf", "-inf", "1e30", "-100.5"])
+def test_parse_lora_arg_refuses_non_finite_or_huge_weights(weight):
+    with pytest.raises(SdloraError, match=rf"^s\.safetensors:{weight}: the LoRA weight must be a finite number "
+                                          "between -100 and 100"):
+        parse_lora_arg(f"s.safetensors:{weight}")
+
+
+def test_files_named_like_module_attributes_attach_and_sample(components, tiny_model, tmp_path):
+    names = ["train", "to", "forward", "keys", "training"]
+    for name in names:
+        shutil.copy(tiny_model["style"], tmp_path / f"{name}.safetensors")
+    loaded = attach_loras(components, [LoraSpec(tmp_path / f"{name}.safetensors", 0.2) for name in names])
+    assert [item.adapter for item in loaded] == names
+    set_weights(components, {"train": 0.0, "to": 0.5})
+    image = Sampler(components).samples(SPEC)[0].image
+    assert image.size == (32, 32) and np.asarray(image).std() > 0
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_lora_with_non_finite_weights_is_refused_naming_file_and_module(components, tiny_model, tmp_path, bad):
+    state = load_file(tiny_model["style"])
+    key = sorted(k for k in state if k.endswith("lora_up.weight"))[0]
+    state[key][0, 0] = bad
+    save_file(state, tmp_path / "broken.safetensors")
+    with pytest.raises(SdloraError, match=r"broken\.safetensors: LoRA module .*lora_up\.weight holds NaN or infinite"):
+        attach_loras(components, [LoraSpec(tmp_path / "broken.safetensors")])
+    assert not apply.adapters(components)

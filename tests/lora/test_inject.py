@@ -1,6 +1,7 @@
 """inject / remove / overrides / stacking / multipliers / merging a whole model."""
 import pytest
 import torch
+from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from sdlora.errors import SdloraError
@@ -11,6 +12,7 @@ from sdlora.lora import (
     inject,
     lora_modules,
     merge_lora,
+    multiplier,
     remove,
     set_multiplier,
     unmerge_lora,
@@ -112,7 +114,7 @@ def test_stacked_adapters_sum_and_multipliers(tiny_net, tiny_input, randomize):
     assert torch.allclose(layer_both, layer_a + layer_b, atol=TOL)
     with pytest.raises(SdloraError, match="no LoRA adapter named 'c'"):
         set_multiplier(tiny_net, "c", 1)
-    with pytest.raises(SdloraError, match="multiplier must be a finite number, got 'strong'"):
+    with pytest.raises(SdloraError, match="multiplier must be a finite number between -100 and 100, got 'strong'"):
         set_multiplier(tiny_net, "a", "strong")
 
 
@@ -200,3 +202,18 @@ def test_failure_midway_rolls_back_new_and_existing_wrappers(tiny_net):
 def test_root_module_cannot_be_a_target():
     with pytest.raises(SdloraError, match="matches no"):
         inject(torch.nn.Sequential(torch.nn.Linear(4, 4)), [""], rank=2)
+
+
+def test_multiplier_context_restores_each_layers_previous_value(tiny_net, tiny_input, randomize):
+    inject(tiny_net, ATTN, rank=2, adapter="a")
+    randomize(tiny_net)
+    set_multiplier(tiny_net, "a", 0.5)
+    half = tiny_net(tiny_input)
+    with multiplier([tiny_net, nn.Linear(2, 2)], "a", 0.0):  # models without the adapter are left alone
+        assert all(w.adapters["a"].multiplier == 0.0 for w in lora_modules(tiny_net).values())
+    assert all(w.adapters["a"].multiplier == 0.5 for w in lora_modules(tiny_net).values())  # not 1.0
+    assert torch.equal(tiny_net(tiny_input), half)
+    with pytest.raises(RuntimeError):
+        with multiplier([tiny_net], "a", 2.0):
+            raise RuntimeError("sampling failed")
+    assert all(w.adapters["a"].multiplier == 0.5 for w in lora_modules(tiny_net).values())

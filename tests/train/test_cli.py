@@ -72,7 +72,7 @@ def test_cli_trains_and_returns_zero(tiny_model, tiny_data, tmp_path):
             "--set", "data.bucket_step=32", "--set", "data.min_bucket_side=32", "--set", "data.num_workers=0",
             "--set", "save.every_n_epochs=0", "--set", "log.tensorboard=false"]
     assert main(argv) == 0
-    assert (out / "lora.safetensors").is_file() and (out / "config.toml").is_file()
+    assert (out / "run.safetensors").is_file() and (out / "config.toml").is_file()  # named after the run
 
 
 def test_empty_source_path_names_the_key():

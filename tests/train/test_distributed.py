@@ -49,12 +49,12 @@ def test_two_process_run_matches_across_processes_and_writes_each_file_once(tiny
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = (out / "train.log").read_text()
     assert "LoRA weights identical on all 2 processes" in log
-    assert "4 steps of 2x1x2 images" in log  # each process trains its own shard
+    assert "4 steps, batch 2 on each of 2 processes" in log  # each process trains its own shard
     for step in (1, 2, 3, 4):  # only the main process logs: every line once
         assert len(re.findall(rf"step {step}: loss", log)) == 1
     assert log.count("checkpoint saved to") == 2 and log.count("done: 4 steps") == 1
     assert [c.step for c in find_checkpoints(out)] == [2, 4]
-    assert not list(out.rglob("*.tmp")) and (out / "lora.safetensors").is_file()
+    assert not list(out.rglob("*.tmp")) and (out / "ddp.safetensors").is_file()
     # the 2-process checkpoint resumes in one process (the data position is converted)
     cfg = resolve_config(None, [], {**FAST, "model.name": str(tiny_model), "save.output_dir": str(out),
                                     "train.steps": 6}, [str(tiny_data)])

@@ -1,14 +1,17 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors import safe_open
 
-from sdlora.config import RunConfig
+import sdlora
+from sdlora.config import RunConfig, SourceConfig
 from sdlora.errors import SdloraError
 from sdlora.lora import inject, lora_modules
 from sdlora.models import tiny_components
-from sdlora.train.export import base_norm, delta_norm, lora_filenames, lora_metadata, save_lora
+from sdlora.train.export import (base_norm, caption_warning, delta_norm, lora_filenames, lora_metadata, run_name,
+                                 save_lora, tag_frequency, uncaptioned)
 
 
 @pytest.fixture
@@ -23,8 +26,12 @@ def test_metadata_has_kohya_fields():
     cfg = RunConfig()
     cfg.lora.rank, cfg.train.seed, cfg.data.resolution = 8, 7, 256
     summary = {"images": 5, "class_images": 2, "sources": [{"path": "/d", "images": 5, "items": 5}]}
-    meta = lora_metadata(cfg, step=100, epoch=3, dataset=summary, base="sd14", started=1.0)
-    assert meta["ss_network_dim"] == "8" and meta["ss_network_alpha"] == "8" and meta["ss_seed"] == "7"
+    meta = lora_metadata(cfg, step=100, epoch=3, dataset={**summary, "tag_frequency": {"d": {"a cat": 5}}},
+                         base="sd14", started=1.0)
+    assert "ss_network_dim" not in meta and meta["ss_seed"] == "7"  # rank/alpha: from the tensors (save_lora)
+    assert meta["modelspec.resolution"] == "256x256" and meta["sdlora_version"] == sdlora.__version__
+    assert json.loads(meta["ss_tag_frequency"]) == {"d": {"a cat": 5}}
+    assert "tag_frequency" not in json.loads(meta["sdlora_dataset"])  # said once
     assert meta["ss_steps"] == "100" and meta["ss_epoch"] == "3" and meta["ss_resolution"] == "(256, 256)"
     assert meta["ss_sd_model_name"] == "sd14" and meta["ss_learning_rate"] == "0.0001"
     assert json.loads(meta["ss_dataset_dirs"]) == {"/d": {"n_repeats": 1, "img_count": 5}}
@@ -36,6 +43,50 @@ def test_filenames_per_format():
     cfg = RunConfig()
     cfg.save.name, cfg.save.formats = "me", ["kohya", "diffusers", "kohya"]
     assert lora_filenames(cfg) == {"kohya": "me.safetensors", "diffusers": "me.diffusers.safetensors"}
+    assert lora_filenames(cfg, 500) == {"kohya": "me-000500.safetensors", "diffusers": "me-000500.diffusers.safetensors"}
+
+
+def test_files_are_named_after_the_run_folder_unless_named(tmp_path):
+    cfg = RunConfig()
+    cfg.save.output_dir = str(tmp_path / "runs" / "first")
+    assert cfg.save.name == "" and run_name(cfg) == "first"
+    assert lora_filenames(cfg) == {"kohya": "first.safetensors"}
+    cfg.save.output_dir = "."
+    assert run_name(cfg) == Path.cwd().name
+
+
+def test_every_format_carries_the_ranks_of_its_tensors(lora_model, tmp_path):
+    """ss_network_dim/alpha were the config's lora.rank in diffusers/native files (wrong with conv rank or
+    overrides); now every format says what the tensors hold (rank 2 here, lora.rank 8, alpha default)."""
+    cfg = RunConfig()
+    cfg.lora.rank, cfg.save.formats = 8, ["kohya", "diffusers", "native"]
+    meta = lora_metadata(cfg, step=1, epoch=0, dataset={}, base="tiny", started=0.0)
+    for path in save_lora(tmp_path, lora_model, cfg, meta):
+        with safe_open(str(path), framework="pt") as f:
+            saved = f.metadata()
+        assert saved["ss_network_dim"] == "2" and saved["ss_network_alpha"] == "2", path.name
+        assert saved["modelspec.resolution"] == "512x512" and saved["sdlora_version"] == sdlora.__version__
+
+
+def test_tag_frequency_and_the_missing_caption_warning(tmp_path):
+    from sdlora.data import build_datasets
+    from sdlora.models.tokenizer import load_tokenizer
+    from .conftest import write_images
+
+    write_images(tmp_path / "shapes", n=4)
+    (tmp_path / "shapes" / "img0.txt").write_text("sks, a red square")
+    cfg = RunConfig()
+    cfg.data.sources = [SourceConfig(path=str(tmp_path / "shapes"))]
+    cfg.data.resolution, cfg.data.bucket_step, cfg.data.min_bucket_side = 32, 32, 32
+    train, _ = build_datasets(cfg.data, load_tokenizer(), seed=0)
+    assert tag_frequency(train) == {"shapes": {"a red square": 2, "a green square": 1, "a blue square": 1, "sks": 1}}
+    assert uncaptioned(train) == (0, 4) and caption_warning(train) is None
+    for caption in (tmp_path / "shapes").glob("*.txt"):
+        caption.unlink()
+    cfg.data.sources[0].caption_prefix = "sks"
+    train, _ = build_datasets(cfg.data, load_tokenizer(), seed=0)
+    assert uncaptioned(train) == (4, 4) and tag_frequency(train) == {"shapes": {"sks": 4}}
+    assert "none of the 4 training images has a caption" in caption_warning(train)
 
 
 def test_save_writes_every_format_with_te_keys(lora_model, tmp_path):

@@ -1,8 +1,10 @@
 """End to end on the tiny model: outputs, learning, bitwise resume, the NaN guard, Ctrl-C."""
 from __future__ import annotations
 
+import json
 import logging
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -23,12 +25,12 @@ def read_file(path):
         return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
 
 
-def test_run_writes_kohya_lora_logs_samples_and_config(make_cfg):
+def test_run_writes_kohya_lora_logs_samples_and_config(make_cfg, tiny_data):
     cfg = make_cfg(sets=['validation.prompts=["a red square"]', "save.every_n_steps=2", "log.tensorboard=true"])
     result = train(cfg)
     run = result.run_dir
     assert result.status == "done" and result.step == 4
-    state, meta = read_file(run / "lora.safetensors")
+    state, meta = read_file(run / "run.safetensors")
     assert state and all(k.startswith("lora_unet_") for k in state)
     suffixes = {k.split(".", 1)[1] for k in state}
     assert suffixes == {"lora_down.weight", "lora_up.weight", "alpha"}
@@ -37,17 +39,21 @@ def test_run_writes_kohya_lora_logs_samples_and_config(make_cfg):
     assert len(state) == 4 * 2 * 4 * 3
     assert meta["ss_network_dim"] == "4" and meta["ss_steps"] == "4" and meta["ss_seed"] == "42"
     assert meta["ss_resolution"] == "(32, 32)" and meta["ss_sd_model_name"] == str(cfg.model.name)
-    assert meta["ss_num_train_images"] == "6"
-    lora, _, fmt = load_lora_file(run / "lora.safetensors")  # our own reader round-trips it
+    assert meta["ss_num_train_images"] == "6" and meta["modelspec.resolution"] == "32x32"
+    assert json.loads(meta["ss_tag_frequency"]) == {Path(tiny_data).name: {"a red square": 2, "a green square": 2,
+                                                                          "a blue square": 2}}
+    lora, _, fmt = load_lora_file(run / "run.safetensors")  # our own reader round-trips it
     assert fmt == "kohya" and len(lora) == len(state)
     # resolved config, text log, TensorBoard events, sample grids, checkpoints
     assert load_config(run / "config.toml") == cfg
     log = (run / "train.log").read_text()
     assert "step 1: loss" in log and "step 4: loss" in log and "done: 4 steps" in log
+    assert re.search(r"training [\d,]+ LoRA parameters in 32 UNet modules, 4 steps, batch 2, fp32 on the CPU\n", log)
+    assert log.rstrip().endswith(f"The LoRA is {run / 'run.safetensors'}")
     assert any(p.name.startswith("events.out.tfevents") for p in (run / "logs").iterdir())
     assert (run / "samples" / "step-000000-base.png").is_file() and (run / "samples" / "step-000004.png").is_file()
     assert [c.step for c in find_checkpoints(run)] == [2, 4]
-    assert (run / "checkpoints" / "step-000002" / "lora.safetensors").is_file()
+    assert (run / "checkpoints" / "step-000002" / "run-000002.safetensors").is_file()
     assert not list(run.rglob("*.tmp"))
     assert result.delta_norm > 0 and not result.warnings
 
@@ -75,6 +81,7 @@ def test_interrupted_and_resumed_run_equals_uninterrupted_bitwise(make_cfg, tmp_
     parted = make_cfg(**flags, **{"save.output_dir": str(tmp_path / "parted")})
     first = train(parted, on_step=_interrupt_at(2))
     assert first.status == "interrupted" and first.step == 2
+    assert f"to continue:\n  sdlora train --resume {tmp_path / 'parted'}" in (tmp_path / "parted" / "train.log").read_text()
     assert [c.step for c in find_checkpoints(tmp_path / "parted")] == [2]
     second = train(parted, resume="latest")
     assert second.status == "done" and second.step == 5
@@ -82,23 +89,24 @@ def test_interrupted_and_resumed_run_equals_uninterrupted_bitwise(make_cfg, tmp_
     b = load_state(find_checkpoints(tmp_path / "parted")[-1])["lora"]
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)  # bitwise, fp32
-    fa, _ = read_file(tmp_path / "full" / "lora.safetensors")
-    fb, _ = read_file(tmp_path / "parted" / "lora.safetensors")
+    fa, _ = read_file(tmp_path / "full" / "full.safetensors")
+    fb, _ = read_file(tmp_path / "parted" / "parted.safetensors")
     assert all(torch.equal(fa[k], fb[k]) for k in fa)
 
 
 def test_nan_loss_stops_with_message_and_keeps_the_good_lora(make_cfg):
     good = train(make_cfg(**{"train.steps": 2}))
-    lora_bytes = (good.run_dir / "lora.safetensors").read_bytes()
+    lora_bytes = (good.run_dir / "run.safetensors").read_bytes()
     state_bytes = (good.run_dir / "checkpoints" / "step-000002" / "state.pt").read_bytes()
     bad = make_cfg(**{"train.steps": 10, "train.max_nonfinite_steps": 3})
     bad.train.noise_offset = float("nan")  # past the config's checks (which refuse it): every loss is NaN
     with pytest.raises(TrainingDiverged, match=r"3 consecutive steps had a NaN/inf loss.*last good checkpoint"):
         train(bad)  # in the same run folder
-    assert (good.run_dir / "lora.safetensors").read_bytes() == lora_bytes
+    assert (good.run_dir / "run.safetensors").read_bytes() == lora_bytes
     assert [c.step for c in find_checkpoints(good.run_dir)] == [2]
     assert (good.run_dir / "checkpoints" / "step-000002" / "state.pt").read_bytes() == state_bytes
-    assert "[skipped: non-finite]" in (good.run_dir / "train.log").read_text()
+    log = (good.run_dir / "train.log").read_text()
+    assert "[skipped: non-finite]" in log and "ERROR stopped: stopped at step" in log  # how the run ended
 
 
 def test_no_effect_warning_when_lora_does_not_change(make_cfg):
@@ -123,7 +131,7 @@ def test_dreambooth_bf16_checkpointing_text_encoder_dora_conv_run(make_cfg, tiny
     result = train(cfg, on_step=lambda step, r: seen.append(r))
     assert result.status == "done" and len(list(classes.glob("class-*.png"))) == 2
     assert all(not r.skipped for r in seen)
-    state, meta = read_file(result.run_dir / "lora.safetensors")
+    state, meta = read_file(result.run_dir / "run.safetensors")
     assert any(k.startswith("lora_te_text_model_encoder_layers_") for k in state)
     assert any(k.endswith(".dora_scale") for k in state)
     assert any("resnets_0_conv1" in k for k in state)
@@ -139,8 +147,8 @@ def test_channels_last_and_compiled_unet_train_the_same_lora(make_cfg, tmp_path)
                              "train.compile": True, "train.compile_backend": "aot_eager", "lora.conv": True}))
     conv = train(make_cfg(**{"save.output_dir": str(tmp_path / "conv"), "lora.conv": True}))
     assert fast.status == conv.status == "done"
-    a, _ = read_file(conv.run_dir / "lora.safetensors")
-    b, _ = read_file(fast.run_dir / "lora.safetensors")
+    a, _ = read_file(conv.run_dir / "conv.safetensors")
+    b, _ = read_file(fast.run_dir / "fast.safetensors")
     assert a.keys() == b.keys() and any("_resnets_" in k for k in a)  # conv adapters: channels-last matters
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-5)
@@ -160,6 +168,8 @@ def test_a_failed_build_releases_the_log_file(make_cfg, monkeypatch):
         raise SdloraError("broken on purpose")
 
     monkeypatch.setattr(build, "speed_up_unet", fail)  # fails after the model and data are loaded
+    cfg = make_cfg()
     with pytest.raises(SdloraError, match="broken on purpose"):
-        train(make_cfg())
+        train(cfg)
+    assert "ERROR stopped: broken on purpose" in (Path(cfg.save.output_dir) / "train.log").read_text()
     assert not any(isinstance(h, logging.FileHandler) for h in logging.getLogger("sdlora").handlers)

@@ -1,10 +1,12 @@
 import logging
 import math
+import re
 
 import pytest
 from PIL import Image
 
-from sdlora.train.progress import LOG_FILE, Progress, SmoothedValue
+from sdlora.errors import SdloraError
+from sdlora.train.progress import LOG_FILE, Progress, SmoothedValue, continue_command, start_summary
 
 
 def test_smoothed_value_is_bias_corrected_and_skips_nan():
@@ -40,3 +42,64 @@ def test_disabled_progress_writes_nothing(tmp_path):
     p.message("x")
     p.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_log_lines_print_above_the_bar_and_the_last_line_stays_last(tmp_path, capsys):
+    import sys
+
+    console = logging.StreamHandler(sys.stderr)  # as the CLI's logging.basicConfig
+    logging.getLogger().addHandler(console)
+    try:
+        p = Progress(tmp_path, enabled=True, tensorboard=False, every=1)
+        p.start(3)
+        for step in range(1, 4):
+            p.step(step, 0.5, 1e-4, None, skipped=False)
+        p.end_bar()
+        p.message("done: the LoRA is x.safetensors")
+        p.close()
+    finally:
+        logging.getLogger().removeHandler(console)
+    err = capsys.readouterr().err
+    starts = [m.start() for m in re.finditer(r"step \d: loss", err)]
+    assert len(starts) == 3 and all(i == 0 or err[i - 1] in "\r\n" for i in starts)  # never glued onto the bar
+    assert err.rstrip("\n").split("\n")[-1] == "done: the LoRA is x.safetensors"
+
+
+def test_fatal_error_goes_into_the_log_file_once(tmp_path):
+    p = Progress(tmp_path, enabled=True, tensorboard=False)
+    p.message("training ...")
+    try:
+        raise SdloraError("disk full at /x")
+    except SdloraError as exc:
+        p.fatal(exc)
+        p.close()  # closing while the error is handled does not log it twice
+    (tmp_path / "q").mkdir()
+    q = Progress(tmp_path / "q", enabled=True, tensorboard=False)
+    try:
+        raise RuntimeError("Input type (float) and bias type (c10::BFloat16) should be the same")
+    except RuntimeError:
+        q.close()  # a failed build closes its Progress inside the handler: the error is logged then
+    text = (tmp_path / LOG_FILE).read_text()
+    assert text.count("ERROR stopped: disk full at /x") == 1
+    other = (tmp_path / "q" / LOG_FILE).read_text()
+    assert "stopped by an unexpected error: RuntimeError: Input type (float)" in other and "Traceback" in other
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["/venv/bin/sdlora", "train", "--data", "my photos", "--output", "runs/a", "--steps", "30"],
+     "sdlora train --data 'my photos' --output runs/a --steps 30 --resume runs/a"),
+    (["/venv/bin/sdlora", "train", "--resume", "old", "--steps", "9", "--resume=x"],
+     "sdlora train --steps 9 --resume runs/a"),
+    (["/usr/bin/pytest", "-q"], "sdlora train --resume runs/a"),  # not run from the command line
+])
+def test_continue_command(argv, expected):
+    assert continue_command("runs/a", argv) == expected
+
+
+def test_start_summary_in_words():
+    text = start_summary(params=325632, modules={"unet": 84}, steps=30, batch_size=1, precision="fp32", device="cpu")
+    assert text == "training 325,632 LoRA parameters in 84 UNet modules, 30 steps, batch 1, fp32 on the CPU"
+    text = start_summary(params=1, modules={"unet": 1, "text_encoder": 72}, steps=1, start=1, batch_size=2,
+                         grad_accum=4, processes=2, precision="bf16", device="cuda:0")
+    assert text == ("training 1 LoRA parameter in 1 UNet and 72 text-encoder modules, 1 step (continuing at "
+                    "step 1), batch 2 x 4 accumulated on each of 2 processes, bf16 on the GPU (cuda:0)")

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from sdlora.config import RunConfig
-from sdlora.lora import inject, lora_modules
+from sdlora.lora import inject, lora_modules, set_multiplier
 from sdlora.models import tiny_components
 from sdlora.train.noise import NoiseSchedule
 from sdlora.train.step import StepContext
@@ -50,3 +50,12 @@ def test_validation_loss_is_fixed_across_calls():
     a = validation_loss(ctx, batches, 1234, contextlib.nullcontext)
     b = validation_loss(ctx, batches, 1234, contextlib.nullcontext)
     assert a == b and np.isfinite(a) and validation_loss(ctx, batches, 99, contextlib.nullcontext) != a
+
+
+def test_lora_multiplier_restores_the_previous_value_not_one():
+    c = tiny_components(0)
+    inject(c.unet, "unet-attn", rank=2)
+    set_multiplier(c.unet, "default", 0.7)
+    with lora_multiplier(c, 0.0):
+        assert all(w.adapters["default"].multiplier == 0.0 for w in lora_modules(c.unet).values())
+    assert all(w.adapters["default"].multiplier == 0.7 for w in lora_modules(c.unet).values())

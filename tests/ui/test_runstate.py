@@ -1,13 +1,14 @@
 """Reading a run folder: train.log as the trainer's own Progress writes it, samples, LoRA files."""
 import logging
 
-from sdlora.train.progress import Progress
+from sdlora.train.progress import Progress, start_summary
 from sdlora.ui import runstate
 
 
 def _log_run(run_dir, steps, total, *, interrupted_at=None, warnings=()):
     progress = Progress(run_dir, tensorboard=False, every=1)
-    progress.message(f"training 1,234 LoRA parameters in {{'unet': 4}} modules; {total} steps of 1x1x1 images")
+    progress.message(start_summary(params=1234, modules={"unet": 4}, steps=total, batch_size=1, precision="fp32",
+                                   device="cpu"))
     progress.start(total, steps[0] - 1)
     for step in steps:
         progress.step(step, 0.5 / step, 1e-4 * step, 0.1, False)

@@ -28,6 +28,7 @@ class Commands(argparse._SubParsersAction):
     def add_parser(self, name: str, **kwargs):
         parser = super().add_parser(name, **kwargs)
         parser.help = kwargs.get("help")
+        parser.set_defaults(command_parser=parser)  # the innermost command's parser wins
         return parser
 
 
@@ -50,6 +51,21 @@ class Parser(argparse.ArgumentParser):
         action = super().add_subparsers(action=Commands, **kwargs)
         self.commands = action.choices
         return action
+
+    def check(self, args: argparse.Namespace) -> None:
+        """Check the file-system side of every path argument (argtypes.PathType) before any work;
+        SdloraError naming the argument and what is wrong."""
+        for action in self.arguments:
+            values = getattr(args, action.dest, None)
+            if not hasattr(action.type, "check") or values is None:
+                continue
+            for value in values if isinstance(values, list) else [values]:
+                try:
+                    action.type.check(value)
+                except argparse.ArgumentTypeError as exc:
+                    name = "/".join(action.option_strings) or action.metavar or action.dest
+                    command = self.prog.removeprefix("sdlora").strip()
+                    raise SdloraError(f"{command}: argument {name}: {exc}") from None
 
     def error(self, message: str):
         command = self.prog.removeprefix("sdlora").strip()
@@ -81,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     quiet.install()
     try:
+        args.command_parser.check(args)
         return int(handler(args) or 0)
     except SdloraError as exc:
         print(f"sdlora: error: {exc}", file=sys.stderr)

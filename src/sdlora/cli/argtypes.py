@@ -1,10 +1,11 @@
 """Argument types and output-path rules shared by every command, checked while the command line is
 parsed: a bad number or path is refused before anything is loaded or written.
 
-Each type is a function `text -> value` that raises argparse.ArgumentTypeError with a message saying
-what was wrong and what to give instead; the parser prints it as one `sdlora: error:` line.
-Functions carry a `kind` attribute ("input file", "output folder", ...) so tests can find every path
-argument of every command and try it with hostile paths.
+Number types are functions `text -> value` that raise argparse.ArgumentTypeError saying what was
+wrong and what to give instead (they carry their `bounds`); path types are PathType objects, checked
+against the file system once the command is chosen, before its handler runs, and carry a `kind`
+("input file", "output folder", ...). Both end in one `sdlora: error:` line, and tests find every
+such argument of every command by these attributes.
 """
 from __future__ import annotations
 
@@ -14,13 +15,6 @@ import os
 from pathlib import Path
 
 SEED_MAX = 2**32 - 1  # A1111's and kohya's seed range; torch generators take any of them
-
-
-def _kind(kind: str):
-    def mark(fn):
-        fn.kind = kind
-        return fn
-    return mark
 
 
 def int_range(low: int, high: int | None = None):
@@ -66,64 +60,92 @@ def _missing_parent(path: Path) -> Path | None:
     return None
 
 
-def _check_writable_parent(path: Path) -> None:
-    """Refuse a path whose existing ancestor is a file or not writable (a folder may still be missing)."""
-    existing = path.absolute()
+def _check_writable_folder(folder: Path, shown: Path) -> None:
+    """Refuse writing `shown` when the nearest existing one of `folder` and its ancestors is a file or
+    not writable (missing folders below it can still be created)."""
+    existing = folder.absolute()
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
-        raise argparse.ArgumentTypeError(f"{path}: {existing} is a file, not a folder")
+        raise argparse.ArgumentTypeError(f"{shown}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise argparse.ArgumentTypeError(f"{path}: folder {existing} is not writable; choose another place")
+        raise argparse.ArgumentTypeError(f"{shown}: folder {existing} is not writable; choose another place")
 
 
-def input_file_of(what: str = "file"):
-    """A type for an existing regular file; `what` names it in messages (`x.toml: config file not found`)."""
-    @_kind("input file")
-    def input_file(text: str) -> Path:
-        path = Path(text).expanduser()
+class PathType:
+    """An argparse type for a path. Parsing only makes the Path (so any command line, e.g. one in
+    the docs, parses anywhere); `check(path)` tests the file system and runs after parsing, before
+    the handler (see sdlora.cli.Parser.check), raising ArgumentTypeError with the reason."""
+
+    def __init__(self, kind: str, check):
+        self.kind, self.check, self.__name__ = kind, check, kind
+
+    def __call__(self, text: str) -> Path:
+        return Path(text).expanduser()
+
+
+def input_file_of(what: str = "file") -> PathType:
+    """An existing regular file; `what` names it in messages (`x.toml: config file not found`)."""
+    def check(path: Path) -> None:
         if path.is_dir():
-            raise argparse.ArgumentTypeError(f"{text}: is a folder; give a {what}")
+            raise argparse.ArgumentTypeError(f"{path}: is a folder; give a {what}")
         if not path.is_file():
-            raise argparse.ArgumentTypeError(f"{text}: {'not a regular file' if path.exists() else what + ' not found'}")
-        return path
-    return input_file
+            raise argparse.ArgumentTypeError(f"{path}: {'not a regular file' if path.exists() else what + ' not found'}")
+    return PathType("input file", check)
+
+
+def _input_dir(path: Path) -> None:
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path}: {'is a file; give a folder' if path.exists() else 'folder not found'}")
+
+
+def check_output_dir(path: Path) -> None:
+    """A folder to write into: existing, or creatable (its nearest existing ancestor a writable folder)."""
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path}: is a file; give a folder to write into")
+    _check_writable_folder(path, path)
+
+
+def check_output_file(path: Path) -> None:
+    """A file to write: not a folder, in an existing writable folder (overwriting is checked separately)."""
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path}: is a folder; give a file name")
+    parent = _missing_parent(path)
+    if parent is not None:
+        what = "is a file" if parent.exists() else "does not exist"
+        raise argparse.ArgumentTypeError(f"{path}: folder {parent} {what}; create the folder first")
+    _check_writable_folder(path.parent, path)
 
 
 input_file = input_file_of()
 
 
-@_kind("input folder")
-def input_dir(text: str) -> Path:
-    """An existing folder."""
-    path = Path(text).expanduser()
-    if not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: {'is a file; give a folder' if path.exists() else 'folder not found'}")
-    return path
+class LoraArg(PathType):
+    """`FILE[:WEIGHT]` -> sdlora.generate.loras.LoraSpec; the file must be a regular file and the
+    weight a finite number (a NaN or inf weight would turn every image black)."""
+
+    def __init__(self):
+        super().__init__("input file", self._check)
+
+    def __call__(self, text: str):
+        from sdlora.generate.loras import parse_lora_arg
+
+        from sdlora.errors import SdloraError
+
+        try:
+            return parse_lora_arg(text)  # refuses a weight that is not finite or is out of range
+        except SdloraError as err:  # argparse would print only "invalid value"
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    @staticmethod
+    def _check(spec) -> None:
+        input_file.check(Path(spec.path).expanduser())
 
 
-@_kind("output folder")
-def output_dir(text: str) -> Path:
-    """A folder to write into: existing, or creatable (its nearest existing ancestor a writable folder)."""
-    path = Path(text).expanduser()
-    if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: is a file; give a folder to write into")
-    _check_writable_parent(path)
-    return path
-
-
-@_kind("output file")
-def output_file(text: str) -> Path:
-    """A file to write: not a folder, in an existing writable folder (overwriting is checked separately)."""
-    path = Path(text).expanduser()
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: is a folder; give a file name")
-    parent = _missing_parent(path)
-    if parent is not None:
-        what = "is a file" if parent.exists() else "does not exist"
-        raise argparse.ArgumentTypeError(f"{text}: folder {parent} {what}; create the folder first")
-    _check_writable_parent(path)
-    return path
+lora_arg = LoraArg()
+input_dir = PathType("input folder", _input_dir)
+output_dir = PathType("output folder", check_output_dir)
+output_file = PathType("output file", check_output_file)
 
 
 def refuse_overwrite(path: Path, overwrite: bool) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sdlora.cli import argtypes as T
 from sdlora.config import ModelConfig
+from sdlora.errors import SdloraError
 from sdlora.evaluate.features import DEFAULT_CLIP, DEFAULT_DINO
 from sdlora.generate.prompts import PromptSpec, check_spec, collect_prompts
 from sdlora.generate.schedulers import DEFAULT_SCHEDULER, SCHEDULERS
@@ -24,12 +25,6 @@ DTYPES = ["auto", "fp32", "fp16", "bf16"]
 def _weights(text: str) -> list[float]:
     parse = T.float_range(0.0)
     return [parse(part) for part in text.split(",") if part.strip()]
-
-
-def _lora(text: str):
-    from sdlora.generate.loras import parse_lora_arg
-
-    return parse_lora_arg(text)
 
 
 def add_common(parser: argparse.ArgumentParser, out: str) -> None:
@@ -116,7 +111,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_sweep(sub, required: bool) -> None:
-    sub.add_argument("--lora", action="append", type=_lora, required=required, metavar="FILE[:WEIGHT]", help=LORA_HELP)
+    sub.add_argument("--lora", action="append", type=T.lora_arg, required=required, metavar="FILE[:WEIGHT]", help=LORA_HELP)
     sub.add_argument("--weights", type=_weights, metavar="W,W,...",
                      help="LoRA weights to compare, e.g. 0.5,1.0 (0 is the base column; default: each file's weight).")
 
@@ -124,7 +119,7 @@ def _add_sweep(sub, required: bool) -> None:
 def register(subparsers) -> None:
     gen = subparsers.add_parser("generate", help="Generate images, optionally with LoRA files.", epilog=SYNTAX)
     add_common(gen, "outputs/generate")
-    gen.add_argument("--lora", action="append", type=_lora, metavar="FILE[:WEIGHT]", help=LORA_HELP)
+    gen.add_argument("--lora", action="append", type=T.lora_arg, metavar="FILE[:WEIGHT]", help=LORA_HELP)
     gen.add_argument("--merge", action="store_true", help="Fold the LoRAs into the weights (no per-step overhead).")
     gen.add_argument("--no-contact-sheet", action="store_true", help="Do not write contact_sheet.png.")
     gen.set_defaults(handler=run_generate)

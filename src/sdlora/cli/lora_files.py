@@ -60,7 +60,7 @@ def register(subparsers) -> None:
                               description="Write BASE with every LORA folded in: OUT ending in .safetensors is "
                               "one file in the original LDM layout (A1111/ComfyUI), anything else a diffusers folder.")
     p.add_argument("base", metavar="BASE", help="Base model: hub id, diffusers folder, .safetensors/.ckpt, or `tiny`.")
-    p.add_argument("loras", metavar="LORA[:w]", nargs="+", help="LoRA files, each with an optional weight (default 1).")
+    p.add_argument("loras", metavar="LORA[:w]", nargs="+", type=T.lora_arg, help="LoRA files, each with an optional weight (default 1).")
     p.add_argument("output", metavar="OUT", type=model_output,
                    help="Output: FILE.safetensors (LDM layout) or a folder (diffusers layout).")
     p.add_argument("--dtype", choices=DTYPES, default=None, help="Save the model in this dtype (default fp32).")
@@ -68,17 +68,16 @@ def register(subparsers) -> None:
     p.set_defaults(handler=_merge)
 
 
-def model_output(text: str) -> Path:
+def _check_model_output(path: Path) -> None:
     """merge-into-model's OUT: a .safetensors file, or a folder that is not the working folder or above it."""
-    if text.lower().endswith(".safetensors"):
-        return T.output_file(text)
-    path = T.output_dir(text)
+    if path.suffix.lower() == ".safetensors":
+        return T.check_output_file(path)
+    T.check_output_dir(path)
     if path.exists() and Path.cwd().resolve().is_relative_to(path.resolve()):
-        raise argparse.ArgumentTypeError(f"{text}: is the working folder or one above it; name a new folder")
-    return path
+        raise argparse.ArgumentTypeError(f"{path}: is the working folder or one above it; name a new folder")
 
 
-model_output.kind = "output folder"
+model_output = T.PathType("output folder", _check_model_output)
 
 
 def _claim_model_output(out: Path, overwrite: bool) -> None:
@@ -121,11 +120,9 @@ def _resize(args) -> int:
 
 def _merge(args) -> int:
     from sdlora.formats.merge_model import merge_into_model
-    from sdlora.generate.loras import parse_lora_arg
 
     _claim_model_output(args.output, args.overwrite)
-    specs = [parse_lora_arg(text) for text in args.loras]
-    report = merge_into_model(args.base, [(s.path, s.weight) for s in specs], args.output,
+    report = merge_into_model(args.base, [(s.path, s.weight) for s in args.loras], args.output,
                               dtype=args.dtype, overwrite=args.overwrite)
     loras = ", ".join(f"{item['file']} x{item['weight']:g}" for item in report["loras"])
     print(f"merged {loras} into {report['layers']} layers of {args.base}; wrote {args.output} ({report['layout']} layout)")

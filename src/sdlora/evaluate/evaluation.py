@@ -66,14 +66,19 @@ def load_image_folder(path: Path, what: str) -> list[Image.Image]:
 
 
 def load_encoders(job: EvaluateJob, device: torch.device, notes: list[str]) -> dict:
-    """{"clip": ClipFeatures, "dino": DinoFeatures}, leaving out (with a note) those not available."""
-    encoders = {}
+    """{"clip": ClipFeatures, "dino": DinoFeatures}, leaving out (with a note) those not available;
+    SdloraError when neither is (there would be nothing to measure)."""
+    encoders, missing = {}, []
     for key, loader, name in (("clip", load_clip, job.clip_model), ("dino", load_dino, job.dino_model)):
         try:
             encoders[key] = loader(name, device)
         except MissingWeights as exc:
+            missing.append(str(exc))
             notes.append(f"{exc}. Skipped: {'CLIP-T, CLIP-I' if key == 'clip' else 'DINO'}"
                          + (" and FD/KID" if key == job.fid_features else "") + ".")
+    if not encoders:
+        raise SdloraError("no metric can be computed: " + "; ".join(missing)
+                          + " (`sdlora compare` makes the grid and report without metrics)")
     return encoders
 
 
@@ -128,10 +133,7 @@ def evaluate(job: EvaluateJob, components: SDComponents | None = None) -> Evalua
     train = load_image_folder(job.train_images, "--train-images") if job.train_images else None
     reference = load_image_folder(job.reference, "--reference") if job.reference else None
     notes: list[str] = []
-    encoders = load_encoders(job, resolve_device(job.compare.device), notes)
-    if not encoders:
-        raise SdloraError(" ".join(notes) + " With no encoder there is no metric to compute; `sdlora compare` "
-                          "makes the grid and report alone.")
+    encoders = load_encoders(job, resolve_device(job.compare.device), notes)  # before generating anything
     for note in notes:
         log.warning("%s", note)
     result = run_compare(job.compare, components)

@@ -100,11 +100,20 @@ def check_shapes(component: str, path: str, params: Mapping[str, torch.Tensor]) 
                           f"{dora_shape(params)} (one magnitude per output channel)")
 
 
+def first_non_finite(tensors: Mapping[str, torch.Tensor]) -> str | None:
+    """The first key whose tensor holds NaN or inf (None when all are finite): the one finiteness check."""
+    return next((k for k, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()), None)
+
+
 def normalize(lora: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Validate a canonical dict and make every module's alpha explicit (0-d float32)."""
+    """Validate a canonical dict (shapes, finite values) and make every module's alpha explicit (0-d float32)."""
     modules = group(lora)
     for (component, path), params in modules.items():
         check_shapes(component, path, params)
+        bad = first_non_finite(params)
+        if bad is not None:
+            raise SdloraError(f"LoRA module {component}.{path}: {bad} holds NaN or infinite values; "
+                              "the LoRA is broken (re-train or re-export it)")
     return ungroup({m: with_alpha(p, f"LoRA module {m[0]}.{m[1]}") for m, p in modules.items()})
 
 

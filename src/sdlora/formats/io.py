@@ -17,6 +17,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
 
+from sdlora import __version__
 from sdlora.errors import SdloraError
 from sdlora.fileio import atomic_write_bytes, regular_file
 from sdlora.formats import diffusers, kohya, native
@@ -56,9 +57,9 @@ def parse_state(state: Mapping[str, torch.Tensor], metadata: Mapping[str, str], 
     refuse_unsupported(state, metadata, source)
     try:
         fmt = detect_format(state, metadata)
-    except SdloraError as err:
-        raise SdloraError(f"{source}: {err}") from None
-    lora, metadata = READERS[fmt](state, metadata, module_paths=module_paths, source=source)
+        lora, metadata = READERS[fmt](state, metadata, module_paths=module_paths, source=source)
+    except SdloraError as err:  # every message names the file once
+        raise (err if str(err).startswith(source) else SdloraError(f"{source}: {err}")) from None
     return lora, metadata, fmt
 
 
@@ -108,6 +109,7 @@ def save_lora_file(path: str | Path, lora: Mapping[str, torch.Tensor], metadata:
     """Write `lora` (canonical) as a `fmt` safetensors file, atomically; returns the path."""
     path = Path(path)
     state, meta = encode(lora, metadata, fmt, dtype)
+    meta["sdlora_version"] = __version__  # every file sdlora writes says which sdlora wrote it
     if fmt == "kohya":
         meta.setdefault("ss_output_name", path.stem)
         meta.setdefault("modelspec.title", path.stem)

@@ -55,7 +55,8 @@ def to_kohya(lora: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | Non
         name = COMPONENT_PREFIX[component] + flat_name(path)
         for param, tensor in C.with_alpha(params).items():
             state[f"{name}.{PARAMS[param]}"] = tensor
-    return state, {**dict(metadata or {}), **kohya_metadata(modules)}
+    # BASE_METADATA are defaults (a trainer knows its resolution); the tensor-derived fields always win
+    return state, {**BASE_METADATA, **dict(metadata or {}), **kohya_metadata(modules)}
 
 
 def kohya_metadata(modules: Mapping[C.Module, Mapping[str, torch.Tensor]]) -> dict[str, str]:
@@ -63,7 +64,7 @@ def kohya_metadata(modules: Mapping[C.Module, Mapping[str, torch.Tensor]]) -> di
     in ss_network_args: those of the 3x3 convs (kohya's split between network_dim and conv_dim)."""
     conv = [p for p in modules.values() if _is_kxk_conv(p[C.DOWN])]
     linear = [p for p in modules.values() if not _is_kxk_conv(p[C.DOWN])]
-    meta = dict(BASE_METADATA)
+    meta = {}
     if linear:
         meta["ss_network_dim"] = str(Counter(C.rank(p) for p in linear).most_common(1)[0][0])
         meta["ss_network_alpha"] = f"{Counter(C.alpha(p) for p in linear).most_common(1)[0][0]:g}"

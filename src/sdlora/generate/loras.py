@@ -15,6 +15,7 @@ from pathlib import Path
 from sdlora.errors import SdloraError
 from sdlora.fileio import regular_file
 from sdlora.lora import lora_modules
+from sdlora.lora.adapter import check_multiplier
 from sdlora.models import SDComponents
 
 
@@ -44,13 +45,15 @@ def parse_lora_arg(text: str) -> LoraSpec:
     """`style.safetensors:0.8` -> LoraSpec(path, 0.8); without `:weight` the weight is 1.0.
 
     Only a trailing `:number` is a weight, so paths containing colons (C:\\x.safetensors) still work.
+    The weight must be finite and at most MAX_MULTIPLIER in size (SdloraError otherwise).
     """
     head, sep, tail = text.rpartition(":")
     if sep and head:
         try:
-            return LoraSpec(Path(head), float(tail))
+            weight = float(tail)
         except ValueError:
-            pass
+            return LoraSpec(Path(text), 1.0)
+        return LoraSpec(Path(head), check_multiplier(weight, f"{text}: the LoRA weight"))
     return LoraSpec(Path(text), 1.0)
 
 

@@ -11,6 +11,7 @@ from sdlora.lora.inject import (
     inject_modules,
     lora_modules,
     merge_lora,
+    multiplier,
     remove,
     set_multiplier,
     unmerge_lora,
@@ -32,6 +33,6 @@ __all__ = [
     "LoRAAdapter", "LoRAConv2d", "LoRALinear", "LoRAModule", "PRESETS", "adapter_names",
     "count_trainable", "inject", "inject_from_state_dict", "inject_modules", "load_lora_state_dict",
     "load_native", "lora_modules", "lora_plan", "lora_state_dict", "mark_only_lora_trainable",
-    "merge_lora", "native_metadata", "remove", "resolve_targets", "save_native", "set_multiplier",
+    "merge_lora", "multiplier", "native_metadata", "remove", "resolve_targets", "save_native", "set_multiplier",
     "unmerge_lora", "wrapper_for",
 ]

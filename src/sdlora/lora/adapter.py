@@ -17,8 +17,18 @@ ALGORITHMS = ("lora", "loha", "lokr")
 # options that only one algorithm understands (the others are common to all)
 OWN_OPTIONS = {"lora": ("init",), "loha": ("use_tucker", "factor_shapes"),
                "lokr": ("factor", "use_tucker", "decompose_both", "full_matrix", "factor_shapes")}
+MAX_MULTIPLIER = 100.0  # |multiplier| above this only ever renders noise or black images
 ADAPTER_OPTIONS = ("algorithm", "rslora", "dora", "dropout", "rank_dropout", "module_dropout", "init", "dtype",
                    "multiplier", "factor", "use_tucker", "decompose_both", "full_matrix", "factor_shapes")
+
+
+def check_multiplier(value, what: str = "LoRA multiplier") -> float:
+    """A multiplier (LoRA weight) as a float: a finite number with |value| <= MAX_MULTIPLIER."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or abs(value) > MAX_MULTIPLIER:
+        raise SdloraError(f"{what} must be a finite number between -{MAX_MULTIPLIER:g} and {MAX_MULTIPLIER:g}, "
+                          f"got {value!r}")
+    return float(value)
 
 
 def check_options(rank, alpha=None, **opts) -> None:
@@ -34,6 +44,8 @@ def check_options(rank, alpha=None, **opts) -> None:
         p = opts.get(key, 0.0)
         if not (isinstance(p, (int, float)) and 0.0 <= p < 1.0):
             raise SdloraError(f"{key} must be a probability in [0, 1), got {p!r}")
+    if "multiplier" in opts:
+        check_multiplier(opts["multiplier"])
     if opts.get("init", "kaiming") not in INITS:
         raise SdloraError(f"init must be one of {INITS}, got {opts['init']!r}")
     _check_algorithm_options(**opts)

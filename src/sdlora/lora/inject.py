@@ -7,14 +7,14 @@ adapter instead of being wrapped twice. Nothing is changed when any selected mod
 """
 from __future__ import annotations
 
-import math
+import contextlib
 import re
 from collections.abc import Iterator, Mapping, Sequence
 
 from torch import nn
 
 from sdlora.errors import SdloraError
-from sdlora.lora.adapter import ADAPTER_OPTIONS, check_options
+from sdlora.lora.adapter import ADAPTER_OPTIONS, check_multiplier, check_options
 from sdlora.lora.layers import LoRAModule, wrapper_for
 from sdlora.lora.presets import compile_pattern, resolve_targets
 
@@ -159,8 +159,7 @@ def adapter_names(model: nn.Module) -> set[str]:
 
 def set_multiplier(model: nn.Module, adapter: str, value: float) -> int:
     """Set adapter `adapter`'s runtime multiplier on every layer (0 disables it); returns the layer count."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise SdloraError(f"LoRA multiplier must be a finite number, got {value!r}")
+    value = check_multiplier(value)
     layers = [w for w in lora_modules(model).values() if adapter in w.adapters]
     if not layers:
         raise SdloraError(f"no LoRA adapter named {adapter!r} in this model; it has {sorted(adapter_names(model))}")
@@ -169,6 +168,22 @@ def set_multiplier(model: nn.Module, adapter: str, value: float) -> int:
     for wrapper in layers:
         wrapper.adapters[adapter].multiplier = float(value)
     return len(layers)
+
+
+@contextlib.contextmanager
+def multiplier(models: Sequence[nn.Module], adapter: str, value: float):
+    """Run adapter `adapter` at `value` in every model of `models` that holds it, for the duration of a
+    `with` block; each layer gets its previous multiplier back afterwards (also after an error)."""
+    layers = [w for m in models for w in lora_modules(m).values() if adapter in w.adapters]
+    saved = [(w, w.adapters[adapter].multiplier) for w in layers]
+    try:
+        for model in models:
+            if adapter in adapter_names(model):
+                set_multiplier(model, adapter, value)
+        yield
+    finally:
+        for wrapper, previous in saved:
+            wrapper.adapters[adapter].multiplier = previous
 
 
 def merge_lora(model: nn.Module) -> int:

@@ -22,6 +22,7 @@ from torch import nn
 
 from sdlora.errors import SdloraError
 from sdlora.lora.adapter import ADAPTER_OPTIONS, INITS, LoRAAdapter, check_options  # noqa: F401 (re-exported)
+from sdlora.lora.adapter_dict import AdapterDict
 from sdlora.lora.factored import FactoredAdapter
 from sdlora.lora.loha import LoHaAdapter
 from sdlora.lora.lokr import LoKrAdapter
@@ -35,7 +36,7 @@ class LoRAModule(nn.Module):
     def __init__(self, base: nn.Module):
         super().__init__()
         self.base = base
-        self.adapters = nn.ModuleDict()
+        self.adapters = AdapterDict()  # any adapter name, even `train` or `to`
         self.merged = False
         self._merge_record: dict[str, tuple[float, torch.Tensor | None]] = {}
         # Remembered so that remove() can restore the base exactly as it was handed to us.

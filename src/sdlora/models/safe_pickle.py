@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from sdlora.errors import SdloraError
+from sdlora.fileio import regular_file
 
 
 class LightningCallbackStandIn:
@@ -57,9 +58,20 @@ def safe_load(path: str | Path) -> Any:
     """Unpickle a torch checkpoint with the restricted unpickler (memory-mapped when the format allows).
 
     Raises SdloraError naming the file and the global for a pickle that wants to run other code,
-    and for a file that is not a readable torch checkpoint (truncated, corrupt, not a pickle).
+    and for a file that is not a readable torch checkpoint (truncated, corrupt, not a pickle). The
+    file is hostile input to the unpickler: whatever the allowed calls raise on arguments it chose
+    (TypeError, SystemError, MemoryError...) is that same one-line refusal, never a traceback.
     """
-    path = Path(path)
+    path = regular_file(path, "checkpoint file")
+    try:
+        return _load(path)
+    except SdloraError:
+        raise
+    except Exception as exc:  # noqa: BLE001 (see the docstring: any failure inside is the file's)
+        raise SdloraError(_unreadable(path, f"{type(exc).__name__}: {exc}")) from None
+
+
+def _load(path: Path) -> Any:
     mmap = zipfile.is_zipfile(path)  # only the zip format (torch >= 1.6) can be memory-mapped
     allow = [(obj, name) for name, obj in SAFE_GLOBALS.items()]
     try:
@@ -74,11 +86,11 @@ def safe_load(path: str | Path) -> Any:
             ) from None
         raise SdloraError(_unreadable(path, _unpickler_reason(str(exc)))) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise SdloraError(_unreadable(path, str(exc))) from None
+        raise SdloraError(_unreadable(path, str(exc) or type(exc).__name__)) from None
 
 
 def _unreadable(path: Path, reason: str) -> str:
-    first = reason.strip().split(". ")[0].splitlines()[0] if reason.strip() else "empty file or unexpected end"
+    first = reason.strip().split(". ")[0].splitlines()[0][:200] if reason.strip() else "empty file or unexpected end"
     return f"{path}: not a readable torch checkpoint (truncated, corrupt, or not a torch.save file): {first}"
 
 

@@ -8,6 +8,7 @@ file types are memory-mapped copy-on-write, so fp32 weights stay file-backed pag
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Mapping
@@ -50,11 +51,46 @@ FOREIGN_MARKERS = {
 TE_IGNORABLE = ("text_model.embeddings.position_ids",)
 COMPONENT_WHAT = {"unet": "UNet", "vae": "VAE", "text_encoder": "CLIP text encoder"}
 TABLES = {"unet": unet_table, "vae": vae_table}
+# Metadata key of the single files sdlora writes: the architecture configs (JSON {"unet", "vae",
+# "text_encoder"}), so that a model that is not full-size SD 1.4 (sd-tiny) loads back.
+ARCH_KEY = "sdlora_architecture"
 
 
 def sd14_configs() -> dict[str, dict]:
     """The bundled SD 1.4 architecture configs by component (the default for single files)."""
     return {name: sd14_config(name) for name in COMPONENT_WHAT}
+
+
+def architecture_metadata(configs: Mapping[str, Mapping]) -> dict[str, str]:
+    """The header entry that lets load_single_file rebuild this architecture."""
+    return {ARCH_KEY: json.dumps({name: dict(configs[name]) for name in COMPONENT_WHAT}, sort_keys=True, default=str)}
+
+
+def file_configs(path: Path, metadata: Mapping[str, str]) -> dict[str, dict] | None:
+    """The architecture a file's header names (see ARCH_KEY), checked; None when it names none."""
+    text = metadata.get(ARCH_KEY)
+    if not text:
+        return None
+    try:
+        configs = json.loads(text)
+    except (ValueError, RecursionError):
+        configs = None
+    if not isinstance(configs, dict) or not all(isinstance(configs.get(name), dict) for name in COMPONENT_WHAT):
+        raise SdloraError(f"{path}: metadata {ARCH_KEY!r} is not a JSON object of unet/vae/text_encoder configs; "
+                          "remove it to load the file as SD 1.4")
+    return configs
+
+
+def _build(path: Path, configs: Mapping[str, dict], from_file: bool) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """Empty-weight (meta) UNet, VAE and text encoder; a config read from the file may be anything."""
+    try:
+        with init_empty_weights():
+            return build_unet(configs["unet"]), build_vae(configs["vae"]), build_text_encoder(configs["text_encoder"])
+    except Exception as err:  # noqa: BLE001 (untrusted configs reach third-party constructors)
+        if not from_file:
+            raise
+        raise SdloraError(f"{path}: metadata {ARCH_KEY!r} does not describe a buildable SD 1.x model "
+                          f"({type(err).__name__}: {str(err)[:120]})") from None
 
 
 def check_sd1_layout(path: Path, keys) -> None:
@@ -124,11 +160,13 @@ def load_single_file(
 ) -> SDComponents:
     """SDComponents from an SD 1.x .ckpt/.safetensors file (LDM layout), without any network access.
 
-    `configs` ({"unet", "vae", "text_encoder"} architecture configs) defaults to the bundled SD 1.4 ones.
+    `configs` ({"unet", "vae", "text_encoder"} architecture configs) defaults to those in the file's
+    header (files sdlora writes, see ARCH_KEY), else the bundled SD 1.4 ones.
     """
     path = Path(path)
-    configs = configs or sd14_configs()
-    ldm, _ = read_state_dict(path)
+    ldm, metadata = read_state_dict(path)
+    from_file = configs is None and file_configs(path, metadata) is not None
+    configs = configs or file_configs(path, metadata) or sd14_configs()
     check_sd1_layout(path, ldm.keys())
     if sum(k.startswith("model_ema.") for k in ldm) > 100:
         log.info("%s: has EMA weights too; using the non-EMA ones (model.diffusion_model.*)", path.name)
@@ -137,9 +175,7 @@ def load_single_file(
     except KeyError as exc:
         raise SdloraError(f"{path}: unexpected key {exc.args[0]}; not an SD 1.x architecture") from None
     del ldm  # `parts` holds the only references to the tensors now
-    with init_empty_weights():
-        unet, vae = build_unet(configs["unet"]), build_vae(configs["vae"])
-        text_encoder = build_text_encoder(configs["text_encoder"])
+    unet, vae, text_encoder = _build(path, configs, from_file)
     te_sd = _text_encoder_sd(text_encoder, parts.pop("text_encoder"))
     return SDComponents(
         tokenizer=load_tokenizer(),

@@ -111,7 +111,7 @@ def open_run_folder(cfg: RunConfig, acc, run_dir: Path) -> Progress:
 def assemble_run(cfg: RunConfig, acc, run_dir: Path, components, progress: Progress, found, state) -> Run:
     """The data, adapters, optimizer and state phases over the loaded base model."""
     data = load_data(cfg, acc, components, run_dir)
-    models, counts = make_trainable(cfg, components)
+    models, _ = make_trainable(cfg, components)  # the start summary (train/loop.announce) counts modules
     optimizer = build_optimizer(param_groups(models, cfg.train), cfg.train)
     sampler = make_sampler(cfg, data.train, acc)
     total = total_steps(cfg, len(sampler))
@@ -128,9 +128,6 @@ def assemble_run(cfg: RunConfig, acc, run_dir: Path, components, progress: Progr
         stream_state = state["stream"]
         progress.message(f"resumed from {found.path} at step {step}")
     stream = make_stream(cfg, data, sampler, stream_state, acc.num_processes)
-    progress.message(f"training {sum(p.numel() for p in ctx.params):,} LoRA parameters in {counts} modules; "
-                     f"{total} steps of {cfg.train.batch_size}x{cfg.train.grad_accum}x{acc.num_processes} images, "
-                     f"precision {acc.mixed_precision}, device {acc.device}")
     return Run(cfg=cfg, acc=acc, run_dir=run_dir, components=components, models=models, ctx=ctx,
                optimizer=optimizer, scheduler=scheduler, stream=stream, guard=guard, progress=progress,
                validator=Validator(cfg, components, acc.device, run_dir), val_batches=val_batches(cfg, data.val),

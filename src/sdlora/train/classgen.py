@@ -17,6 +17,7 @@ from sdlora.generate import PromptSpec, Sampler
 from sdlora.models import build_pipeline
 from sdlora.train import rng
 from sdlora.train.checkpoint import atomic_write_bytes
+from sdlora.train.precision import sampling_autocast
 from sdlora.train.validation import sampling_mode, to_image
 
 log = logging.getLogger("sdlora.train")
@@ -58,7 +59,8 @@ def generate_class_images(cfg: RunConfig, components, device, *, batch_size: int
         return 0
     sampler = Sampler(components, pipeline=build_pipeline(components))
     written = 0
-    with sampling_mode([components.unet, components.vae, components.text_encoder], device):
+    modules = [components.unet, components.vae, components.text_encoder]
+    with sampling_mode(modules, device), sampling_autocast(components, device):
         for index, count in missing.items():
             written += _fill(cfg, cfg.data.sources[index], index, count, sampler, batch_size)
     return written

@@ -3,12 +3,19 @@
 The LoRA goes out through sdlora.formats (extract -> canonical dict -> save_lora_file, atomic), so
 the files are what A1111, ComfyUI and diffusers' load_lora_weights read. A LoRA holding a NaN/inf is
 never written: an earlier good file stays in place.
+
+Files are named after the run (save.name, else the run folder's name: runs/me -> me.safetensors, shown
+in A1111 as <lora:me:1>); a checkpoint's files add the step (me-000500.safetensors), so compare labels
+tell them apart. Metadata is made in one place for every format: the run's settings here, the fields
+derived from the tensors (rank, alpha, conv rank) by formats.kohya.kohya_metadata, so a diffusers or
+native file carries the same values as the kohya one.
 """
 from __future__ import annotations
 
 import json
 import math
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -18,23 +25,30 @@ from sdlora.config import RunConfig
 from sdlora.dtypes import DTYPES as SAVE_DTYPES
 from sdlora.errors import SdloraError
 from sdlora.formats import save_lora_file
+from sdlora.formats import canonical
 from sdlora.formats.apply import extract
+from sdlora.formats.kohya import kohya_metadata
+from sdlora.formats.canonical import first_non_finite
 from sdlora.lora import lora_modules
 from sdlora.models.components import SDComponents
 
 
 def lora_metadata(cfg: RunConfig, *, step: int, epoch: int, dataset: dict, base: str, started: float,
                   num_processes: int = 1, precision: str | None = None) -> dict[str, str]:
-    """kohya's ss_* training metadata (read by A1111's and ComfyUI's LoRA info panels) plus sdlora's."""
+    """kohya's ss_* training metadata (read by A1111's and ComfyUI's LoRA info panels) plus sdlora's.
+    The rank/alpha fields come from the tensors when the file is saved (see save_lora)."""
     t, lora = cfg.train, cfg.lora
     res = cfg.data.resolution
+    dataset = dict(dataset)
+    tags = dataset.pop("tag_frequency", {})
     return {
         "ss_sd_model_name": base,
         "ss_base_model_version": "sd_v1",
         "ss_v2": "False",
         "ss_network_module": "networks.lora",
-        "ss_network_dim": str(lora.rank),
-        "ss_network_alpha": f"{lora.alpha if lora.alpha is not None else lora.rank:g}",
+        "modelspec.sai_model_spec": "1.0.0",
+        "modelspec.architecture": "stable-diffusion-v1/lora",
+        "modelspec.resolution": f"{res}x{res}",
         "ss_learning_rate": f"{t.lr:g}",
         "ss_unet_lr": f"{t.lr:g}",
         "ss_text_encoder_lr": f"{t.text_encoder_lr:g}" if lora.train_text_encoder else "0",
@@ -64,32 +78,71 @@ def lora_metadata(cfg: RunConfig, *, step: int, epoch: int, dataset: dict, base:
                                        for s in dataset.get("sources", [])}),
         "ss_training_started_at": f"{started:.0f}",
         "ss_training_finished_at": f"{time.time():.0f}",
-        "ss_output_name": cfg.save.name,
+        "ss_tag_frequency": json.dumps(tags),
+        "ss_output_name": run_name(cfg),
         "sdlora_version": __version__,
         "sdlora_dataset": json.dumps(dataset, sort_keys=True),
     }
 
 
-def lora_filenames(cfg: RunConfig) -> dict[str, str]:
-    """{format: file name}: the first format gets `<name>.safetensors`, others `<name>.<format>.safetensors`."""
-    stem = cfg.save.name
+def tag_frequency(dataset) -> dict[str, dict[str, int]]:
+    """kohya's ss_tag_frequency: {source folder name: {tag: images}} over the training images' captions
+    (as trained: prefix/suffix included, split at commas); class images are left out, as kohya does."""
+    counts: dict[str, Counter] = {}
+    for r in dataset.used_records():
+        record = dataset.records[r]
+        if not record.is_class:
+            folder = Path(dataset.source_paths[record.source]).name
+            tags = {t.strip() for t in dataset.full_caption(r).split(",")} - {""}
+            counts.setdefault(folder, Counter()).update(tags)
+    return {folder: dict(c.most_common()) for folder, c in counts.items()}
+
+
+def uncaptioned(dataset) -> tuple[int, int]:
+    """(training images without a caption of their own, training images); class images not counted."""
+    records = [dataset.records[r] for r in dataset.used_records() if not dataset.records[r].is_class]
+    return sum(not r.caption.strip() for r in records), len(records)
+
+
+def caption_warning(dataset) -> str | None:
+    """A warning when every training image lacks a caption (they all train on the trigger or nothing)."""
+    missing, total = uncaptioned(dataset)
+    if not total or missing < total:
+        return None
+    return (f"WARNING: none of the {total} training images has a caption, so every one trains on the same "
+            f"text (the caption prefix or an empty caption); add captions (photo.txt beside photo.png) or set "
+            "the source's prompt (data.sources[].prompt, e.g. \"a photo of sks person\"); --prompt only sets "
+            "validation prompts")
+
+
+def run_name(cfg: RunConfig) -> str:
+    """The LoRA's name: save.name, else the run folder's name."""
+    return cfg.save.name or Path(cfg.save.output_dir).expanduser().resolve().name or "lora"
+
+
+def lora_filenames(cfg: RunConfig, step: int | None = None) -> dict[str, str]:
+    """{format: file name}: the first format gets `<name>.safetensors`, others `<name>.<format>.safetensors`;
+    with `step` (a checkpoint), `<name>-<step>` (six digits, as kohya numbers them)."""
+    stem = run_name(cfg) + (f"-{step:06d}" if step is not None else "")
     return {fmt: f"{stem}.safetensors" if i == 0 else f"{stem}.{fmt}.safetensors"
             for i, fmt in enumerate(dict.fromkeys(cfg.save.formats))}
 
 
 def check_finite(lora: dict[str, torch.Tensor]) -> None:
-    bad = next((k for k, t in lora.items() if not torch.isfinite(t).all()), None)
+    bad = first_non_finite(lora)
     if bad is not None:
         raise SdloraError(f"refusing to save a LoRA with NaN/inf weights ({bad}); the previous file is kept")
 
 
-def save_lora(folder: str | Path, components: SDComponents, cfg: RunConfig, metadata: dict[str, str]) -> list[Path]:
-    """Write the LoRA in every configured format into `folder`; returns the paths."""
+def save_lora(folder: str | Path, components: SDComponents, cfg: RunConfig, metadata: dict[str, str], *,
+              step: int | None = None) -> list[Path]:
+    """Write the LoRA in every configured format into `folder` (step: a checkpoint's); returns the paths."""
     lora = extract(components)
     dtype = SAVE_DTYPES[cfg.save.precision]
     check_finite({k: t.to(dtype) for k, t in lora.items()})  # also catches values fp16 cannot hold
+    metadata = {**metadata, **kohya_metadata(canonical.group(lora))}  # rank/alpha as the tensors say
     return [save_lora_file(Path(folder) / name, lora, metadata, fmt, dtype)
-            for fmt, name in lora_filenames(cfg).items()]
+            for fmt, name in lora_filenames(cfg, step).items()]
 
 
 @torch.no_grad()

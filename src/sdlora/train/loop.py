@@ -22,8 +22,12 @@ from sdlora.errors import SdloraError
 from sdlora.train import checkpoint as ckpt
 from sdlora.train import rng
 from sdlora.train.build import CONFIG_FILE, Run, build_run
-from sdlora.train.export import base_norm, delta_norm, lora_metadata, save_lora
+from sdlora.train.export import (base_norm, caption_warning, delta_norm, lora_metadata, save_lora, tag_frequency,
+                                 uncaptioned)
+from sdlora.lora import lora_modules
 from sdlora.train.guard import StopRequest, is_oom, oom_message
+from sdlora.train.precision import choose as choose_precision
+from sdlora.train.progress import continue_command, start_summary
 from sdlora.train.setup import make_accelerator, release_accelerator
 from sdlora.train.state import training_state
 from sdlora.train.step import StepResult, train_step
@@ -57,8 +61,11 @@ def train(cfg: RunConfig, *, resume: str | None = None,
         status = run_loop(run, on_step)
         return finish(run, status)
     except Exception as exc:
-        if is_oom(exc):
-            raise SdloraError(oom_message(cfg, acc.mixed_precision)) from None
+        error = SdloraError(oom_message(cfg, acc.mixed_precision)) if is_oom(exc) else exc
+        if run is not None:
+            run.progress.fatal(error)  # train.log tells how the run ended
+        if error is not exc:
+            raise error from None
         raise
     finally:
         if run is not None:
@@ -71,6 +78,7 @@ def train(cfg: RunConfig, *, resume: str | None = None,
 def run_loop(run: Run, on_step: Callable[[int, StepResult], None] | None) -> str:
     """Step until run.total; returns "done", or "interrupted" after Ctrl-C (a checkpoint is saved)."""
     cfg, acc = run.cfg, run.acc
+    announce(run)
     run.progress.start(run.total, run.step)
     if run.validator.enabled:
         sample_grid(run, base=True)
@@ -93,6 +101,27 @@ def run_loop(run: Run, on_step: Callable[[int, StepResult], None] | None) -> str
                 save_checkpoint(run)
                 return "interrupted"
     return "done"
+
+
+def announce(run: Run) -> None:
+    """The start summary in words, and which precision and why."""
+    cfg, acc = run.cfg, run.acc
+    modules = {"unet": len(lora_modules(run.components.unet))}
+    if cfg.lora.train_text_encoder:
+        modules["text_encoder"] = len(lora_modules(run.components.text_encoder))
+    choice = choose_precision(cfg.train.mixed_precision, acc.device.type)
+    run.progress.message(start_summary(
+        params=sum(p.numel() for p in run.ctx.params), modules=modules, steps=run.total, start=run.step,
+        batch_size=cfg.train.batch_size, grad_accum=cfg.train.grad_accum, processes=acc.num_processes,
+        precision=choice.name, device=str(acc.device)))
+    run.progress.message(f"precision {choice.name}: {choice.reason}")
+    missing, total = uncaptioned(run.stream.dataset)
+    warning = caption_warning(run.stream.dataset)
+    if warning:
+        run.progress.message(warning, logging.WARNING)
+    elif missing:
+        run.progress.message(f"{missing} of {total} training images have no caption (they train on the caption "
+                             "prefix only)")
 
 
 def after_step(run: Run, *, epoch_done: bool) -> None:
@@ -123,7 +152,7 @@ def save_checkpoint(run: Run) -> Path | None:
     cfg = run.cfg
 
     def write(folder: Path) -> None:
-        save_lora(folder, run.components, cfg, metadata(run))
+        save_lora(folder, run.components, cfg, metadata(run), step=run.step)
         if cfg.save.save_state:
             state = training_state(step=run.step, stream=run.stream.state(), models=run.models,
                                    optimizer=run.optimizer, scheduler=run.scheduler, scaler=run.acc.scaler,
@@ -137,6 +166,8 @@ def save_checkpoint(run: Run) -> Path | None:
 
 
 def metadata(run: Run) -> dict[str, str]:
+    if "tag_frequency" not in run.dataset:  # once per run: kohya's ss_tag_frequency
+        run.dataset["tag_frequency"] = tag_frequency(run.stream.dataset)
     return lora_metadata(run.cfg, step=run.step, epoch=run.stream.epoch, dataset=run.dataset,
                          base=run.components.source, started=run.started, num_processes=run.acc.num_processes,
                          precision=run.acc.mixed_precision)
@@ -174,19 +205,24 @@ def finish(run: Run, status: str) -> TrainResult:
                          validation_losses=dict(run.validation_losses))
     if status == "interrupted":
         result.checkpoint = ckpt.checkpoint_dir(run.run_dir, run.step)
-        run.progress.message(f"interrupted at step {run.step}; resume with --resume {result.checkpoint}")
+        run.progress.end_bar()
+        run.progress.message(f"interrupted at step {run.step} (checkpoint {result.checkpoint}); to continue:\n"
+                             f"  {continue_command(run.run_dir)}")
         return result
     if run.acc.is_main_process:
         result.lora_files = save_lora(run.run_dir, run.components, run.cfg, metadata(run))
         if run.last_saved != run.step:
             save_checkpoint(run)
         result.checkpoint = ckpt.checkpoint_dir(run.run_dir, run.step)
-        result.delta_norm, result.warnings = no_effect_check(run)
-        for warning in result.warnings:
-            run.progress.message(warning, logging.WARNING)
+        result.delta_norm, found = no_effect_check(run)
+        result.warnings = [w for w in [caption_warning(run.stream.dataset)] if w] + found
     check_replicas_agree(run)
-    run.progress.message(f"done: {run.step} steps, {run.guard.total} skipped as non-finite; LoRA in "
-                         f"{', '.join(str(p) for p in result.lora_files) or run.run_dir}")
+    run.progress.end_bar()  # the last line says where the LoRA is, with no bar redrawn after it
+    for warning in result.warnings:
+        run.progress.message(warning, logging.WARNING)
+    skipped = f" ({run.guard.total} skipped as non-finite)" if run.guard.total else ""
+    files = ", ".join(str(p) for p in result.lora_files) or str(run.run_dir)
+    run.progress.message(f"done: {run.step} steps{skipped}. The LoRA is {files}")
     return result
 
 

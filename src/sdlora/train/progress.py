@@ -2,15 +2,24 @@
 
 Only the main process reports (the others get a disabled Progress), so every line and event is
 written once. The bar shows step, smoothed loss, learning rate, it/s and ETA (tqdm computes the last
-two); scalars go to TensorBoard and train.log every `log.every_n_steps` steps.
+two); scalars go to TensorBoard and train.log every `log.every_n_steps` steps. While the bar is shown,
+console log lines are printed above it (tqdm.write), never glued onto it; end_bar() takes the bar
+away so that a run's last line (where the LoRA is) is not followed by a redrawn bar. A fatal error
+is written into train.log too, so the log tells how a run ended.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import sys
+import traceback
 from pathlib import Path
 
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from sdlora.errors import SdloraError
 
 log = logging.getLogger("sdlora.train")
 LOG_FILE = "train.log"
@@ -40,6 +49,8 @@ class Progress:
         self.bar = None
         self.writer = None
         self._handler = None
+        self._redirect = contextlib.ExitStack()
+        self._fatal_logged = False
         if enabled:
             self._handler = logging.FileHandler(Path(run_dir) / LOG_FILE, encoding="utf-8")
             self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -54,6 +65,15 @@ class Progress:
         """Show the bar (steps initial..total)."""
         self.bar = tqdm(total=total, initial=initial, desc="training", unit="step", dynamic_ncols=True,
                         disable=not self.enabled)
+        if self.enabled:
+            self._redirect.enter_context(logging_redirect_tqdm())  # console log lines go above the bar
+
+    def end_bar(self) -> None:
+        """Take the bar off the screen (its last state stays as a line); later messages print plainly."""
+        self._redirect.close()
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
     def step(self, step: int, loss: float, lr: float, grad_norm: float | None, skipped: bool) -> None:
         """Record optimizer step `step` (1-based count of steps done)."""
@@ -86,19 +106,71 @@ class Progress:
 
     def message(self, text: str, level: int = logging.INFO) -> None:
         """A line for the console (above the bar) and the log file."""
-        if not self.enabled:
+        if self.enabled:
+            log.log(level, text)
+
+    def fatal(self, error: BaseException) -> None:
+        """Write the error that ends the run into train.log only (the caller shows it on the console):
+        a one-line SdloraError as it is, anything else with its traceback."""
+        if self._handler is None or self._fatal_logged:
             return
-        if self.bar is not None:
-            self.bar.clear()
-        log.log(level, text)
-        if self.bar is not None:
-            self.bar.refresh()
+        self._fatal_logged = True
+        if isinstance(error, SdloraError):
+            text = f"stopped: {error}"
+        else:
+            trace = "".join(traceback.format_exception(type(error), error, error.__traceback__)).rstrip()
+            text = f"stopped by an unexpected error: {type(error).__name__}: {error}\n{trace}"
+        self._handler.handle(log.makeRecord(log.name, logging.ERROR, __file__, 0, text, None, None))
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+        """Release the bar, TensorBoard and the log file; an exception being handled is logged first."""
+        error = sys.exc_info()[1]
+        if error is not None:
+            self.fatal(error)
+        self.end_bar()
         if self.writer is not None:
             self.writer.close()
         if self._handler is not None:
             logging.getLogger("sdlora").removeHandler(self._handler)
             self._handler.close()
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def start_summary(*, params: int, modules: dict[str, int], steps: int, start: int = 0, batch_size: int,
+                  grad_accum: int = 1, processes: int = 1, precision: str, device: str) -> str:
+    """The run in words: "training 325,632 LoRA parameters in 84 UNet modules, 30 steps, batch 1,
+    fp32 on the CPU" (modules: {"unet": n, "text_encoder": n}; precision as a person reads it)."""
+    names = {"unet": "UNet", "text_encoder": "text-encoder"}
+    parts = [f"{n:,} {names.get(c, c)}" for c, n in modules.items() if n]
+    where = " and ".join(parts) + (" module" if sum(modules.values()) == 1 else " modules")
+    todo = plural(steps, "step") + (f" (continuing at step {start:,})" if start else "")
+    batch = f"batch {batch_size}" + (f" x {grad_accum} accumulated" if grad_accum > 1 else "")
+    if processes > 1:
+        batch += f" on each of {processes} processes"
+    kind = str(device).split(":")[0]
+    on = "the CPU" if kind == "cpu" else f"the GPU ({device})" if kind == "cuda" else str(device)
+    return f"training {plural(params, 'LoRA parameter')} in {where}, {todo}, {batch}, {precision} on {on}"
+
+
+def continue_command(run_dir: str | Path, argv: list[str] | None = None) -> str:
+    """The command that continues an interrupted run: the `sdlora train ...` command line that started it
+    with `--resume <run dir>` (replacing any --resume it had), or the shortest one when not run from it."""
+    import shlex
+
+    argv = list(sys.argv if argv is None else argv)
+    program = Path(argv[0]).name if argv else ""
+    if program in ("sdlora", "__main__.py") and "train" in argv[1:2]:
+        args = argv[2:]
+        kept, skip = [], False
+        for arg in args:
+            if skip:
+                skip = False
+            elif arg == "--resume":
+                skip = True
+            elif not arg.startswith("--resume="):
+                kept.append(arg)
+        return shlex.join(["sdlora", "train", *kept, "--resume", str(run_dir)])
+    return shlex.join(["sdlora", "train", "--resume", str(run_dir)])

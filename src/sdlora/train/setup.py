@@ -13,28 +13,14 @@ import torch
 
 from sdlora.config import RunConfig
 from sdlora.dtypes import DTYPES
-from sdlora.errors import SdloraError
+from sdlora.train.precision import choose as choose_precision
 
 log = logging.getLogger("sdlora.train")
 
 
-def cpu_has_native_bf16() -> bool:
-    """True on CPUs with bf16 matrix instructions (AVX512-BF16 or AMX), where bf16 autocast is ~2x
-    faster than fp32; elsewhere bf16 is emulated and slower."""
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu, private but long-stable
-    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
-
-
 def resolve_precision(setting: str, device_type: str) -> str:
-    """`auto` -> bf16 where the hardware computes in bf16 natively (most CUDA GPUs, CPUs with
-    AVX512-BF16/AMX), fp16 on older CUDA GPUs, no (fp32) elsewhere."""
-    if setting != "auto":
-        if setting == "fp16" and device_type == "cpu":
-            raise SdloraError("train.mixed_precision = \"fp16\" needs a GPU; on the CPU use \"no\" or \"bf16\"")
-        return setting
-    if device_type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_has_native_bf16() else "no"
+    """`auto` -> a concrete mode; the rule and its reasons live in sdlora.train.precision."""
+    return choose_precision(setting, device_type).mode
 
 
 def make_accelerator(cfg: RunConfig):

@@ -19,6 +19,7 @@ from sdlora.config import RunConfig
 from sdlora.imaging import contact_sheet, to_image, to_uint8
 from sdlora.train import rng
 from sdlora.train.checkpoint import atomic_write_bytes
+from sdlora.train.precision import sampling_autocast
 from sdlora.train.step import StepContext, compute_loss
 
 SAMPLES = "samples"
@@ -37,22 +38,14 @@ def sampling_mode(modules: list[torch.nn.Module], device: torch.device):
             m.train(training).to(where)
 
 
-@contextlib.contextmanager
 def lora_multiplier(components, value: float | None, adapter: str = "default"):
-    """Temporarily run the LoRA at `value` (0: exactly the base model); None leaves it alone."""
-    from sdlora.lora import adapter_names, set_multiplier
+    """Run the LoRA at `value` for a `with` block (0: exactly the base model; None: leave it alone);
+    every layer gets its previous multiplier back afterwards."""
+    from sdlora.lora import multiplier
 
-    models = [m for m in (components.unet, components.text_encoder) if adapter in adapter_names(m)]
-    if value is None or not models:
-        yield
-        return
-    try:
-        for m in models:
-            set_multiplier(m, adapter, value)
-        yield
-    finally:
-        for m in models:
-            set_multiplier(m, adapter, 1.0)
+    if value is None:
+        return contextlib.nullcontext()
+    return multiplier([components.unet, components.text_encoder], adapter, value)
 
 
 class Validator:
@@ -84,7 +77,7 @@ class Validator:
         c = self.components
         if self._sampler is None:
             self._sampler = Sampler(c, pipeline=build_pipeline(c))
-        with sampling_mode([c.unet, c.vae, c.text_encoder], self.device):
+        with sampling_mode([c.unet, c.vae, c.text_encoder], self.device), sampling_autocast(c, self.device):
             return [self._sampler.arrays(spec, [spec.seed])[0] for spec in self._specs()]
 
     def grid(self, step: int, *, base: bool = False):

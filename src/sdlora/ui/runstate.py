@@ -16,7 +16,7 @@ from sdlora.ui.runner import CONFIG, CONSOLE, running_pid
 
 STEP = re.compile(r"step (\d+): loss (\S+) \(smoothed (\S+)\), lr (\S+?)(?:,|$)(?:.*?, ([\d.]+) it/s)?")
 VALIDATION = re.compile(r"step (\d+): validation loss (\S+)")
-TOTAL = re.compile(r"; (\d+) steps of ")
+TOTAL = re.compile(r"(?:; | modules?, )([\d,]+) steps?\b")  # the trainer's start summary (train.progress)
 DONE = re.compile(r"INFO (done: .*)")
 INTERRUPTED = re.compile(r"interrupted at step (\d+)")
 WARNING = re.compile(r"WARNING (.*)")
@@ -74,7 +74,7 @@ def parse_log(view: RunView, text: str) -> None:
         elif m := VALIDATION.search(line):
             view.validation.append((int(m[1]), float(m[2])))
         elif m := TOTAL.search(line):
-            view.total, view.summary = int(m[1]), []
+            view.total, view.summary = int(m[1].replace(",", "")), []
         elif m := INTERRUPTED.search(line):
             view.step, view.status = int(m[1]), "stopped"
             view.summary = [f"stopped at step {m[1]}: Resume continues from its checkpoint"]
