@@ -14,6 +14,7 @@ from torch import nn
 
 from sdlora.config import TrainConfig
 from sdlora.errors import SdloraError
+from sdlora.lora.adapter import LoRAAdapter
 from sdlora.lora.inject import lora_modules
 
 # optimizer name -> (module, class, pip extra that installs it)
@@ -26,7 +27,8 @@ OPTIMIZERS: dict[str, tuple[str, str, str | None]] = {
 
 def _up_weights(model: nn.Module) -> set[int]:
     """ids of every adapter's `up` weight in `model` (the LoRA+ fast group)."""
-    return {id(ad.up.weight) for wrapper in lora_modules(model).values() for ad in wrapper.adapters.values()}
+    return {id(ad.up.weight) for wrapper in lora_modules(model).values() for ad in wrapper.adapters.values()
+            if isinstance(ad, LoRAAdapter)}  # LoHa / LoKr have no `up`: all their factors take the base rate
 
 
 def param_groups(models: dict[str, nn.Module], cfg: TrainConfig) -> list[dict]:
