@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import math
-from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -106,7 +105,3 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_st
                          cycles=cfg.lr_cycles)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def trainable(groups: Iterable[dict]) -> list[torch.Tensor]:
-    return [p for g in groups for p in g["params"]]
