@@ -143,7 +143,7 @@ class TrainConfig:
     warmup_steps: int = opt(0, "Linear warmup steps.", ge=0, le=MAX_STEPS)
     lr_cycles: int = opt(1, "Restarts for cosine_with_restarts.", ge=1, le=10_000)
     max_grad_norm: float = opt(1.0, "Gradient-norm clipping; 0 disables.", ge=0.0, le=1e6)
-    mixed_precision: Precision = opt("auto", "auto: bf16 where the hardware computes bf16 natively (most CUDA GPUs, CPUs with AVX512-BF16/AMX), else fp16 on CUDA, fp32 otherwise.")
+    mixed_precision: Precision = opt("auto", "auto: bf16 on CUDA GPUs that support it, else fp16 on CUDA; fp32 on the CPU (bf16 autocast measured slower there; `bf16` opts in). The train.log says which and why.")
     gradient_checkpointing: bool = opt(False, "Recompute UNet activations in backward: much less VRAM, ~30% slower.")
     channels_last: bool = opt(False, "UNet weights and activations in channels-last memory format (faster convolutions on recent GPUs in bf16/fp16).")
     compile: bool = opt(False, "torch.compile the UNet with its LoRA: faster steps on GPUs; the first step (and each new batch shape, e.g. a bucket) compiles for a while.")
@@ -166,7 +166,7 @@ class SaveConfig:
     output_dir: str = opt("runs/lora", "Run folder: LoRA files, checkpoints, logs, samples, resolved config.")
     name: str = opt("", "File name stem of the saved LoRA (written inside output_dir); empty: the run folder's "
                     "name (runs/me -> me.safetensors).", pattern=f"(?:{FILE_STEM})?",
-                    pattern_doc="empty or a plain file name (no folder, at most 200 characters)")
+                    pattern_doc="a plain file name (no folder, at most 200 characters), or empty")
     every_n_steps: int = opt(0, "Save a checkpoint every N steps; 0 disables.", ge=0, le=MAX_STEPS)
     every_n_epochs: int = opt(1, "Save a checkpoint every N epochs; 0 disables.", ge=0, le=1_000_000)
     keep_last: int = opt(3, "Keep this many intermediate checkpoints (the final LoRA is always kept); 0 keeps all.",
@@ -283,6 +283,12 @@ def _merge(into: dict, new: dict) -> dict:
 def validate(cfg: RunConfig) -> None:
     """The checks that relate two fields (single-field rules are declared on the fields); each names its key."""
     d, t = cfg.data, cfg.train
+    if cfg.lora.factor == 0:
+        raise SdloraError("lora.factor must be -1 (automatic) or a positive integer, got 0")
+    if cfg.lora.algorithm != "lora" and "diffusers" in cfg.save.formats:
+        raise SdloraError(f"save.formats: the diffusers format cannot hold lora.algorithm = {cfg.lora.algorithm!r} "
+                          "(diffusers' loader reads only LoRA); write kohya (A1111, ComfyUI, LyCORIS) and, for "
+                          "diffusers, `sdlora resize` the file to a plain LoRA afterwards")
     if t.timestep_min >= t.timestep_max:
         raise SdloraError(f"train.timestep_min ({t.timestep_min}) must be below train.timestep_max ({t.timestep_max})")
     if d.min_bucket_side > d.max_bucket_side:
@@ -292,6 +298,10 @@ def validate(cfg: RunConfig) -> None:
         raise SdloraError(f"data.bucket_step ({d.bucket_step}) must not exceed data.resolution ({d.resolution})")
     if cfg.lora.factor == 0:
         raise SdloraError("lora.factor must be -1 (automatic) or a positive integer, got 0")
+    if cfg.lora.algorithm != "lora" and "diffusers" in cfg.save.formats:
+        raise SdloraError(f"save.formats: the diffusers format cannot hold lora.algorithm = {cfg.lora.algorithm!r} "
+                          "(diffusers' loader reads only LoRA); write kohya (A1111, ComfyUI, LyCORIS) and, for "
+                          "diffusers, `sdlora resize` the file to a plain LoRA afterwards")
     for i, source in enumerate(d.sources):
         if not source.path:
             raise SdloraError(f"data.sources[{i}].path is required")

@@ -62,7 +62,7 @@ def test_compare_a_lora_in_each_precision(tmp_path, lora_file, dtype):
     components = tiny_components(0)
     for module in (components.unet, components.vae, components.text_encoder):
         module.to(dtype)
-    spec = PromptSpec(prompt="a red square", seed=3, steps=1, cfg=2.0, width=32, height=32)
+    spec = PromptSpec(prompt="a red square", seed=3, steps=2, cfg=1.0, width=32, height=32)
     result = compare(CompareJob([spec], [LoraSpec(lora_file)], tmp_path, weights=[1.0]), components)
     base, styled = (np.asarray(s.image, dtype=np.float32) for s in result.samples[0])
     assert result.grid_path.is_file() and np.isfinite(styled).all()
