@@ -104,7 +104,7 @@ def test_the_walk_finds_the_arguments_of_every_kind():
 
 @pytest.mark.parametrize("path, action, kind", CASES,
                          ids=[f"{' '.join(p)} {a.option_strings[0] if a.option_strings else a.dest}" for p, a, _ in CASES])
-def test_hostile_values_are_one_line_parse_errors(path, action, kind, place, capsys):
+def test_hostile_values_are_refused_before_any_work(path, action, kind, place, capsys):
     parser = build_parser()
     sub = dict(commands(parser))[path]
     target = next(a for a in sub.arguments if a.dest == action.dest)

@@ -107,3 +107,13 @@ def test_caption_prefix_and_suffix_reach_the_items(tmp_path, mk):
     cfg = mk.small_cfg(SourceConfig(path=str(tmp_path), caption_prefix="sks style, ", caption_suffix=", masterpiece"))
     train, _ = build_datasets(cfg, None, seed=0)
     assert train[0]["caption"] == "sks style, 1girl, smile, masterpiece"
+
+
+def test_the_log_says_which_kohya_folders_were_read_and_which_were_not(tmp_path, mk, caplog):
+    mk.rgb(tmp_path / "3_sks" / "a.png", 64, 64)
+    mk.rgb(tmp_path / "20240101_trip" / "b.png", 64, 64, seed=1)
+    with caplog.at_level(logging.INFO, logger="sdlora.data"):
+        train, _ = build_datasets(mk.small_cfg(tmp_path), None, seed=0)
+    assert len(train) == 4  # 3 repeats + 1, not 20 million
+    assert "kohya folders read: 3_sks (3 repeats, 1 image)" in caplog.text
+    assert "20240101_trip: 20240101 is not read as a repeat count" in caplog.text

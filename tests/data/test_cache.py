@@ -127,6 +127,14 @@ def test_no_decodable_image_at_caching_is_one_clear_error(folder, mk, vae):
         cache_latents(ds, vae, progress=False)
 
 
+def test_a_validation_set_left_empty_is_not_fatal(folder, mk, vae):
+    train, val = build_datasets(mk.small_cfg(folder, validation_split=0.25), None, seed=0)
+    Path(val.records[val.items[0]].path).write_bytes(b"")
+    assert cache_latents(val, vae, progress=False)["failed"] == 1 and len(val) == 0
+    assert list(BucketBatchSampler(val, 2, seed=0, shuffle=False)) == []
+    assert cache_latents(train, vae, progress=False)["failed"] == 0
+
+
 def test_disk_mode_needs_a_folder(folder, mk, vae):
     ds, _ = build_datasets(mk.small_cfg(folder), None, seed=0)
     with pytest.raises(ValueError, match="cache_dir"):
@@ -151,3 +159,16 @@ def test_encode_latents_samples_and_scales(vae):
         ref = vae.encode(x).latent_dist.sample(torch.Generator().manual_seed(0)) * vae.config.scaling_factor
     torch.testing.assert_close(out, ref)
     assert out.shape == (2, 4, 16, 24)
+
+
+def test_a_fifo_where_a_cache_file_should_be_is_recomputed_not_opened(folder, tmp_path, mk, vae):
+    import os
+
+    from sdlora.data.cache import cache_file
+
+    ds, _ = build_datasets(mk.small_cfg(folder), None, seed=0)
+    (tmp_path / "c").mkdir()
+    os.mkfifo(cache_file(tmp_path / "c", ds.records[0], ds.record_buckets[0]))  # opening it would block
+    stats = cache_latents(ds, vae, mode="disk", cache_dir=tmp_path / "c", progress=False)
+    assert stats == {"computed": 4, "reused": 0, "failed": 0}
+    assert cache_file(tmp_path / "c", ds.records[0], ds.record_buckets[0]).is_file()

@@ -104,7 +104,7 @@ def test_a_bad_setting_is_not_taken_for_a_bad_image(tmp_path, mk):
     mk.rgb(tmp_path / "a.png", 96, 64)
     train, _ = build_datasets(mk.small_cfg(tmp_path), None, seed=0)
     train.options = dataclasses.replace(train.options, crop="diagonal")
-    with pytest.raises(SdloraError, match="data.crop: 'diagonal' is not one of"):
+    with pytest.raises(SdloraError, match="^data.crop: 'diagonal' is not one of"):
         train[0]
 
 

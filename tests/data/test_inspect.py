@@ -7,6 +7,7 @@ from sdlora.cli import main
 from sdlora.config import DataConfig
 from sdlora.data.inspect import inspect_paths, render_report, resolution_histogram
 from sdlora.data.sources import ImageRecord
+from sdlora.errors import SdloraError
 
 
 @pytest.fixture(scope="module")
@@ -95,11 +96,18 @@ def test_cli_inspect_writes_json_and_never_fails_on_bad_files(mixed_folder, tmp_
 
 @pytest.mark.parametrize("where, message", [("missing/r.json", "does not exist; create it first"),
                                             (".", "is a folder: give a file name")])
-def test_cli_inspect_refuses_a_bad_json_path_before_scanning(tmp_path, mk, capsys, where, message):
+def test_a_bad_json_path_is_refused_before_scanning(tmp_path, mk, capsys, where, message):
+    from sdlora.data.inspect import run_inspect
+
     mk.rgb(tmp_path / "d" / "a.png", 64, 64)
-    assert main(["dataset", "inspect", str(tmp_path / "d"), "--json", str(tmp_path / where)]) == 2
+    with pytest.raises(SdloraError, match=message):
+        run_inspect([str(tmp_path / "d")], json_path=str(tmp_path / where))
+    try:
+        rc = main(["dataset", "inspect", str(tmp_path / "d"), "--json", str(tmp_path / where)])
+    except SystemExit as exc:  # the CLI may refuse it while parsing
+        rc = exc.code
     err = capsys.readouterr().err
-    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert rc == 2 and "--json" in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
 def test_cli_inspect_config_sources_and_caption_extension(tmp_path, mk, capsys):

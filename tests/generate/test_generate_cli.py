@@ -63,7 +63,7 @@ def test_user_mistakes_are_one_line_errors(tmp_path, capsys):
         (["--prompt", "a cat", "--seed", "99999999999999999999"], "--seed: must be from 0 to 4294967295"),
         (["--prompt", "a cat --d 4294967295", "--num-images", "2"], "seed must be from 0 to 4294967295, got 4294967296"),
         (["--prompt", "a cat", "--output", str(tmp_path / "file.png")], "file.png: is a file"),
-        (["--prompt", "a cat", "--lora", f"{tmp_path / 'file.png'}:nan"], "the weight must be a finite number"),
+        (["--prompt", "a cat", "--lora", f"{tmp_path / 'file.png'}:nan"], "weight must be a finite number"),
         (["--prompt", "a cat", "--lora", str(tmp_path)], "is a folder"),
     ]
     for extra, message in cases:

@@ -1,5 +1,5 @@
-"""Argument types and output-path rules shared by every command, checked while the command line is
-parsed: a bad number or path is refused before anything is loaded or written.
+"""Argument types and output-path rules shared by every command, checked before a command's handler
+runs: a bad number or path is refused before anything is loaded or written.
 
 Number types are functions `text -> value` that raise argparse.ArgumentTypeError saying what was
 wrong and what to give instead (they carry their `bounds`); path types are PathType objects, checked
@@ -14,7 +14,7 @@ import math
 import os
 from pathlib import Path
 
-SEED_MAX = 2**32 - 1  # A1111's and kohya's seed range; torch generators take any of them
+from sdlora.generate.prompts import SEED_MAX  # one seed range for every command (a light module)
 
 
 def int_range(low: int, high: int | None = None):

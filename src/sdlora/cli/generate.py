@@ -8,8 +8,7 @@ import logging
 from pathlib import Path
 
 from sdlora.cli import argtypes as T
-from sdlora.config import ModelConfig
-from sdlora.errors import SdloraError
+from sdlora.config import DEFAULT_MODEL
 from sdlora.evaluate.features import DEFAULT_CLIP, DEFAULT_DINO
 from sdlora.generate.prompts import PromptSpec, check_spec, collect_prompts
 from sdlora.generate.schedulers import DEFAULT_SCHEDULER, SCHEDULERS
@@ -29,7 +28,7 @@ def _weights(text: str) -> list[float]:
 
 def add_common(parser: argparse.ArgumentParser, out: str) -> None:
     """Model, prompts, sampling and output settings shared by the three commands."""
-    parser.add_argument("--model", default=ModelConfig().name,
+    parser.add_argument("--model", default=DEFAULT_MODEL,
                         help="Hub id, diffusers folder, .ckpt/.safetensors file, or `tiny` (default: %(default)s).")
     parser.add_argument("--prompt", action="append", metavar="TEXT", help="A prompt (repeatable); see the syntax below.")
     parser.add_argument("--prompts", type=T.input_file, metavar="FILE",

@@ -22,14 +22,16 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from sdlora.data.buckets import Size
+from sdlora.data.files import is_regular
 from sdlora.data.images import BadImage
 from sdlora.data.pixels import load_pixels
 from sdlora.errors import SdloraError
+from sdlora.fileio import atomic_save_safetensors
 
 log = logging.getLogger("sdlora.data")
 
@@ -65,7 +67,9 @@ def cache_file(cache_dir: Path, record, bucket: Size) -> Path:
 
 
 def stored_key(path: Path) -> str | None:
-    """The key in a cache file's metadata, or None when it is missing or unreadable."""
+    """The key in a cache file's metadata, or None when it is missing, unreadable or not a regular file."""
+    if not is_regular(path):  # never open a FIFO or device left where a cache file should be
+        return None
     try:
         with safe_open(str(path), framework="pt") as f:
             return (f.metadata() or {}).get("key")
@@ -110,7 +114,7 @@ class DiskLatents:
 
     def add(self, record: int, rec, bucket: Size, key: str, tensors: dict[str, torch.Tensor]) -> None:
         path = cache_file(self.folder, rec, bucket)
-        _save_atomic(path, tensors, key)
+        atomic_save_safetensors(path, tensors, {"key": key})
         self.files[record] = str(path)
 
     def get(self, record: int, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,12 +124,6 @@ class DiskLatents:
             return tensors["mean" + suffix], tensors["std" + suffix]
         except (OSError, KeyError, SafetensorError) as exc:  # a cache file removed or damaged during the run
             raise BadImage("unreadable", f"latent cache file {self.files[record]}: {exc}") from None
-
-
-def _save_atomic(path: Path, tensors: dict[str, torch.Tensor], key: str) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    save_file(tensors, str(tmp), metadata={"key": key})
-    os.replace(tmp, path)
 
 
 class _Pixels(Dataset):

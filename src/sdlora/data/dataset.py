@@ -5,7 +5,7 @@ class images are just repeated indices, and every item's bucket is fixed for the
 shapes never depend on worker state). Randomness (crop, flip, caption shuffle/dropout, latent
 sampling) comes from a generator seeded with (seed, epoch, item): the same run, the same samples.
 
-Every image decoded once at scan time. One that fails now (deleted or rewritten during the run, a
+Every image was decoded once at scan time. One that fails now (deleted or rewritten during the run, a
 cache file removed) is logged once and replaced by another image of the same bucket, so an epoch
 never dies halfway; only such load errors (`BadImage`) are caught, a bug in the code is not.
 An image that fails while latents are cached is dropped before training starts (`drop`).
@@ -169,14 +169,17 @@ class LoRADataset(Dataset):
 
     def drop(self, failed: dict[int, BadImage]) -> None:
         """Remove every item of the `failed` records (listed as skipped with their reasons); the
-        buckets follow, as they are read from the items. SdloraError when no item is left."""
+        buckets follow, as they are read from the items. SdloraError when no training item is left
+        (a validation set may end up empty: validation loss is then skipped)."""
         if not failed:
             return
         self.items = [r for r in self.items if r not in failed]
         self.skipped = self.skipped + [Skipped(self.records[r].path, e.code, e.reason) for r, e in failed.items()]
         for record, exc in failed.items():
             log.warning("skipping %s: %s", shown(self.records[record].path), exc.reason)
-        if not self.items:
+        if not self.items and self.name != "train":
+            log.warning("no image of the %s set is left: its loss is not computed", self.name)
+        elif not self.items:
             example = next(iter(failed))
             raise SdloraError(f"no image of the {self.name} set can be decoded ({len(failed)} failed, e.g. "
                               f"{shown(self.records[example].path)}: {failed[example].reason}); "

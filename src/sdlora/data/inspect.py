@@ -19,6 +19,7 @@ from sdlora.data.captions import MAX_CAPTION_TOKENS, split_tags, tag_frequency, 
 from sdlora.data.files import shown
 from sdlora.data.sources import ImageRecord, scan_source
 from sdlora.errors import SdloraError
+from sdlora.fileio import atomic_write_text
 
 # Shorter-side bin edges as multiples of the training resolution (at 512 px: 256, 512, 768, 1024, 2048):
 # below 1x an image is upscaled, below 0.5x it is blurry; above 2x it is downscaled a lot.
@@ -182,7 +183,7 @@ def run_inspect(paths: list[str], *, config: str | None = None, resolution: int 
     if target is None:
         return text
     try:
-        target.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        atomic_write_text(target, json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     except OSError as exc:
         raise SdloraError(f"--json {shown(target)}: cannot write the report ({exc.strerror or exc})") from None
     return f"{text}\nfull report (JSON) written to {shown(target)}"

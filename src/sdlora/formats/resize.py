@@ -1,5 +1,7 @@
 """Re-rank a LoRA by SVD: each module's weight change  scale * up @ down  is cut to its best rank-r
 approximation (Eckart-Young), reporting how much of its energy (squared singular values) is kept.
+LoHa / LoKr modules become plain LoRA modules the same way (alpha = r), which is how their files
+reach tools that read only LoRA (diffusers).
 
 The scale alpha / rank is kept per module (new alpha = alpha * r' / r, as kohya's resize_lora does),
 so a resized LoRA behaves like the original under the same multiplier and trains on the same way.
@@ -15,6 +17,8 @@ import torch
 
 from sdlora.errors import SdloraError
 from sdlora.formats import canonical as C
+from sdlora.formats import networks
+from sdlora.formats.modules import sd14_kernels
 from sdlora.formats.io import load_lora_file, save_lora_file
 
 
@@ -57,6 +61,24 @@ def svd_factors(delta: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Ten
     return (u[:, :rank] * root).float(), (root[:, None] * vh[:rank]).float(), s
 
 
+def factored_to_lora(params: Mapping[str, torch.Tensor], rank: int, name: str,
+                     kernel: tuple[int, int] | None) -> tuple[dict, ModuleResize]:
+    """A LoHa / LoKr module as the best rank-r plain LoRA of its weight change (alpha = r: scale 1).
+
+    `kernel`: the conv kernel of the module (None for a Linear), as LoRA files store conv shapes."""
+    delta = C.delta(params)  # (out, in*kh*kw), fp32, scaled
+    new = min(rank, *delta.shape)
+    up, down, sigma = svd_factors(delta, new)
+    if kernel is not None:  # LoCon layout: down has the kernel, up is 1x1
+        down = down.reshape(new, -1, *kernel)
+        up = up.reshape(up.shape[0], new, 1, 1)
+    out = {C.DOWN: down, C.UP: up, C.ALPHA: C.alpha_tensor(new)}
+    if C.DORA in params:
+        out[C.DORA] = params[C.DORA].reshape(C.dora_shape(out))
+    energy = sigma.pow(2)
+    return out, ModuleResize(name, C.rank(params), new, float(energy[:new].sum()), float(energy.sum()))
+
+
 def resize_module(params: Mapping[str, torch.Tensor], rank: int, name: str) -> tuple[dict, ModuleResize]:
     """One module re-ranked to min(rank, its rank); returns (params, report line)."""
     old = C.rank(params)
@@ -88,11 +110,24 @@ def resize_lora(lora: Mapping[str, torch.Tensor], rank: int, *, conv_rank: int |
     modules = {}
     for (component, path), params in C.group(C.normalize(lora)).items():
         params = {k: v.float() for k, v in params.items()}
-        kxk = params[C.DOWN].dim() == 4 and tuple(params[C.DOWN].shape[2:]) != (1, 1)
-        target = conv_rank if kxk and conv_rank is not None else rank
-        modules[(component, path)], line = resize_module(params, target, f"{component}.{path}")
+        kernel = _kernel(component, path, params)
+        target = conv_rank if kernel not in (None, (1, 1)) and conv_rank is not None else rank
+        if networks.is_factored(params):  # LoHa / LoKr -> plain LoRA
+            modules[(component, path)], line = factored_to_lora(params, target, f"{component}.{path}", kernel)
+        else:
+            modules[(component, path)], line = resize_module(params, target, f"{component}.{path}")
         report.modules.append(line)
     return C.ungroup(modules), report
+
+
+def _kernel(component: str, path: str, params: Mapping[str, torch.Tensor]) -> tuple[int, int] | None:
+    if not networks.is_factored(params):
+        down = params[C.DOWN]
+        return tuple(down.shape[2:]) if down.dim() == 4 else None
+    kernels = sd14_kernels()[component]
+    if path not in kernels:
+        raise SdloraError(f"{component}.{path} is not a Linear/Conv2d module of SD 1.x; cannot make it a plain LoRA")
+    return kernels[path]
 
 
 def resize_lora_file(src: str | Path, dst: str | Path, rank: int, *, conv_rank: int | None = None,
