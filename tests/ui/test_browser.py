@@ -179,7 +179,7 @@ def walk(page, root, shots):
     _stage("Files")
     # Files: info on the trained LoRA
     page.get_by_role("tab", name="Files").click()
-    _box(page, "fl-info-file").fill(str(run / "lora.safetensors"))
+    _box(page, "fl-info-file").fill(str(run / "r1.safetensors"))  # named after the run folder
     page.click("#fl-info")
     page.locator("#fl-info-out").get_by_text("kohya").first.wait_for()
     _shot(page, "files", shots)
