@@ -60,15 +60,20 @@ def to_kohya(lora: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | Non
         for param, tensor in C.with_alpha(params).items():
             state[f"{name}.{PARAMS[param]}"] = tensor
     # BASE_METADATA are defaults (a trainer knows its resolution); the tensor-derived fields always win
-    return state, {**BASE_METADATA, **dict(metadata or {}), **kohya_metadata(modules)}
+    return state, {**BASE_METADATA, **dict(metadata or {}), **derived_metadata(modules)}
+
+
+def derived_metadata(modules: Mapping[C.Module, Mapping[str, torch.Tensor]]) -> dict[str, str]:
+    """The fields read off the tensors (every format's writer uses them): LyCORIS's for files holding
+    LoHa / LoKr modules, kohya's otherwise."""
+    if any(networks.is_factored(p) for p in modules.values()):
+        return lycoris_metadata(modules)
+    return kohya_metadata(modules)
 
 
 def kohya_metadata(modules: Mapping[C.Module, Mapping[str, torch.Tensor]]) -> dict[str, str]:
     """ss_network_dim/alpha: the most common rank/alpha of Linear and 1x1-conv modules; conv_dim/alpha
-    in ss_network_args: those of the 3x3 convs (kohya's split between network_dim and conv_dim).
-    Files holding LoHa / LoKr modules get LyCORIS's fields (formats.lycoris_meta)."""
-    if any(networks.is_factored(p) for p in modules.values()):
-        return lycoris_metadata(modules)
+    in ss_network_args: those of the 3x3 convs (kohya's split between network_dim and conv_dim)."""
     conv = [p for p in modules.values() if _is_kxk_conv(p[C.DOWN])]
     linear = [p for p in modules.values() if not _is_kxk_conv(p[C.DOWN])]
     meta = {}
