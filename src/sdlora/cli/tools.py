@@ -47,6 +47,21 @@ def register(subparsers) -> None:
     _overwrite_arg(p, "OUT")
     p.set_defaults(handler=_merge_loras)
 
+    p = subparsers.add_parser("extract", help="Extract a LoRA from a fine-tuned model and its base (SVD of the change).",
+                              description="Per module, the best low-rank fit of W_tuned - W_base: UNet transformer "
+                              "layers, the text encoder (left out when unchanged), and with --conv the ResNet convs.")
+    p.add_argument("base", metavar="BASE", help="Base model: `tiny`, a diffusers folder, a .safetensors file, or a hub id.")
+    p.add_argument("tuned", metavar="TUNED", help="Fine-tuned model of the same architecture (any of those forms).")
+    p.add_argument("output", metavar="OUT", type=T.output_file, help="Output LoRA .safetensors file.")
+    p.add_argument("--rank", type=T.positive_int, default=None, help="Rank (default 4; with --dynamic a maximum).")
+    p.add_argument("--conv-rank", type=T.positive_int, default=None, help="Rank of 3x3 convs (default: --rank).")
+    p.add_argument("--conv", action="store_true", help="Also extract the ResNet convs (LoCon).")
+    dynamic_args(p, "--rank")
+    p.add_argument("--to", choices=FORMATS, default="kohya", help="Output format (default kohya).")
+    p.add_argument("--dtype", choices=DTYPES, default="fp16", help="Tensor dtype to write (default fp16).")
+    _overwrite_arg(p, "OUT")
+    p.set_defaults(handler=_extract)
+
 
 def _merge_loras(args) -> int:
     from sdlora.formats.merge_loras import merge_lora_files
@@ -59,5 +74,22 @@ def _merge_loras(args) -> int:
     print(f"merged {names} ({'exact concatenation' if report is None else 'SVD'})")
     if report is not None:
         print_ranks(report, verbose=False)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _extract(args) -> int:
+    from sdlora.formats.extract import extract_lora_file
+
+    check_dynamic(args)
+    T.refuse_overwrite(args.output, args.overwrite)
+    rank = args.rank if args.rank is not None or args.dynamic else 4
+    report = extract_lora_file(args.base, args.tuned, args.output, fmt=args.to, dtype=_torch_dtype(args.dtype),
+                               rank=rank, conv_rank=args.conv_rank, conv=args.conv, rule=args.dynamic,
+                               threshold=args.threshold)
+    print(f"extracted {len(report.modules)} modules ({len(report.unchanged)} unchanged left out)"
+          + ("; the text encoder is unchanged and left out" if report.text_encoder_skipped else ""))
+    print_ranks(report, verbose=True)
+    print(f"largest relative error {report.max_error:.3g}")
     print(f"wrote {args.output}")
     return 0
