@@ -128,8 +128,10 @@ def extract_lora(base: SDComponents, tuned: SDComponents, *, rank: int | None = 
 def extract_lora_file(base: str | Path, tuned: str | Path, out: str | Path, *, fmt: str = "kohya",
                       dtype: torch.dtype | None = torch.float16, **options) -> ExtractReport:
     """Load BASE and TUNED (any form sdlora loads: `tiny`, folder, single file), extract, write `out`."""
-    from sdlora.models.loader import load_components
+    from sdlora.models.loader import load_components, resolve_model
 
+    for model in (base, tuned):  # a missing model is named before the slow loading starts
+        resolve_model(model)
     base_c = load_components(base, dtype=torch.float32)
     tuned_c = load_components(tuned, dtype=torch.float32)
     lora, report = extract_lora(base_c, tuned_c, **options)
