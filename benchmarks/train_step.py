@@ -43,7 +43,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rank", type=int, default=4)
     p.add_argument("--preset", default="unet-attn")
     p.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "fp16", "bf16"],
-                   help="sdlora's train.mixed_precision (auto: bf16 on GPUs and on CPUs with native bf16); "
+                   help="sdlora's train.mixed_precision (auto: bf16 on GPUs that have it, fp32 on the CPU); "
                         "the reference runs `auto` as fp32, the diffusers script's default")
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--channels-last", action="store_true", help="sdlora's train.channels_last")

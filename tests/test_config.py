@@ -45,6 +45,7 @@ def test_int_accepted_for_float_and_resolved_config_round_trips():
     (["lora.rank=true"], "lora.rank"),
     (["lora.algorithm=lycoris"], "lora.algorithm"),
     (["lora.factor=0"], "lora.factor"),
+    (["lora.algorithm=loha", 'save.formats=["kohya", "diffusers"]'], "save.formats"),
     (["nonsense"], "nonsense"),
 ])
 def test_errors_name_the_key(override, key):

@@ -128,6 +128,22 @@ def test_command_parses(where, argv):
     assert getattr(args, "handler", None) is not None, f"{where}: `sdlora {shlex.join(argv)}` names no command"
 
 
+
+def test_the_readme_and_the_docs_use_canonical_flag_names():
+    """`--output`, not its alias `--out` (the first option string of an argument is its canonical name;
+    tests/test_cli.py keeps it first). The recipes in examples/ are their authors' and not checked here."""
+    parser, aliased = build_parser(), []
+    for where, argv in COMMANDS:
+        if where.startswith("examples/") or {"--help", "-h", "--version"} & set(argv):
+            continue
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            command = parser.parse_args(argv).command_parser
+        used = {word.split("=", 1)[0] for word in argv if word.startswith("--")}
+        for action in command.arguments:
+            aliased += [f"{where}: {alias} (say {action.option_strings[0]})"
+                        for alias in action.option_strings[1:] if alias.startswith("--") and alias in used]
+    assert not aliased, "aliases in the docs:\n" + "\n".join(aliased)
+
 def test_accelerate_launch_lines_are_found():
     line = "accelerate launch --multi_gpu --num_processes 2 -m sdlora train --config my.toml"
     assert sdlora_argv(line) == ["train", "--config", "my.toml"]
@@ -285,3 +301,18 @@ def test_the_site_builds_with_warnings_as_errors(tmp_path):
     guide = (tmp_path / "site" / "guide" / "index.html").read_text(encoding="utf-8")
     assert "/blob/main/examples/README.md" in guide  # the recipes link, rewritten by the hook
     assert (tmp_path / "site" / "images" / "demo-grid.png").is_file()
+
+
+def test_the_readme_picture_script_crops_blank_margins():
+    import importlib.util
+
+    from PIL import Image
+
+    spec = importlib.util.spec_from_file_location("readme_images", ROOT / "scripts" / "readme_images.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    image = Image.new("RGB", (200, 100), "white")
+    image.paste((200, 30, 30), (50, 20, 90, 70))  # content at x 50..89, y 20..69
+    cropped = module.crop_margins(image, pad=4)
+    assert cropped.size == (40 + 8, 50 + 8)
+    assert cropped.getpixel((4, 4)) == (200, 30, 30) and cropped.getpixel((0, 0)) == (255, 255, 255)

@@ -71,6 +71,14 @@ def test_the_wheel_is_what_runs_and_reports_the_version(installed, tmp_path):
     assert run([installed / "sdlora", "--version"], cwd=tmp_path).stdout.strip() == f"sdlora {sdlora.__version__}"
 
 
+def test_the_ui_command_is_installed_with_its_extra(installed, tmp_path):
+    """`sdlora ui` is a command of the installed package, and `pip install sdlora[ui]` names gradio."""
+    assert "--listen" in run([installed / "sdlora", "ui", "--help"], cwd=tmp_path).stdout
+    script = "import importlib.metadata as m; print(m.metadata('sdlora').get_all('Requires-Dist'))"
+    requires = eval(run([installed / "python", "-c", script], cwd=tmp_path).stdout)
+    assert any(r.startswith("gradio") and 'extra == "ui"' in r for r in requires), requires
+
+
 def test_the_installed_package_carries_its_data_and_licences(installed, tmp_path):
     script = ("import importlib.metadata as m, sdlora; d = m.distribution('sdlora'); "
               "print(d.version, d.metadata['License-Expression'], sorted(f.name for f in d.files "

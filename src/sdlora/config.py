@@ -283,6 +283,12 @@ def _merge(into: dict, new: dict) -> dict:
 def validate(cfg: RunConfig) -> None:
     """The checks that relate two fields (single-field rules are declared on the fields); each names its key."""
     d, t = cfg.data, cfg.train
+    if cfg.lora.factor == 0:
+        raise SdloraError("lora.factor must be -1 (automatic) or a positive integer, got 0")
+    if cfg.lora.algorithm != "lora" and "diffusers" in cfg.save.formats:
+        raise SdloraError(f"save.formats: the diffusers format cannot hold lora.algorithm = {cfg.lora.algorithm!r} "
+                          "(diffusers' loader reads only LoRA); write kohya (A1111, ComfyUI, LyCORIS) and, for "
+                          "diffusers, `sdlora resize` the file to a plain LoRA afterwards")
     if t.timestep_min >= t.timestep_max:
         raise SdloraError(f"train.timestep_min ({t.timestep_min}) must be below train.timestep_max ({t.timestep_max})")
     if d.min_bucket_side > d.max_bucket_side:
@@ -292,6 +298,10 @@ def validate(cfg: RunConfig) -> None:
         raise SdloraError(f"data.bucket_step ({d.bucket_step}) must not exceed data.resolution ({d.resolution})")
     if cfg.lora.factor == 0:
         raise SdloraError("lora.factor must be -1 (automatic) or a positive integer, got 0")
+    if cfg.lora.algorithm != "lora" and "diffusers" in cfg.save.formats:
+        raise SdloraError(f"save.formats: the diffusers format cannot hold lora.algorithm = {cfg.lora.algorithm!r} "
+                          "(diffusers' loader reads only LoRA); write kohya (A1111, ComfyUI, LyCORIS) and, for "
+                          "diffusers, `sdlora resize` the file to a plain LoRA afterwards")
     for i, source in enumerate(d.sources):
         if not source.path:
             raise SdloraError(f"data.sources[{i}].path is required")

@@ -43,7 +43,8 @@ BROKEN = {  # name -> (what to write, message)
     "unknown-key": ({**kohya(), "lora_unet_nowhere.lora_up.weight": torch.ones(1, 1)}, "name no SD 1.x module"),
     "empty": ({}, "holds no tensors"),
 }
-SPECIAL = ["fifo", "dev-zero", "folder", "garbage", "truncated"]
+SPECIAL = ["fifo", "dev-zero", "folder", "garbage", "truncated", "redos"]
+REDOS = {"unet.r": 4, "unet.lora_alpha": 4, "unet.alpha_pattern": {"([^!]+)+!": 1}}
 
 
 def run(argv) -> int:
@@ -66,6 +67,9 @@ def write(tmp_path, name):
         path.mkdir()
     elif name == "garbage":
         path.write_bytes(b"\xff" * 64)
+    elif name == "redos":  # a diffusers file whose PEFT config holds a catastrophically backtracking regex
+        state = {f"{CANONICAL_Q}.lora_A.weight": torch.ones(4, 320), f"{CANONICAL_Q}.lora_B.weight": torch.ones(320, 4)}
+        save_file(state, path, metadata={METADATA_KEY: json.dumps(REDOS)})
     else:
         save_file(kohya(), path)
         path.write_bytes(path.read_bytes()[:200])
@@ -84,7 +88,7 @@ def test_the_loader_refuses_with_one_line_naming_the_file(tmp_path, name):
 
 
 @pytest.mark.parametrize("command", [["info"], ["convert", "--to", "diffusers"], ["resize", "--rank", "1"]])
-@pytest.mark.parametrize("name", ["rank0", "nan", "negative-alpha", "fifo", "garbage"])
+@pytest.mark.parametrize("name", ["rank0", "nan", "negative-alpha", "fifo", "garbage", "redos"])
 def test_every_command_gives_one_error_line(tmp_path, capsys, command, name):
     path, out = write(tmp_path, name), tmp_path / "out.safetensors"
     argv = [command[0], str(path)] + ([str(out)] if command[0] != "info" else []) + command[1:]
@@ -115,7 +119,8 @@ def test_convert_of_an_alpha_zero_or_missing_file_writes_alpha_equal_rank(tmp_pa
     if stored is None:
         del state[f"{Q}.alpha"]
     save_file(state, tmp_path / "a0.safetensors")
-    assert main(["convert", str(tmp_path / "a0.safetensors"), str(tmp_path / "d.safetensors"), "--to", "diffusers"]) == 0
+    src, dst = tmp_path / "a0.safetensors", tmp_path / "d.safetensors"
+    assert main(["convert", str(src), str(dst), "--to", "diffusers"]) == 0
     _, metadata, fmt = load_lora_file(tmp_path / "d.safetensors")
     config = json.loads(metadata[METADATA_KEY])
     assert fmt == "diffusers" and config["unet.lora_alpha"] == 4.0 and config["unet.r"] == 4

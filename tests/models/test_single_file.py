@@ -136,3 +136,25 @@ def test_full_size_sd14_round_trip(tmp_path, save_lightning_ckpt, ldm_extras):
         assert sum(p.numel() for p in loaded.unet.parameters()) == 859_520_964
         del loaded
         gc.collect()
+
+
+def test_a_file_naming_its_architecture_loads_without_configs(tmp_path, tiny_models, tiny_ldm, assert_same_weights):
+    from sdlora.models.single_file import architecture_metadata
+
+    write_safetensors(tmp_path / "t.safetensors", tiny_ldm, architecture_metadata(
+        {"unet": skeleton.TINY_UNET, "vae": skeleton.TINY_VAE, "text_encoder": skeleton.TINY_TEXT}))
+    assert_same_weights(tiny_models, load_components(tmp_path / "t.safetensors"))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{", "is not a JSON object of unet/vae/text_encoder configs"),
+    ("[" * 100000, "is not a JSON object"),
+    ('{"unet": 1, "vae": {}, "text_encoder": {}}', "is not a JSON object"),
+    ('{"unet": {"block_out_channels": "x"}, "vae": {}, "text_encoder": {}}', "does not describe a buildable"),
+    ('{"unet": {}, "vae": {}, "text_encoder": {"hidden_size": -3}}', "does not describe a buildable"),
+])  # fmt: skip
+def test_a_hostile_architecture_header_is_one_error_line(tmp_path, tiny_ldm, text, message):
+    write_safetensors(tmp_path / "t.safetensors", tiny_ldm, {"sdlora_architecture": text})
+    with pytest.raises(SdloraError, match=rf"t\.safetensors: metadata 'sdlora_architecture' {message}") as info:
+        load_components(tmp_path / "t.safetensors")
+    assert "\n" not in str(info.value)

@@ -2,8 +2,7 @@ import pytest
 import torch
 
 from sdlora.tiny.arch import build_models
-from sdlora.tiny.train_unet import (CAPTION_DROPOUT, LatentData, diffusion_loss, sample_batch,
-                                    sd14_alphas_cumprod, train_unet)
+from sdlora.tiny.train_unet import CAPTION_DROPOUT, LatentData, sample_batch, sd14_schedule, step_loss, train_unet
 from sdlora.tiny.trainkit import StageOptions
 
 
@@ -16,7 +15,7 @@ def latent_data(n: int = 32, captions: int = 9) -> LatentData:
 
 
 def test_noise_schedule_is_sd14_scaled_linear():
-    ac = sd14_alphas_cumprod()
+    ac = sd14_schedule().alphas_cumprod
     betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
     assert ac.shape == (1000,)
     assert torch.allclose(ac.double(), torch.cumprod(1 - betas, 0), rtol=1e-5)
@@ -31,11 +30,11 @@ def test_sample_batch_scales_latents_and_drops_captions():
     assert latents.std().item() == pytest.approx(0.5 * (1 + 0.01) ** 0.5, rel=0.05)
 
 
-def test_diffusion_loss_is_finite_and_differentiable():
+def test_step_loss_is_finite_and_differentiable():
     unet, _, text_encoder = build_models("micro")
     data = latent_data()
     latents, ids = sample_batch(data, 4, torch.Generator().manual_seed(0))
-    loss = diffusion_loss(unet, text_encoder, latents, ids, sd14_alphas_cumprod(), torch.Generator().manual_seed(0))
+    loss = step_loss(unet, text_encoder, latents, ids, sd14_schedule(), torch.Generator().manual_seed(0))
     assert loss.ndim == 0 and torch.isfinite(loss)
     loss.backward()
     assert text_encoder.get_input_embeddings().weight.grad.abs().sum() > 0

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from sdlora.train.loss import diffusion_loss, item_weights, per_sample_mse, split_losses
+from sdlora.train.loss import diffusion_loss, item_weights, per_sample_mse
 
 
 def test_per_sample_mse_in_fp32():
@@ -19,9 +19,3 @@ def test_prior_preservation_and_snr_weights():
     pred, target = torch.zeros(3, 1, 1, 1), torch.tensor([1.0, 2.0, 3.0]).view(3, 1, 1, 1)
     # mean_i(w_i * mse_i) = (1*1 + 1*4 + 0.25*9) / 3
     assert diffusion_loss(pred, target, w).item() == pytest.approx((1 + 4 + 2.25) / 3)
-
-
-def test_split_losses_reports_parts_present():
-    pred, target = torch.zeros(2, 1, 1, 1), torch.tensor([1.0, 3.0]).view(2, 1, 1, 1)
-    assert split_losses(pred, target, torch.tensor([False, True])) == {"instance": 1.0, "class": 9.0}
-    assert split_losses(pred, target, torch.tensor([False, False])) == {"instance": 5.0}

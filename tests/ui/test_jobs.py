@@ -26,7 +26,8 @@ def test_compare_grid_and_report_with_the_missing_weights_hint(tmp_path, tiny_lo
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))  # no CLIP/DINO weights anywhere
     result = jobs.compare(_form(tmp_path, tiny_lora), "0, 1", evaluate=True)
     assert result.grid.is_file() and result.report.is_file()
-    assert any("CLIP" in note for note in result.notes) and "sdlora-warn" in metrics_html(result)
+    assert len(result.notes) == 2 and "hf download" in result.notes[0] and result.metrics is None
+    assert "sdlora-warn" in metrics_html(result)
     with pytest.raises(SdloraError, match="at least one LoRA"):
         jobs.compare(jobs.Sampling(model="tiny", prompts="x"), "")
 

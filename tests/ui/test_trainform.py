@@ -16,7 +16,7 @@ RECIPES = sorted(str(p) for p in Path("examples").glob("*/config.toml"))
 
 def test_form_has_one_widget_per_setting_with_its_doc():
     form = trainform.fields()
-    leaves = {key: doc for key, _, _, doc in iter_fields() if "[]" not in key and key not in trainform.TABLE_LISTS}
+    leaves = {key: doc for key, _, _, doc, _ in iter_fields() if "[]" not in key and key not in trainform.TABLE_LISTS}
     assert {f.key: f.doc for f in form} == leaves
     assert [f.key for f in form[:len(trainform.COMMON)]] == list(trainform.COMMON)
     kinds = {f.key: f.kind for f in form}

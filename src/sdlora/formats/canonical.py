@@ -16,11 +16,12 @@ from collections.abc import Mapping
 import torch
 
 from sdlora.errors import SdloraError
+from sdlora.formats import networks
 from sdlora.lora import keys
 from sdlora.lora.keys import ALPHA, DORA, DOWN, UP  # noqa: F401 (re-exported)
 
 COMPONENTS = ("unet", "text_encoder")
-PARAMS = keys.SUFFIXES
+PARAMS = keys.SUFFIXES  # LoRA, LoHa and LoKr parameters (see formats.networks)
 
 Module = tuple[str, str]  # (component, module_path)
 
@@ -48,9 +49,7 @@ def group(lora: Mapping[str, torch.Tensor]) -> dict[Module, dict[str, torch.Tens
         component, path, param = split_key(key)
         modules.setdefault((component, path), {})[param] = tensor
     for (component, path), params in modules.items():
-        for needed in (DOWN, UP):
-            if needed not in params:
-                raise SdloraError(f"LoRA module {component}.{path} has no {needed}; the file is incomplete")
+        networks.check_complete(params, f"{component}.{path}")
     return modules
 
 
@@ -59,7 +58,7 @@ def ungroup(modules: Mapping[Module, Mapping[str, torch.Tensor]]) -> dict[str, t
 
 
 def rank(params: Mapping[str, torch.Tensor]) -> int:
-    return int(params[DOWN].shape[0])
+    return networks.rank(params)
 
 
 def alpha(params: Mapping[str, torch.Tensor], where: str = "LoRA module") -> float:
@@ -84,9 +83,15 @@ def with_alpha(params: Mapping[str, torch.Tensor], where: str = "LoRA module") -
 
 
 def check_shapes(component: str, path: str, params: Mapping[str, torch.Tensor]) -> None:
-    """down (r, in[, kh, kw]) and up (out, r[, 1, 1]) must agree; alpha must be a scalar."""
-    down, up = params[DOWN], params[UP]
+    """down (r, in[, kh, kw]) and up (out, r[, 1, 1]) must agree (LoHa / LoKr: the factors must build a
+    weight change); alpha must be a scalar."""
     name = f"{component}.{path}"
+    if networks.is_factored(params):
+        networks.check_factored(params, name)
+        if ALPHA in params and params[ALPHA].numel() != 1:
+            raise SdloraError(f"module {name}: alpha must be a single number, got shape {tuple(params[ALPHA].shape)}")
+        return
+    down, up = params[DOWN], params[UP]
     if down.dim() not in (2, 4) or up.dim() != down.dim():
         raise SdloraError(f"LoRA module {name}: lora_down {tuple(down.shape)} / lora_up {tuple(up.shape)} "
                           "are neither Linear (2-D) nor Conv2d (4-D) weights")
@@ -117,8 +122,16 @@ def normalize(lora: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return ungroup({m: with_alpha(p, f"LoRA module {m[0]}.{m[1]}") for m, p in modules.items()})
 
 
+def scale(params: Mapping[str, torch.Tensor]) -> float:
+    """alpha / rank (a LoKr module with both halves full: 1)."""
+    return 1.0 if networks.full_rank_lokr(params) else alpha(params) / rank(params)
+
+
 def delta(params: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """The plain LoRA weight change  (alpha / rank) * up @ down,  fp32, flattened to (out, in*kh*kw)."""
+    """The module's weight change (LoRA:  (alpha / rank) * up @ down; LoHa / LoKr: scale times the
+    factor product), fp32, flattened to (out, in*kh*kw); DoRA magnitudes are not applied."""
+    if networks.is_factored(params):
+        return scale(params) * networks.factored_delta(params)
     down = params[DOWN].float().flatten(1)  # (r, in*kh*kw)
     up = params[UP].float().flatten(1)  # (out, r)
     return (alpha(params) / rank(params)) * (up @ down)

@@ -16,12 +16,9 @@ from sdlora.lora.native import FORMAT_KEY
 
 DIFFUSERS_COMPONENTS = ("unet.", "text_encoder.")
 
-# Parameter-name fragments of network types that only LyCORIS implements.
+# Parameter-name fragments of network types that only LyCORIS implements (LoHa and LoKr sdlora reads:
+# their factor names are in sdlora.lora.keys.FACTOR_SUFFIXES).
 LYCORIS_PARAMS: dict[str, str] = {
-    "hada_w1_a": "LoHa", "hada_w1_b": "LoHa", "hada_w2_a": "LoHa", "hada_w2_b": "LoHa",
-    "hada_t1": "LoHa", "hada_t2": "LoHa",
-    "lokr_w1": "LoKr", "lokr_w1_a": "LoKr", "lokr_w1_b": "LoKr", "lokr_w2": "LoKr", "lokr_w2_a": "LoKr",
-    "lokr_w2_b": "LoKr", "lokr_t2": "LoKr",
     "lora_mid": "LoCon with Tucker decomposition (lora_mid)",
     "oft_blocks": "OFT", "oft_diag": "OFT", "oft_R": "BOFT",
     "diff": "full weight difference (LyCORIS 'full')", "diff_b": "full weight difference (LyCORIS 'full')",
@@ -97,7 +94,7 @@ def refuse_unsupported(state: Mapping[str, torch.Tensor], metadata: Mapping[str,
     if kinds:
         listed = "; ".join(f"{kind} (e.g. {key!r})" for kind, key in kinds.items())
         raise SdloraError(f"{source}: LyCORIS-only network types are not supported: {listed}. "
-                          "Only LoRA/LoCon (lora_down/lora_up) files can be loaded")
+                          "Only LoRA/LoCon (lora_down/lora_up), LoHa (hada_*) and LoKr (lokr_*) files can be loaded")
 
 
 def detect_format(state: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> str:

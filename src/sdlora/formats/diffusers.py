@@ -20,6 +20,7 @@ import torch
 
 from sdlora.errors import SdloraError
 from sdlora.formats import canonical as C
+from sdlora.formats import networks
 from sdlora.formats.modules import ModulePaths, resolve_paths
 from sdlora.formats.peft_config import METADATA_KEY, config_alpha, parse_config
 from sdlora.models.names import PREFIX as TE_PREFIX
@@ -60,8 +61,11 @@ def _peft_dora(magnitude: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
 
 
 def to_diffusers(lora: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None):
-    """Canonical dict -> (diffusers state dict, metadata with `lora_adapter_metadata`)."""
+    """Canonical dict -> (diffusers state dict, metadata with `lora_adapter_metadata`).
+
+    diffusers' loader has no LoHa / LoKr: such modules are refused with the two ways that work."""
     modules = C.group(lora)
+    refuse_factored(modules)
     state: dict[str, torch.Tensor] = {}
     for (component, path), params in modules.items():
         for param, tensor in params.items():
@@ -74,6 +78,18 @@ def to_diffusers(lora: Mapping[str, torch.Tensor], metadata: Mapping[str, str] |
         if mine:
             config.update({f"{component}.{k}": v for k, v in peft_config(component, mine).items()})
     return state, {**dict(metadata or {}), METADATA_KEY: json.dumps(config, indent=2, sort_keys=True)}
+
+
+def refuse_factored(modules: Mapping[C.Module, Mapping[str, torch.Tensor]]) -> None:
+    factored = [(c, p, networks.algorithm(ps)) for (c, p), ps in modules.items() if networks.is_factored(ps)]
+    if factored:
+        kinds = "/".join(sorted({networks.LABELS[a] for _, _, a in factored}))
+        component, path, _ = factored[0]
+        raise SdloraError(f"the diffusers format cannot hold {kinds} modules ({len(factored)} here, e.g. "
+                          f"{component}.{path}): diffusers' LoRA loader reads only lora_down/lora_up pairs. Either "
+                          "merge the file into the model (`sdlora merge-into-model BASE FILE OUT`), or make it a "
+                          "plain LoRA first (`sdlora resize FILE OUT --rank R`: SVD of each module's weight change, "
+                          "the retained energy is printed) and convert that")
 
 
 def peft_config(component: str, modules: Mapping[str, Mapping[str, torch.Tensor]]) -> dict:

@@ -5,6 +5,7 @@ from collections import Counter
 from pathlib import Path
 
 from sdlora.formats import canonical as C
+from sdlora.formats import networks
 from sdlora.formats.io import load_lora_file
 from sdlora.formats.modules import ModulePaths
 
@@ -13,6 +14,8 @@ BASE_FIELDS = ("base_model", "ss_sd_model_name")
 
 
 def _kind(params) -> str:
+    if networks.is_factored(params):  # the factors may hold a conv kernel flattened: name the algorithm
+        return networks.algorithm(params)
     down = params[C.DOWN]
     if down.dim() == 4:
         return "conv1x1" if tuple(down.shape[2:]) == (1, 1) else f"conv{down.shape[2]}x{down.shape[3]}"
@@ -37,6 +40,7 @@ def describe(path: str | Path, *, module_paths: ModulePaths | None = None) -> di
                 "ranks": _histogram(C.rank(p) for p in mine),
                 "alphas": _histogram(C.alpha(p) for p in mine),
                 "kinds": _histogram(_kind(p) for p in mine),
+                "algorithms": _histogram(networks.algorithm(p) for p in mine),
                 "dora": sum(C.DORA in p for p in mine),
                 "parameters": sum(t.numel() for p in mine for k, t in p.items() if k != C.ALPHA),
             }
@@ -71,7 +75,7 @@ def render(info: dict) -> str:
     ]
     for component, part in info["components"].items():
         lines.append(f"{component}: {part['modules']} modules, {part['parameters']:,} parameters")
-        for field in ("ranks", "alphas", "kinds"):
+        for field in ("ranks", "alphas", "kinds") + (("algorithms",) if set(part["algorithms"]) != {"lora"} else ()):
             lines.append(f"  {field + ':':8} " + ", ".join(f"{k} x{n}" for k, n in part[field].items()))
         if part["dora"]:
             lines.append(f"  dora:    {part['dora']} modules")

@@ -18,10 +18,13 @@ import torch
 
 from sdlora.errors import SdloraError
 from sdlora.formats import canonical as C
+from sdlora.formats import networks
+from sdlora.formats.lycoris_meta import lycoris_metadata
 from sdlora.formats.modules import ModulePaths, flat_name, flat_table, resolve_paths
 
 COMPONENT_PREFIX: dict[str, str] = {"unet": "lora_unet_", "text_encoder": "lora_te_"}
-# canonical parameter -> kohya parameter: the same words (sdlora.lora.keys); DoRA's magnitude keeps kohya's shape
+# canonical parameter -> kohya parameter: the same words (sdlora.lora.keys: LoRA, LyCORIS LoHa / LoKr
+# factors, alpha); DoRA's magnitude keeps kohya's shape
 PARAMS: dict[str, str] = {param: param for param in C.PARAMS}
 READ_PARAMS = {v: k for k, v in PARAMS.items()}
 
@@ -48,7 +51,8 @@ def _canonical_dora(params: Mapping[str, torch.Tensor], key: str) -> torch.Tenso
 
 
 def to_kohya(lora: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None):
-    """Canonical dict -> (kohya state dict, metadata with kohya's ss_* fields filled in)."""
+    """Canonical dict -> (kohya state dict, metadata with kohya's ss_* fields filled in; LyCORIS's
+    for files holding LoHa / LoKr modules)."""
     modules = C.group(lora)
     state: dict[str, torch.Tensor] = {}
     for (component, path), params in modules.items():
@@ -56,7 +60,9 @@ def to_kohya(lora: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | Non
         for param, tensor in C.with_alpha(params).items():
             state[f"{name}.{PARAMS[param]}"] = tensor
     # BASE_METADATA are defaults (a trainer knows its resolution); the tensor-derived fields always win
-    return state, {**BASE_METADATA, **dict(metadata or {}), **kohya_metadata(modules)}
+    derived = (lycoris_metadata(modules) if any(networks.is_factored(p) for p in modules.values())
+               else kohya_metadata(modules))
+    return state, {**BASE_METADATA, **dict(metadata or {}), **derived}
 
 
 def kohya_metadata(modules: Mapping[C.Module, Mapping[str, torch.Tensor]]) -> dict[str, str]:
@@ -109,7 +115,7 @@ def from_kohya(state: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | 
         shown = ", ".join(repr(k) for k in unknown[:5])
         raise SdloraError(f"{source}: {len(unknown)} key(s) name no SD 1.x module or LoRA parameter, e.g. {shown}")
     for (component, path), params in modules.items():
-        if C.DORA in params and C.UP in params:
+        if C.DORA in params and C.UP in params and not networks.is_factored(params):
             key = f"{COMPONENT_PREFIX[component]}{flat_name(path)}.dora_scale"
             params[C.DORA] = _canonical_dora(params, key)
     return C.normalize(C.ungroup(modules)), dict(metadata or {})

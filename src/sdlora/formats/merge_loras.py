@@ -7,8 +7,9 @@ Two ways, both from the canonical form (sdlora.formats.canonical):
     svd     the summed change cut to `rank` or by a rank rule (sdlora.formats.ranks, e.g. energy
             0.99), reporting the retained energy per module (fp32 factors, alpha = new rank).
 
-A module present in only some files is the sum of those. DoRA magnitudes cannot be added, so a
-DoRA LoRA is refused (fold it into a model with merge-into-model instead).
+A module present in only some files is the sum of those. LoHa / LoKr modules enter the SVD mode
+through their weight change (canonical.delta); concatenation needs plain LoRA factors. DoRA
+magnitudes cannot be added, so a DoRA LoRA is refused (merge-into-model folds it into a model).
 """
 from __future__ import annotations
 
@@ -19,15 +20,16 @@ import torch
 
 from sdlora.errors import SdloraError
 from sdlora.formats import canonical as C
-from sdlora.formats import ranks
+from sdlora.formats import networks, ranks
 from sdlora.formats.io import load_lora_file, save_lora_file
-from sdlora.formats.resize import ModuleResize, ResizeReport, check_rank, svd_factors
+from sdlora.formats.resize import ModuleResize, ResizeReport, check_rank, lora_factors, module_kernel
 
 Part = tuple[Mapping[str, torch.Tensor], float]  # (canonical params of one module, weight)
 
 
-def _check_shapes(name: str, parts: Sequence[Part]) -> None:
-    shapes = {(tuple(p[C.UP].shape[:1]), tuple(p[C.DOWN].shape[1:])) for p, _ in parts}
+def _check_shapes(name: str, shapes: Sequence[tuple[int, ...]]) -> None:
+    """Every file's weight change of the module must have one shape (out, in[, kh, kw])."""
+    shapes = set(shapes)
     if len(shapes) > 1:
         raise SdloraError(f"LoRA module {name}: the files disagree on its shape ({sorted(shapes)}); "
                           "they were made for different base models")
@@ -41,26 +43,17 @@ def concat_module(parts: Sequence[Part]) -> dict[str, torch.Tensor]:
     return {C.DOWN: down, C.UP: up, C.ALPHA: C.alpha_tensor(down.shape[0])}
 
 
-def summed_delta(parts: Sequence[Part]) -> torch.Tensor:
-    """sum of weight * delta, fp32, (out, in*kh*kw)."""
-    return sum(w * C.delta(p) for p, w in parts)
-
-
-def svd_module(parts: Sequence[Part], name: str, rank: int | None, rule: str | None,
+def svd_module(parts: Sequence[Part], module: C.Module, rank: int | None, rule: str | None,
                threshold: float | None) -> tuple[dict[str, torch.Tensor], ModuleResize]:
-    """The merged change cut by SVD to `rank` (a maximum when `rule` is given)."""
-    delta = summed_delta(parts)
-    svd = torch.linalg.svd(delta.double(), full_matrices=False)
-    cap = rank if rank is not None else svd[1].numel()
-    new = ranks.pick_rank(svd[1], cap, rule, threshold)
-    up, down, sigma = svd_factors(delta, new, svd)
-    kept, total = ranks.retained(sigma, new)
-    first = parts[0][0]
-    out = {C.DOWN: down.reshape((new,) + tuple(first[C.DOWN].shape[1:])),
-           C.UP: up.reshape((first[C.UP].shape[0], new) + tuple(first[C.UP].shape[2:])),
-           C.ALPHA: C.alpha_tensor(new)}
+    """The merged change  sum of weight * delta  cut by SVD to `rank` (a maximum when `rule` is given)."""
+    name = f"{module[0]}.{module[1]}"
+    deltas = [w * C.delta(p) for p, w in parts]  # each (out, in*kh*kw), fp32
+    _check_shapes(name, [tuple(d.shape) for d in deltas])
+    delta = torch.stack(deltas).sum(0)
+    cap = min(delta.shape) if rank is None else min(rank, *delta.shape)
+    out, kept, total = lora_factors(delta, cap, module_kernel(*module, parts[0][0]), rule, threshold)
     old = sum(C.rank(p) for p, _ in parts)
-    return out, ModuleResize(name, old, new, kept, total)
+    return out, ModuleResize(name, old, C.rank(out), kept, total)
 
 
 def gather(loras: Sequence[tuple[Mapping[str, torch.Tensor], float]]) -> dict[C.Module, list[Part]]:
@@ -71,7 +64,7 @@ def gather(loras: Sequence[tuple[Mapping[str, torch.Tensor], float]]) -> dict[C.
             if C.DORA in params:
                 raise SdloraError(f"LoRA {i + 1} uses DoRA ({module[0]}.{module[1]}): DoRA magnitudes cannot be "
                                   "added; fold it into a model with `sdlora merge-into-model` instead")
-            modules.setdefault(module, []).append((params, float(weight)))
+            modules.setdefault(module, []).append(({k: v.float() for k, v in params.items()}, float(weight)))
     return modules
 
 
@@ -86,14 +79,17 @@ def merge_loras(loras: Sequence[tuple[Mapping[str, torch.Tensor], float]], *, ra
     svd = rank is not None or rule is not None
     report = ResizeReport() if svd else None
     merged = {}
-    for (component, path), parts in gather(loras).items():
-        name = f"{component}.{path}"
-        _check_shapes(name, parts)
-        if not svd:
-            merged[(component, path)] = concat_module(parts)
+    for module, parts in gather(loras).items():
+        if svd:
+            merged[module], line = svd_module(parts, module, rank, rule, threshold)
+            report.modules.append(line)
             continue
-        merged[(component, path)], line = svd_module(parts, name, rank, rule, threshold)
-        report.modules.append(line)
+        name = f"{module[0]}.{module[1]}"
+        if any(networks.is_factored(p) for p, _ in parts):
+            raise SdloraError(f"module {name} is LoHa/LoKr: concatenation joins plain LoRA factors only; "
+                              "merge by SVD with --rank or --energy")
+        _check_shapes(name, [(p[C.UP].shape[0], *p[C.DOWN].shape[1:]) for p, _ in parts])
+        merged[module] = concat_module(parts)
     return C.ungroup(merged), report
 
 

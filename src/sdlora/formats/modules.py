@@ -72,3 +72,21 @@ def flat_table(paths: Iterable[str]) -> dict[str, str]:
 def resolve_paths(module_paths: ModulePaths | None) -> ModulePaths:
     """The given table, or SD 1.4's when None."""
     return sd14_paths() if module_paths is None else module_paths
+
+
+@lru_cache(maxsize=1)
+def sd14_kernels() -> dict[str, dict[str, tuple[int, int] | None]]:
+    """{component: {canonical path: conv kernel (kh, kw), or None for a Linear}} of SD 1.4 (meta device).
+
+    LoHa / LoKr files may store a conv's factors flattened; every SD 1.x-architecture model (sd-tiny
+    too) has the same kernel at the same path, so this table restores the conv shape."""
+    from sdlora.models.skeleton import build_text_encoder, build_unet, sd14_config
+
+    with torch.device("meta"):
+        nets = {"unet": build_unet(sd14_config("unet")), "text_encoder": build_text_encoder(sd14_config("text_encoder"))}
+    table: dict[str, dict[str, tuple[int, int] | None]] = {}
+    for component, net in nets.items():
+        name = canonical_te_path if component == "text_encoder" else (lambda p: p)
+        table[component] = {name(p): (tuple(m.kernel_size) if isinstance(m, nn.Conv2d) else None)
+                            for p, m in net.named_modules() if wrapper_for(m) is not None}
+    return table

@@ -1,5 +1,7 @@
 """Re-rank a LoRA by SVD: each module's weight change  scale * up @ down  is cut to its best rank-r
 approximation (Eckart-Young), reporting how much of its energy (squared singular values) is kept.
+LoHa / LoKr modules become plain LoRA modules the same way (alpha = r), which is how their files
+reach tools that read only LoRA (diffusers).
 
 The scale alpha / rank is kept per module (new alpha = alpha * r' / r, as kohya's resize_lora does),
 so a resized LoRA behaves like the original under the same multiplier and trains on the same way.
@@ -17,7 +19,8 @@ import torch
 
 from sdlora.errors import SdloraError
 from sdlora.formats import canonical as C
-from sdlora.formats import ranks
+from sdlora.formats import networks, ranks
+from sdlora.formats.modules import sd14_kernels
 from sdlora.formats.io import load_lora_file, save_lora_file
 
 
@@ -59,6 +62,33 @@ def svd_factors(delta: torch.Tensor, rank: int, svd=None) -> tuple[torch.Tensor,
     u, s, vh = svd if svd is not None else torch.linalg.svd(delta.double(), full_matrices=False)  # float64
     root = s[:rank].sqrt()
     return (u[:, :rank] * root).float(), (root[:, None] * vh[:rank]).float(), s
+
+
+def lora_factors(delta: torch.Tensor, cap: int, kernel: tuple[int, int] | None, dynamic: str | None = None,
+                 threshold: float | None = None) -> tuple[dict[str, torch.Tensor], float, float]:
+    """({down, up, alpha = r}: the best plain-LoRA fit of `delta` (out, in*kh*kw), scale 1), kept, total).
+
+    The rank is `cap`, or by the rule `dynamic` at most `cap`; `kernel`: the conv kernel (None: Linear),
+    as LoRA files store convs (down has the kernel, up is 1x1)."""
+    svd = torch.linalg.svd(delta.double(), full_matrices=False)  # float64: stable on small values
+    new = ranks.pick_rank(svd[1], cap, dynamic, threshold)
+    up, down, sigma = svd_factors(delta, new, svd)
+    if kernel is not None:
+        down, up = down.reshape(new, -1, *kernel), up.reshape(up.shape[0], new, 1, 1)
+    kept, total = ranks.retained(sigma, new)
+    return {C.DOWN: down, C.UP: up, C.ALPHA: C.alpha_tensor(new)}, kept, total
+
+
+def factored_to_lora(params: Mapping[str, torch.Tensor], rank: int | None, name: str,
+                     kernel: tuple[int, int] | None, dynamic: str | None = None,
+                     threshold: float | None = None) -> tuple[dict, ModuleResize]:
+    """A LoHa / LoKr module as the best rank-r plain LoRA of its weight change (alpha = r: scale 1)."""
+    delta = C.delta(params)  # (out, in*kh*kw), fp32, scaled
+    cap = min(delta.shape) if rank is None else min(rank, *delta.shape)
+    out, kept, total = lora_factors(delta, cap, kernel, dynamic, threshold)
+    if C.DORA in params:
+        out[C.DORA] = params[C.DORA].reshape(C.dora_shape(out))
+    return out, ModuleResize(name, C.rank(params), C.rank(out), kept, total)
 
 
 def resize_module(params: Mapping[str, torch.Tensor], rank: int | None, name: str,
@@ -107,11 +137,25 @@ def resize_lora(lora: Mapping[str, torch.Tensor], rank: int | None, *, conv_rank
     modules = {}
     for (component, path), params in C.group(C.normalize(lora)).items():
         params = {k: v.float() for k, v in params.items()}
-        kxk = params[C.DOWN].dim() == 4 and tuple(params[C.DOWN].shape[2:]) != (1, 1)
-        target = conv_rank if kxk and conv_rank is not None else rank
-        modules[(component, path)], line = resize_module(params, target, f"{component}.{path}", dynamic, threshold)
+        kernel = module_kernel(component, path, params)
+        target = conv_rank if kernel not in (None, (1, 1)) and conv_rank is not None else rank
+        name = f"{component}.{path}"
+        if networks.is_factored(params):  # LoHa / LoKr -> plain LoRA
+            modules[(component, path)], line = factored_to_lora(params, target, name, kernel, dynamic, threshold)
+        else:
+            modules[(component, path)], line = resize_module(params, target, name, dynamic, threshold)
         report.modules.append(line)
     return C.ungroup(modules), report
+
+
+def module_kernel(component: str, path: str, params: Mapping[str, torch.Tensor]) -> tuple[int, int] | None:
+    if not networks.is_factored(params):
+        down = params[C.DOWN]
+        return tuple(down.shape[2:]) if down.dim() == 4 else None
+    kernels = sd14_kernels()[component]
+    if path not in kernels:
+        raise SdloraError(f"{component}.{path} is not a Linear/Conv2d module of SD 1.x; cannot make it a plain LoRA")
+    return kernels[path]
 
 
 def resize_lora_file(src: str | Path, dst: str | Path, rank: int | None, *, conv_rank: int | None = None,

@@ -16,15 +16,22 @@ import torch
 from sdlora.errors import SdloraError
 
 DOWN, UP, ALPHA, DORA = "lora_down.weight", "lora_up.weight", "alpha", "dora_scale"
+# LyCORIS's factor names (sdlora.lora.loha, sdlora.lora.lokr), in file order
+LOHA_FACTORS = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2")
+LOKR_FACTORS = ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2")
 
 # suffix -> the network type it belongs to ("shared": any type)
 PARAMS: dict[str, str] = {
     DOWN: "lora",
     UP: "lora",
+    **{name: "loha" for name in LOHA_FACTORS},
+    **{name: "lokr" for name in LOKR_FACTORS},
     ALPHA: "shared",
     DORA: "shared",
 }
 SUFFIXES: tuple[str, ...] = tuple(PARAMS)
+# factor suffix -> algorithm, for the types whose weight change is built from factors
+FACTOR_SUFFIXES: dict[str, str] = {s: kind for s, kind in PARAMS.items() if kind in ("loha", "lokr")}
 # the longest first, so that a suffix that ends another (".weight") never shadows it
 LONGEST_FIRST: tuple[str, ...] = tuple(sorted(PARAMS, key=len, reverse=True))
 DOTTED: tuple[str, ...] = tuple("." + s for s in SUFFIXES)  # for str.endswith

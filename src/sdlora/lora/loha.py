@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from sdlora.lora.factored import FactoredAdapter
+from sdlora.lora.keys import LOHA_FACTORS
 
-FACTORS = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "hada_t1", "hada_t2")
+FACTORS = LOHA_FACTORS
 
 
 def tucker_product(t: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

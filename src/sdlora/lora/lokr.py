@@ -16,9 +16,10 @@ import torch
 from torch import nn
 
 from sdlora.lora.factored import FactoredAdapter
+from sdlora.lora.keys import LOKR_FACTORS
 from sdlora.lora.loha import tucker_product
 
-FACTORS = ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b", "lokr_t2")
+FACTORS = LOKR_FACTORS
 
 
 def factorization(dim: int, factor: int = -1) -> tuple[int, int]:
@@ -37,7 +38,8 @@ def factorization(dim: int, factor: int = -1) -> tuple[int, int]:
 
 def kron_weight(w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
     """kron(w1, w2) with w1 (a, c) broadcast over w2's kernel axes: (a * b, c * d[, kh, kw])."""
-    return torch.kron(w1.view(*w1.shape, *[1] * (w2.dim() - w1.dim())), w2)
+    w1 = w1.reshape(*w1.shape, *[1] * (w2.dim() - w1.dim()))
+    return torch.kron(w1.contiguous(), w2.contiguous())  # kron needs contiguous inputs (einsum outputs may not be)
 
 
 def lokr_shapes(shape: tuple[int, ...], rank: int, *, factor: int = -1, use_tucker: bool = False,
@@ -60,17 +62,19 @@ def lokr_shapes(shape: tuple[int, ...], rank: int, *, factor: int = -1, use_tuck
     return shapes
 
 
-def lokr_weight(shape: tuple[int, ...], lokr_w1=None, lokr_w1_a=None, lokr_w1_b=None, lokr_w2=None,
-                lokr_w2_a=None, lokr_w2_b=None, lokr_t2=None) -> torch.Tensor:
-    """Unscaled LoKr delta W in the base weight's `shape` from whichever factors are given."""
+def lokr_weight(shape: tuple[int, ...] | None = None, lokr_w1=None, lokr_w1_a=None, lokr_w1_b=None,
+                lokr_w2=None, lokr_w2_a=None, lokr_w2_b=None, lokr_t2=None) -> torch.Tensor:
+    """Unscaled LoKr delta W from whichever factors are given: in the base weight's `shape`, or
+    flattened to (out, in * kh * kw) when `shape` is None (a file alone does not say the kernel)."""
     w1 = lokr_w1 if lokr_w1 is not None else lokr_w1_a @ lokr_w1_b
     if lokr_w2 is not None:
         w2 = lokr_w2
     elif lokr_t2 is not None:
         w2 = tucker_product(lokr_t2, lokr_w2_a, lokr_w2_b)  # (b, d, kh, kw)
-    else:  # (b, d * kh * kw) -> (b, d, kh, kw): the kernel comes out of w2_b's flattened axis
-        w2 = (lokr_w2_a @ lokr_w2_b).view(lokr_w2_a.shape[0], shape[1] // w1.shape[1], *shape[2:])
-    return kron_weight(w1, w2).reshape(shape)
+    else:  # (b, d * kh * kw): kron keeps each kernel window inside one input column block
+        w2 = lokr_w2_a @ lokr_w2_b
+    delta = kron_weight(w1, w2)
+    return delta.flatten(1) if shape is None else delta.reshape(shape)
 
 
 class LoKrAdapter(FactoredAdapter):

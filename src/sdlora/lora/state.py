@@ -12,7 +12,9 @@ from torch import nn
 
 from sdlora.errors import SdloraError
 from sdlora.lora.inject import inject_modules, lora_modules, remove
-from sdlora.lora.keys import ALPHA, DORA, DOWN, SUFFIXES, UP, alpha_value, split_key  # noqa: F401 (re-exported)
+from sdlora.lora.factored import FactoredAdapter
+from sdlora.lora.keys import (ALPHA, DORA, DOWN, FACTOR_SUFFIXES, SUFFIXES, UP, alpha_value,  # noqa: F401 (re-exported)
+                              split_key)
 from sdlora.lora.layers import LoRAAdapter, LoRAModule
 
 
@@ -23,7 +25,10 @@ def _dora_shape(wrapper: LoRAModule) -> tuple[int, ...]:
 
 def _adapter_tensors(wrapper: LoRAModule, ad: LoRAAdapter) -> dict[str, torch.Tensor]:
     """suffix -> the live tensor that holds it (alpha as a fresh 0-d tensor)."""
-    tensors = {DOWN: ad.down.weight, UP: ad.up.weight, ALPHA: torch.tensor(ad.alpha, dtype=torch.float32)}
+    if isinstance(ad, FactoredAdapter):  # LoHa / LoKr: the factors under their file names
+        tensors = {**ad.factors(), ALPHA: torch.tensor(ad.alpha, dtype=torch.float32)}
+    else:
+        tensors = {DOWN: ad.down.weight, UP: ad.up.weight, ALPHA: torch.tensor(ad.alpha, dtype=torch.float32)}
     if ad.dora:
         tensors[DORA] = ad.magnitude.view(_dora_shape(wrapper))
     return tensors
@@ -94,12 +99,42 @@ def lora_plan(sd: dict[str, torch.Tensor]) -> dict[str, dict]:
         groups.setdefault(path, {})[suffix] = value
     plan = {}
     for path, group in groups.items():
+        algorithm = module_algorithm(group, path)
+        if algorithm != "lora":
+            plan[path] = factored_settings(group, algorithm, path)
+            continue
         if DOWN not in group or UP not in group:
             missing = DOWN if DOWN not in group else UP
             raise SdloraError(f"LoRA state dict has no {path}.{missing}; the file is incomplete")
         rank = int(group[DOWN].shape[0])
         plan[path] = {"rank": rank, "alpha": alpha_value(group.get(ALPHA), rank, path), "dora": DORA in group}
     return plan
+
+
+def module_algorithm(group: dict[str, torch.Tensor], where: str) -> str:
+    """"lora", "loha" or "lokr" from one module's suffixes; SdloraError when they mix algorithms."""
+    found = {FACTOR_SUFFIXES.get(s, "lora") for s in group if s not in (ALPHA, DORA)}
+    if len(found) > 1:
+        raise SdloraError(f"{where}: the module mixes {' and '.join(sorted(found))} weights; the file is broken")
+    return found.pop() if found else "lora"
+
+
+def factored_rank(group: dict[str, torch.Tensor], algorithm: str) -> int:
+    """The rank a LoHa / LoKr module's factors carry (a LoKr with both halves full has none: 1)."""
+    if algorithm == "loha":
+        return int(group["hada_w1_b"].shape[0]) if "hada_w1_b" in group else 1
+    for name in ("lokr_w1_b", "lokr_w2_b"):  # (rank, ...) in every layout
+        if name in group:
+            return int(group[name].shape[0])
+    return 1
+
+
+def factored_settings(group: dict[str, torch.Tensor], algorithm: str, where: str = "LoRA module") -> dict:
+    """Adapter settings that rebuild a LoHa / LoKr module from its stored factors (shapes as stored)."""
+    rank = factored_rank(group, algorithm)
+    shapes = {s: tuple(t.shape) for s, t in group.items() if s in FACTOR_SUFFIXES}
+    return {"algorithm": algorithm, "rank": rank, "alpha": alpha_value(group.get(ALPHA), rank, where),
+            "dora": DORA in group, "factor_shapes": shapes}
 
 
 def inject_from_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], adapter: str = "default",

@@ -26,6 +26,7 @@ from safetensors import SafetensorError
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from sdlora.errors import SdloraError
+from sdlora.fileio import regular_file
 from sdlora.models.components import SDComponents
 from sdlora.models.architecture import sd14_scheduler
 from sdlora.models.tokenizer import load_tokenizer
@@ -65,7 +66,15 @@ def _variant(part: Path) -> str | None:
     return "fp16" if not plain and any(".fp16." in n for n in files) else None
 
 
+def regular_files_only(part: Path) -> None:
+    """Every file in a component folder is a regular file: diffusers would block on a FIFO forever."""
+    for child in part.iterdir():
+        if not child.is_dir():
+            regular_file(child, f"{part.name} file")
+
+
 def _load_part(cls, part: Path, **kwargs):
+    regular_files_only(part)
     try:
         return cls.from_pretrained(str(part), local_files_only=True, **kwargs)
     except LOAD_ERRORS as exc:
@@ -75,6 +84,7 @@ def _load_part(cls, part: Path, **kwargs):
 
 def load_scheduler(part: Path):
     config_file = part / "scheduler_config.json"
+    regular_files_only(part)
     try:
         config = json.loads(config_file.read_text())
     except (OSError, json.JSONDecodeError) as exc:

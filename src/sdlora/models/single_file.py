@@ -90,7 +90,7 @@ def _build(path: Path, configs: Mapping[str, dict], from_file: bool) -> tuple[nn
         if not from_file:
             raise
         raise SdloraError(f"{path}: metadata {ARCH_KEY!r} does not describe a buildable SD 1.x model "
-                          f"({type(err).__name__}: {str(err)[:120]})") from None
+                          f"({type(err).__name__}: {(str(err).strip().splitlines() or [''])[0][:120]})") from None
 
 
 def check_sd1_layout(path: Path, keys) -> None:
@@ -170,12 +170,12 @@ def load_single_file(
     check_sd1_layout(path, ldm.keys())
     if sum(k.startswith("model_ema.") for k in ldm) > 100:
         log.info("%s: has EMA weights too; using the non-EMA ones (model.diffusion_model.*)", path.name)
+    unet, vae, text_encoder = _build(path, configs, from_file)  # first: it checks a config read from the file
     try:
         parts = ldm_to_diffusers(ldm, configs["unet"], configs["vae"])
     except KeyError as exc:
         raise SdloraError(f"{path}: unexpected key {exc.args[0]}; not an SD 1.x architecture") from None
     del ldm  # `parts` holds the only references to the tensors now
-    unet, vae, text_encoder = _build(path, configs, from_file)
     te_sd = _text_encoder_sd(text_encoder, parts.pop("text_encoder"))
     return SDComponents(
         tokenizer=load_tokenizer(),

@@ -1,8 +1,9 @@
 """Stage 2 of sd-tiny pretraining: UNet and text encoder together, epsilon prediction on VAE latents.
 
 The noise schedule is SD 1.4's (scaled_linear 0.00085-0.012, 1000 steps), taken from the bundled
-scheduler config. Losses are weighted with min-SNR (gamma 5), which speeds up convergence of
-small diffusion models a lot; ~10% of captions are dropped to the empty prompt so that
+scheduler config. Noising, targets and the loss are the LoRA trainer's own (sdlora.train.noise and
+sdlora.train.loss), weighted with min-SNR (gamma 5), which speeds up convergence of small diffusion
+models a lot; ~10% of captions are dropped to the empty prompt so that
 classifier-free guidance works. The weights kept are an EMA of the trained ones.
 """
 from __future__ import annotations
@@ -10,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-from diffusers import PNDMScheduler, UNet2DConditionModel
+from diffusers import UNet2DConditionModel
 from transformers import CLIPTextModel
 
 from sdlora.models.architecture import sd14_config
+from sdlora.train.loss import diffusion_loss
+from sdlora.train.noise import NoiseSchedule, sample_noise, sample_timesteps
 from sdlora.tiny.trainkit import (EMA, StageClock, StageOptions, autocast, log_line, lr_at,
                                   set_lr)
 
@@ -37,9 +39,9 @@ class LatentData:
     scaling_factor: float
 
 
-def sd14_alphas_cumprod() -> torch.Tensor:
-    """alpha-bar_t of SD 1.4's noise schedule, float32 (1000,)."""
-    return PNDMScheduler.from_config(sd14_config("scheduler")).alphas_cumprod.float()
+def sd14_schedule(device: str | torch.device = "cpu") -> NoiseSchedule:
+    """SD 1.4's noise schedule (alpha-bar_t, float32 (1000,))."""
+    return NoiseSchedule.from_config(sd14_config("scheduler"), device)
 
 
 def sample_batch(data: LatentData, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,20 +57,15 @@ def sample_batch(data: LatentData, batch_size: int, generator: torch.Generator) 
     return latents, data.ids[caption]
 
 
-def diffusion_loss(unet, text_encoder, latents, ids, alphas_cumprod, generator) -> torch.Tensor:
-    """Min-SNR-weighted epsilon-prediction MSE at uniformly drawn timesteps."""
-    b, device = len(latents), latents.device
-    t = torch.randint(len(alphas_cumprod), (b,), device=device, generator=generator)
-    eps = torch.randn(latents.shape, device=device, generator=generator)
-    a = alphas_cumprod[t].view(b, 1, 1, 1)
-    noisy = a.sqrt() * latents + (1 - a).sqrt() * eps  # q(x_t | x_0)
-    with autocast(device):
+def step_loss(unet, text_encoder, latents, ids, schedule: NoiseSchedule, generator) -> torch.Tensor:
+    """Min-SNR-weighted epsilon-prediction MSE at uniformly drawn timesteps (the trainer's loss)."""
+    t = sample_timesteps(len(latents), generator, 0, schedule.num_timesteps, device=latents.device)
+    eps = sample_noise(latents, generator)
+    noisy = schedule.add_noise(latents, eps, t)  # q(x_t | x_0)
+    with autocast(latents.device):
         context = text_encoder(ids)[0]  # (B, 77, hidden): last hidden state, as the pipeline uses
         pred = unet(noisy, t, context).sample
-    snr = (a / (1 - a)).view(b)
-    weight = snr.clamp(max=SNR_GAMMA) / snr
-    per_sample = F.mse_loss(pred.float(), eps, reduction="none").mean(dim=(1, 2, 3))
-    return (weight * per_sample).mean()
+    return diffusion_loss(pred, eps, schedule.min_snr_weights(t, SNR_GAMMA, "epsilon"))
 
 
 def train_unet(unet: UNet2DConditionModel, text_encoder: CLIPTextModel, data: LatentData,
@@ -82,13 +79,13 @@ def train_unet(unet: UNet2DConditionModel, text_encoder: CLIPTextModel, data: La
     optimizer = torch.optim.AdamW(params, lr=options.lr, betas=(0.9, 0.99), weight_decay=0.0,
                                   **({"fused": True} if device.type == "cuda" else {}))
     ema = EMA(modules, EMA_DECAY)
-    alphas_cumprod = sd14_alphas_cumprod().to(device)
+    schedule = sd14_schedule(device)
     generator = torch.Generator(device).manual_seed(seed)
     clock, step, lines = StageClock(options), 0, []
     while not clock.done(step):
         set_lr(optimizer, lr_at(options, step, clock.progress(step)))
         latents, ids = sample_batch(data, options.batch_size, generator)
-        loss = diffusion_loss(unet, text_encoder, latents, ids, alphas_cumprod, generator)
+        loss = step_loss(unet, text_encoder, latents, ids, schedule, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

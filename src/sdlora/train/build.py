@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sdlora.config import RunConfig, to_toml
+from sdlora.dtypes import DTYPES
 from sdlora.errors import SdloraError
 from sdlora.train import checkpoint as ckpt
 from sdlora.train import rng
@@ -32,7 +33,6 @@ from sdlora.train.optim import build_optimizer, build_scheduler, param_groups
 from sdlora.train.progress import Progress
 from sdlora.train.resume import complete_message, open_resume
 from sdlora.train.runlock import RunLock
-from sdlora.train.setup import DTYPES
 from sdlora.train.state import restore
 from sdlora.train.step import StepContext
 from sdlora.train.validation import Validator

@@ -13,6 +13,7 @@ one-line SdloraError and leaves the previous checkpoints as they were.
 """
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -35,7 +36,11 @@ STATE_VERSION = 1
 # ----------------------------------------------------------------------------- atomic files
 
 def atomic_torch_save(path: str | Path, obj) -> Path:
-    return atomic_write(path, lambda f: torch.save(obj, f))
+    """torch.save into memory first: torch's own writer turns a failed write (disk full) into a vague
+    RuntimeError, a plain file write raises the OSError that says what happened."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return atomic_write_bytes(path, buffer.getbuffer())
 
 
 # ----------------------------------------------------------------------------- checkpoint folders

@@ -30,13 +30,3 @@ def item_weights(is_class: torch.Tensor | None, batch: int, prior_loss_weight: f
 def diffusion_loss(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """The scalar loss mean_i(w_i * mse_i)."""
     return (per_sample_mse(pred, target) * weights).mean()
-
-
-def split_losses(pred: torch.Tensor, target: torch.Tensor, is_class: torch.Tensor | None) -> dict[str, float]:
-    """Unweighted instance / class MSE of a batch, for logs (keys only for parts present)."""
-    mse = per_sample_mse(pred.detach(), target.detach())
-    if is_class is None:
-        return {"instance": mse.mean().item()}
-    is_class = is_class.to(mse.device).bool()
-    parts = {"instance": mse[~is_class], "class": mse[is_class]}
-    return {name: v.mean().item() for name, v in parts.items() if v.numel()}

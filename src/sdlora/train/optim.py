@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import importlib
 import math
-from collections.abc import Iterable
 
 import torch
 from torch import nn
 
 from sdlora.config import TrainConfig
 from sdlora.errors import SdloraError
+from sdlora.lora.adapter import LoRAAdapter
 from sdlora.lora.inject import lora_modules
 
 # optimizer name -> (module, class, pip extra that installs it)
@@ -27,7 +27,8 @@ OPTIMIZERS: dict[str, tuple[str, str, str | None]] = {
 
 def _up_weights(model: nn.Module) -> set[int]:
     """ids of every adapter's `up` weight in `model` (the LoRA+ fast group)."""
-    return {id(ad.up.weight) for wrapper in lora_modules(model).values() for ad in wrapper.adapters.values()}
+    return {id(ad.up.weight) for wrapper in lora_modules(model).values() for ad in wrapper.adapters.values()
+            if isinstance(ad, LoRAAdapter)}  # LoHa / LoKr have no `up`: all their factors take the base rate
 
 
 def param_groups(models: dict[str, nn.Module], cfg: TrainConfig) -> list[dict]:
@@ -104,7 +105,3 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_st
                          cycles=cfg.lr_cycles)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def trainable(groups: Iterable[dict]) -> list[torch.Tensor]:
-    return [p for g in groups for p in g["params"]]

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from sdlora.dtypes import DTYPES  # noqa: F401 (re-exported: mixed-precision mode -> weight dtype)
 from sdlora.errors import SdloraError
 
-DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 NAMES = {"no": "fp32", "fp16": "fp16", "bf16": "bf16"}  # what a person reads for each mode
 
 

@@ -14,7 +14,7 @@ from sdlora.data.captions import join_tags, split_tags
 from sdlora.data.inspect import inspect_paths
 from sdlora.data.sources import scan_source
 from sdlora.errors import SdloraError
-from sdlora.train.checkpoint import atomic_write_text
+from sdlora.fileio import atomic_write_text
 
 ROLES = ("instance", "class")
 TRIGGER_MODES = ("add first", "add last", "replace tag", "remove tag")

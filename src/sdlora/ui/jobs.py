@@ -7,11 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sdlora.dtypes import SHORT_NAMES as DTYPES  # noqa: F401 (the dtype choices the forms offer)
 from sdlora.errors import SdloraError
 from sdlora.generate.loras import LoraSpec, parse_lora_arg
 from sdlora.generate.prompts import PromptSpec, check_spec, collect_prompts
 
-DTYPES = ("fp16", "fp32", "bf16")
 
 
 @dataclass
@@ -97,13 +97,27 @@ def compare(form: Sampling, weights: str = "", evaluate: bool = False, train_ima
         raise SdloraError("compare: add at least one LoRA file (or a run's checkpoints)")
     job = CompareJob(form.specs(), loras, Path(form.out_dir), form.model, parse_weights(weights),
                      int(form.num_images))
-    if not evaluate:
+    hints = missing_encoders() if evaluate else []
+    if not evaluate or len(hints) == 2:  # no encoder at all: the grid and report alone, with the hint
         result = run_compare(job)
-        return Compared(result.grid_path, result.extra["report"])
+        return Compared(result.grid_path, result.extra["report"], None, hints)
     from sdlora.evaluate.evaluation import EvaluateJob, evaluate as run_evaluate
 
     result = run_evaluate(EvaluateJob(job, Path(train_images) if train_images.strip() else None))
     return Compared(result.compare.grid_path, result.report_path, result.metrics.get("columns"), result.notes)
+
+
+def missing_encoders() -> list[str]:
+    """The download hint for each evaluation encoder (CLIP, DINO) whose weights are not on this machine."""
+    from sdlora.evaluate.features import DEFAULT_CLIP, DEFAULT_DINO, MissingWeights, local_folder
+
+    hints = []
+    for name, what, flag in ((DEFAULT_CLIP, "CLIP", "--clip-model"), (DEFAULT_DINO, "DINO", "--dino-model")):
+        try:
+            local_folder(name, what, flag)
+        except MissingWeights as exc:
+            hints.append(f"{exc}; metrics need it (showing the grid without them)")
+    return hints
 
 
 def read_png(path: str | Path) -> str:

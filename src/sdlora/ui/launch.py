@@ -40,7 +40,8 @@ def serve(settings, host: str, port: int, auth: tuple[str, str] | None, *, block
     """Build and launch the app; when not blocking, returns the running Blocks (`.local_url`, `.close()`)."""
     quiet_environment()
     require_gradio()
-    from sdlora.ui.app import CSS, build_app
+    from sdlora.ui.app import build_app
+    from sdlora.ui.shared import CSS
 
     app = build_app(settings)
     app.queue(default_concurrency_limit=1)

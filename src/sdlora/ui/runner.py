@@ -13,7 +13,8 @@ from pathlib import Path
 
 from sdlora.config import RunConfig, to_toml
 from sdlora.errors import SdloraError
-from sdlora.train.checkpoint import CHECKPOINTS, atomic_write_text
+from sdlora.fileio import atomic_write_text
+from sdlora.train.checkpoint import CHECKPOINTS
 
 PID_FILE = "ui-train.pid"
 CONSOLE = "ui-console.log"

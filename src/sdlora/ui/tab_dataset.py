@@ -3,7 +3,7 @@ editing (sidecar .txt, atomic) and bulk trigger/tag edits with a preview before 
 from __future__ import annotations
 
 from sdlora.ui import dataset, html, require_gradio
-from sdlora.ui.app import guarded
+from sdlora.ui.shared import guarded
 
 
 def load(folders: str, resolution: float):

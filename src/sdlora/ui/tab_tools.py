@@ -6,22 +6,22 @@ from pathlib import Path
 from sdlora.formats.io import FORMATS
 from sdlora.generate.schedulers import DEFAULT_SCHEDULER, SCHEDULERS
 from sdlora.ui import html, jobs, require_gradio, runstate
-from sdlora.ui.app import Settings, guarded, output_dir
+from sdlora.ui.shared import Settings, guarded, output_dir
 
 
-def _sampling(gr, settings: Settings, out: str, steps: int = 30, cfg: float = 7.5, size: int = 512):
-    """The shared sampling fields; returns them in jobs.Sampling's order (after model and prompts)."""
+def _sampling(gr, prefix: str):
+    """The shared sampling fields, in jobs.Sampling's order (after model and prompts)."""
     with gr.Row():
-        negative = gr.Textbox(label="Negative prompt", scale=3)
+        negative = gr.Textbox(label="Negative prompt", scale=3, elem_id=f"{prefix}-negative")
         scheduler = gr.Dropdown(list(SCHEDULERS), value=DEFAULT_SCHEDULER, label="Sampler", scale=1)
     with gr.Row():
-        seed = gr.Number(42, label="Seed", precision=0)
-        steps_ = gr.Number(steps, label="Steps", precision=0)
-        cfg_ = gr.Number(cfg, label="CFG scale")
-        width = gr.Number(size, label="Width", precision=0)
-        height = gr.Number(size, label="Height", precision=0)
-        num = gr.Number(1, label="Images per prompt", precision=0)
-    return negative, seed, steps_, cfg_, width, height, scheduler, num
+        seed = gr.Number(42, label="Seed", precision=0, elem_id=f"{prefix}-seed")
+        steps = gr.Number(30, label="Steps", precision=0, elem_id=f"{prefix}-steps")
+        cfg = gr.Number(7.5, label="CFG scale", elem_id=f"{prefix}-cfg")
+        width = gr.Number(512, label="Width", precision=0, elem_id=f"{prefix}-width")
+        height = gr.Number(512, label="Height", precision=0, elem_id=f"{prefix}-height")
+        num = gr.Number(1, label="Images per prompt", precision=0, elem_id=f"{prefix}-num")
+    return negative, seed, steps, cfg, width, height, scheduler, num
 
 
 def _form(model, prompts, prompt_file, negative, seed, steps, cfg, width, height, scheduler, num, loras, out):
@@ -51,7 +51,8 @@ def report_frame(path: Path) -> str:
 
 def build_compare(settings: Settings):
     gr = require_gradio()
-    model = gr.Textbox(settings.model, label="Base model", info="hub id, diffusers folder, .safetensors/.ckpt or tiny")
+    model = gr.Textbox(settings.model, label="Base model", info="hub id, diffusers folder, .safetensors/.ckpt or tiny",
+                       elem_id="cp-model")
     with gr.Row():
         loras = gr.Textbox(label="LoRA files", lines=3, scale=3, elem_id="cp-loras",
                            info="one per line: FILE or FILE:WEIGHT")
@@ -65,7 +66,7 @@ def build_compare(settings: Settings):
                              info="one per line; kohya options allowed (--n, --d, --s, --l, --w, --h)")
         prompt_file = gr.Dropdown(prompt_files(settings), value="", label="or a prompts file", scale=2,
                                   allow_custom_value=True)
-    negative, seed, steps, cfg, width, height, scheduler, num = _sampling(gr, settings, "compare")
+    negative, seed, steps, cfg, width, height, scheduler, num = _sampling(gr, "cp")
     with gr.Row():
         evaluate = gr.Checkbox(False, label="Evaluate: CLIP/DINO metrics (needs their weights)")
         train_images = gr.Textbox(label="Training images (for CLIP-I, DINO)")
@@ -97,16 +98,16 @@ def build_compare(settings: Settings):
 
 def build_generate(settings: Settings):
     gr = require_gradio()
-    model = gr.Textbox(settings.model, label="Base model")
+    model = gr.Textbox(settings.model, label="Base model", elem_id="gn-model")
     prompts = gr.Textbox(label="Prompt", lines=2, elem_id="gn-prompt", info="one prompt per line")
-    negative, seed, steps, cfg, width, height, scheduler, num = _sampling(gr, settings, "generate")
+    negative, seed, steps, cfg, width, height, scheduler, num = _sampling(gr, "gn")
     with gr.Row():
         loras = gr.Textbox(label="LoRA files", lines=2, scale=3, info="one per line: FILE or FILE:WEIGHT",
                            elem_id="gn-loras")
         out = gr.Textbox(output_dir(settings.outputs, "generate"), label="Output folder", scale=2)
     go = gr.Button("Generate", variant="primary", elem_id="gn-go")
     status = gr.HTML(elem_id="gn-status")
-    gallery = gr.Gallery(label="Images", columns=4, height=360, elem_id="gn-gallery")
+    gallery = gr.Gallery(label="Images", columns=4, height=300, object_fit="contain", elem_id="gn-gallery")
     params = gr.HTML(elem_id="gn-params")
     with gr.Accordion("Read a PNG's parameters", open=False):
         png = gr.File(label="Drop a generated PNG", file_types=[".png"], elem_id="gn-png")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from sdlora.config import to_toml
 from sdlora.ui import dataset, html, require_gradio, runner, runstate, trainform
-from sdlora.ui.app import Settings, guarded
+from sdlora.ui.shared import Settings, guarded
 
 DEFAULTS = "(defaults)"
 REFRESH_SECONDS = 2.0
@@ -32,26 +32,21 @@ def build_train(settings: Settings, folders):
         recipe = gr.Dropdown(choices, value=DEFAULTS, label="Start from", allow_custom_value=True, scale=4,
                              info="a recipe in examples/ or a run's config.toml", elem_id="tr-recipe")
         load_btn = gr.Button("Load", scale=1, elem_id="tr-load")
-    gr.HTML(html.message("Images: the folders on the Dataset tab"))
-    widgets = {}
-    with gr.Group():
-        for f in form[:len(trainform.COMMON)]:
-            widgets[f.key] = _widget(gr, f)
-    with gr.Accordion("All settings (generated from the config reference)", open=False):
-        for section in dict.fromkeys(f.key.split(".")[0] for f in form[len(trainform.COMMON):]):
-            with gr.Accordion(f"[{section}]", open=False):
-                for f in form[len(trainform.COMMON):]:
-                    if f.key.split(".")[0] == section:
-                        widgets[f.key] = _widget(gr, f)
-    comps = [widgets[f.key] for f in form]
-    status = gr.HTML(elem_id="tr-status")
     with gr.Row():
-        start_btn = gr.Button("Start", variant="primary", elem_id="tr-start")
-        stop_btn = gr.Button("Stop", variant="stop", elem_id="tr-stop")
-        resume_btn = gr.Button("Resume", elem_id="tr-resume")
-    run_dir = gr.Textbox(label="Run folder", interactive=False, elem_id="tr-run")
-    command = gr.Code(label="Equivalent command", language="shell", lines=2, interactive=False, elem_id="tr-command")
-    toml = gr.Code(label="Resolved config (TOML)", lines=12, interactive=False, elem_id="tr-toml")
+        with gr.Column(scale=3):
+            gr.HTML(html.message("Images: the folders on the Dataset tab"))
+            widgets = _form_widgets(gr, form)
+        with gr.Column(scale=2):
+            status = gr.HTML(elem_id="tr-status")
+            with gr.Row():
+                start_btn = gr.Button("Start", variant="primary", elem_id="tr-start")
+                stop_btn = gr.Button("Stop", variant="stop", elem_id="tr-stop")
+                resume_btn = gr.Button("Resume", elem_id="tr-resume")
+            run_dir = gr.Textbox(label="Run folder", interactive=False, elem_id="tr-run")
+            command = gr.Code(label="Equivalent command", language="shell", lines=2, interactive=False,
+                              elem_id="tr-command")
+            toml = gr.Code(label="Resolved config (TOML)", lines=20, interactive=False, elem_id="tr-toml")
+    comps = [widgets[f.key] for f in form]
 
     def on_load(path):
         path = None if path in (None, "", DEFAULTS) else path
@@ -80,17 +75,32 @@ def build_train(settings: Settings, folders):
         return str(where), html.message(f"resumed {where}")
 
     preview = guarded(on_change, 3)
-    load_btn.click(guarded(on_load, len(comps) + 2), [recipe], comps + [folders, status]).then(
-        preview, [recipe, folders] + comps, [toml, command, status])
-    gr.on([c.input for c in comps] + [folders.input], preview, [recipe, folders] + comps, [toml, command, status])
+    load_btn.click(guarded(on_load, len(comps) + 2), [recipe], comps + [folders, status])
+    gr.on([c.change for c in comps] + [folders.change], preview, [recipe, folders] + comps, [toml, command, status],
+          trigger_mode="always_last", show_progress="hidden")
     for button, fn in ((start_btn, on_start), (stop_btn, on_stop), (resume_btn, on_resume)):
         button.click(guarded(fn, 2), [recipe, folders] + comps, [run_dir, status])
     return run_dir
 
 
+def _form_widgets(gr, form: list[trainform.Field]) -> dict:
+    """The common settings, then every other one in an accordion per config section."""
+    widgets, rest = {}, form[len(trainform.COMMON):]
+    with gr.Group():
+        for f in form[:len(trainform.COMMON)]:
+            widgets[f.key] = _widget(gr, f)
+    with gr.Accordion("All settings (generated from the config reference)", open=False):
+        for section in dict.fromkeys(f.key.split(".")[0] for f in rest):
+            with gr.Accordion(f"[{section}]", open=False):
+                for f in rest:
+                    if f.key.split(".")[0] == section:
+                        widgets[f.key] = _widget(gr, f)
+    return widgets
+
+
 def _widget(gr, f: trainform.Field):
     value = trainform.to_widget(f, trainform.flatten(trainform.to_dict(trainform.RunConfig()))[f.key])
-    info = f"{f.doc} ({f.type_name})"
+    info = f"{f.doc} ({f.type_name}{', ' + f.allowed if f.allowed else ''})"
     if f.kind == "choice":
         return gr.Dropdown([str(c) for c in f.choices], value=value, label=f.key, info=info)
     if f.kind == "bool":
@@ -119,7 +129,7 @@ def curves(view: runstate.RunView):
     loss = pd.DataFrame([(s, v, "loss") for s, v, _, _ in view.losses] + [(s, v, "smoothed") for s, _, v, _ in view.losses]
                         + [(s, v, "validation") for s, v in view.validation], columns=["step", "value", "series"])
     lr = pd.DataFrame([(s, v) for s, _, _, v in view.losses], columns=["step", "lr"])
-    return loss, lr
+    return loss.astype({"step": int, "value": float}), lr.astype({"step": int, "lr": float})
 
 
 def show_run(path: str, seen: tuple):
@@ -132,11 +142,15 @@ def show_run(path: str, seen: tuple):
     if key == seen:
         return (*[gr.skip()] * 7, gr.skip())
     loss, lr = curves(view)
+    if view.losses:  # a plot first sent an empty frame draws no lines later (gradio 6): wait for data
+        loss_out, lr_out = loss, lr
+    else:
+        loss_out, lr_out = gr.skip(), gr.skip()
     samples = [(str(p), runstate.sample_label(p)) for p in reversed(view.samples)]
     summary = "".join(html.message(line, "warn" if "WARNING" in line else
                                    "error" if line.startswith("error") else "ok") for line in view.summary)
     files = html.table(["LoRA files"], [[str(p)] for p in view.files]) if view.files else ""
-    return (html.message(view.progress_text()), loss, lr, samples, summary + files, view.log_tail, key,
+    return (html.message(view.progress_text()), loss_out, lr_out, samples, summary + files, view.log_tail, key,
             html.message(f"showing {path}"))
 
 

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from sdlora.config import RunConfig, SourceConfig, from_dict, iter_fields, load_config, to_dict, validate
+from sdlora.config import RunConfig, SourceConfig, from_dict, load_config, to_dict, validate
 from sdlora.errors import SdloraError
+from sdlora.typedtree import Leaf, leaves, rule_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -37,40 +38,34 @@ class Field:
     kind: str  # "choice", "bool", "lines" (list of str, one per line), "multi" (list of choices), "text"
     type_name: str
     doc: str
+    allowed: str = ""  # the value rules in words ("at least 1"), as in docs/config.md
     choices: tuple = ()
     optional: bool = False
     is_str: bool = False
 
 
-def _hint(key: str) -> Any:
-    tp: Any = RunConfig
-    for part in key.split("."):
-        tp = typing.get_type_hints(tp)[part]
-    return tp
-
-
-def _field(key: str, type_name: str, doc: str) -> Field:
-    tp = _hint(key)
+def _field(leaf: Leaf) -> Field:
+    tp, key, type_name, doc = leaf.type, leaf.key, leaf.type_name, leaf.doc
+    allowed = rule_text(leaf.rules)
     args = typing.get_args(tp)
     optional = type(None) in args
     if optional:
         tp = next(a for a in args if a is not type(None))
     origin, inner = typing.get_origin(tp), typing.get_args(tp)
     if origin is Literal:
-        return Field(key, "choice", type_name, doc, inner, optional)
+        return Field(key, "choice", type_name, doc, allowed, inner, optional)
     if tp is bool:
-        return Field(key, "bool", type_name, doc)
+        return Field(key, "bool", type_name, doc, allowed)
     if origin is list and inner[0] is str:
-        return Field(key, "lines", type_name, doc)
+        return Field(key, "lines", type_name, doc, allowed)
     if origin is list and typing.get_origin(inner[0]) is Literal:
-        return Field(key, "multi", type_name, doc, typing.get_args(inner[0]))
-    return Field(key, "text", type_name, doc, optional=optional, is_str=tp is str)
+        return Field(key, "multi", type_name, doc, allowed, typing.get_args(inner[0]))
+    return Field(key, "text", type_name, doc, allowed, optional=optional, is_str=tp is str)
 
 
 def fields() -> list[Field]:
     """Every leaf setting of the config tree, in the tree's order (the common ones first)."""
-    out = [_field(key, type_name, doc) for key, type_name, _, doc in iter_fields()
-           if "[]" not in key and key not in TABLE_LISTS]
+    out = [_field(leaf) for leaf in leaves(RunConfig) if "[]" not in leaf.key and leaf.key not in TABLE_LISTS]
     return sorted(out, key=lambda f: (f.key not in COMMON, COMMON.index(f.key) if f.key in COMMON else 0))
 
 
