@@ -117,3 +117,25 @@ def test_cli_merges_and_never_overwrites_without_asking(two_files, tmp_path, cap
     assert main(["merge-loras", str(pa), str(tmp_path / "not-lora.safetensors"), "-o", str(tmp_path / "y.safetensors")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not-lora.safetensors" in err
+
+
+def test_loha_merges_through_its_weight_change(two_files):
+    import copy
+
+    from sdlora.lora import inject, lora_modules
+
+    (a, _), _ = two_files
+    model = copy.deepcopy(tiny_components(0))
+    inject(model.unet, ["unet-attn"], 4, 2.0, algorithm="loha")
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in (p for w in lora_modules(model.unet).values() for p in w.adapters.parameters()):
+            p.add_(0.2 * torch.randn(p.shape, generator=gen))
+    loha = apply.extract(model)
+    with pytest.raises(SdloraError, match="LoHa/LoKr.*--rank or --energy"):
+        merge_loras([(a, 1.0), (loha, 1.0)])
+    merged, report = merge_loras([(a, 0.7), (loha, 0.5)], rank=64)  # every module's full rank: exact
+    expected = _expected(a, loha, 0.7, 0.5)
+    for m, params in C.group(merged).items():
+        assert float((C.delta(params) - expected[m]).norm() / expected[m].norm()) <= 1e-5, m
+    assert report.energy == pytest.approx(1.0)
