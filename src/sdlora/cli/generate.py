@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 SYNTAX = ("Prompt syntax (also for each line of --prompts FILE): `a cat --n blurry --d 42 --s 30 --l 7.5 "
           "--w 512 --h 512 --ss euler_a` sets negative prompt, seed, steps, guidance, width, height, scheduler "
           "for that prompt (kohya's sample-prompt options).")
-LORA_HELP = "LoRA file with an optional weight, FILE[:WEIGHT] (repeatable; kohya, diffusers or sdlora file)."
+LORA_HELP = ("LoRA file with an optional weight and block weights, FILE[:WEIGHT][:lbw=PRESET|W,W,...] (repeatable; "
+             "kohya, diffusers or sdlora file; lbw: a preset such as OUTALL, or 17 or 26 block weights).")
 DTYPES = ["auto", "fp32", "fp16", "bf16"]
 
 
@@ -110,7 +111,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_sweep(sub, required: bool) -> None:
-    sub.add_argument("--lora", action="append", type=T.lora_arg, required=required, metavar="FILE[:WEIGHT]", help=LORA_HELP)
+    sub.add_argument("--lora", action="append", type=T.lora_arg, required=required, metavar="FILE[:WEIGHT][:lbw=...]", help=LORA_HELP)
     sub.add_argument("--weights", type=_weights, metavar="W,W,...",
                      help="LoRA weights to compare, e.g. 0.5,1.0 (0 is the base column; default: each file's weight).")
 
@@ -118,7 +119,7 @@ def _add_sweep(sub, required: bool) -> None:
 def register(subparsers) -> None:
     gen = subparsers.add_parser("generate", help="Generate images, optionally with LoRA files.", epilog=SYNTAX)
     add_common(gen, "outputs/generate")
-    gen.add_argument("--lora", action="append", type=T.lora_arg, metavar="FILE[:WEIGHT]", help=LORA_HELP)
+    gen.add_argument("--lora", action="append", type=T.lora_arg, metavar="FILE[:WEIGHT][:lbw=...]", help=LORA_HELP)
     gen.add_argument("--merge", action="store_true", help="Fold the LoRAs into the weights (no per-step overhead).")
     gen.add_argument("--no-contact-sheet", action="store_true", help="Do not write contact_sheet.png.")
     gen.set_defaults(handler=run_generate)
