@@ -2,6 +2,7 @@
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -98,14 +99,18 @@ def changed_modules(components, adapter: str) -> dict[str, bool]:
     return seen
 
 
-@pytest.mark.parametrize("block", ["IN01", "M00", "OUT04"])
-def test_only_the_one_weighted_block_changes_the_unet(tiny_model, block):
+def one_block(block: str) -> tuple[float, ...]:
+    return tuple(1.0 if b == block else 0.0 for b in B.BLOCKS26)
+
+
+def test_only_the_one_weighted_block_changes_the_unet(tiny_model):
     components = tiny_components(0)
-    vector = tuple(1.0 if b == block else 0.0 for b in B.BLOCKS26)
-    [loaded] = attach_loras(components, [LoraSpec(tiny_model["style"], 0.9, vector)])
-    changed = changed_modules(components, loaded.adapter)
-    inside = {p for p in changed if B.block_of("unet", p) == block}
-    assert inside and {p for p, c in changed.items() if c} == inside
+    [loaded] = attach_loras(components, [LoraSpec(tiny_model["style"], 0.9, one_block("IN01"))])
+    for block in ("IN01", "M00", "OUT04"):
+        set_weights(components, {loaded.adapter: 0.9}, {loaded.adapter: one_block(block)})
+        changed = changed_modules(components, loaded.adapter)
+        inside = {p for p in changed if B.block_of("unet", p) == block}
+        assert inside and {p for p, c in changed.items() if c} == inside
     # the text encoder is BASE (0 here): its LoRA is off
     assert all(w.adapters[loaded.adapter].multiplier == 0 for w in lora_modules(components.text_encoder).values())
 
@@ -121,3 +126,36 @@ def test_all_ones_is_the_plain_lora_and_set_weights_keeps_the_blocks(tiny_model)
     multipliers = {p: w.adapters[item.adapter].multiplier for p, w in lora_modules(weighted.unet).items()}
     assert all(math.isclose(m, 0.5 * B.ratio(vector, "unet", p)) for p, m in multipliers.items())
     assert {m for m in multipliers.values()} == {0.0, 0.5}
+
+
+def test_baking_gives_the_images_of_applying_at_runtime(tiny_model, tmp_path):
+    from sdlora.formats.io import load_lora_file
+    from sdlora.generate.prompts import PromptSpec
+    from sdlora.generate.sampling import Sampler
+
+    report = B.bake_file(tiny_model["style"], tmp_path / "baked.safetensors", "OUTALL")
+    lora, meta, fmt = load_lora_file(tmp_path / "baked.safetensors")
+    modules = {k.rsplit(".", 2)[0] for k in lora if k.endswith("lora_up.weight")}
+    assert fmt == "kohya" and meta["sdlora_lbw"] == "OUTALL" and report["kept"] == len(modules)
+    assert report["dropped"] > 0 and all(B.block_of(*m.split(".", 1)) in ("BASE", "OUT03", "OUT04") for m in modules)
+    spec = PromptSpec("a red square", seed=3, steps=2, cfg=4.0, width=32, height=32)
+    images = []
+    for lora_spec in (LoraSpec(tiny_model["style"], 0.8, B.parse_lbw("OUTALL")),
+                      LoraSpec(tmp_path / "baked.safetensors", 0.8)):
+        components = tiny_components(0)
+        attach_loras(components, [lora_spec])
+        images.append(torch.from_numpy(np.array(Sampler(components).samples(spec)[0].image)).to(torch.int16))
+    assert (images[0] - images[1]).abs().max() <= 1 and images[0].float().std() > 0
+
+
+def test_baking_refuses_an_empty_result_and_scaled_dora():
+    lora = {"unet.down_blocks.0.attentions.0.proj_in.lora_down.weight": torch.ones(2, 4),
+            "unet.down_blocks.0.attentions.0.proj_in.lora_up.weight": torch.ones(4, 2),
+            "unet.down_blocks.0.attentions.0.proj_in.alpha": torch.tensor(2.0)}
+    with pytest.raises(SdloraError, match="0 for every module"):
+        B.bake(lora, B.parse_lbw("OUTALL"))
+    baked, kept = B.bake(lora, B.parse_lbw("ALL0.5"))
+    assert torch.equal(baked["unet.down_blocks.0.attentions.0.proj_in.lora_up.weight"], torch.full((4, 2), 0.5))
+    lora["unet.down_blocks.0.attentions.0.proj_in.dora_scale"] = torch.ones(4, 1)
+    with pytest.raises(SdloraError, match="DoRA module's block weight can only be 0 or 1"):
+        B.bake(lora, B.parse_lbw("ALL0.5"))

@@ -146,3 +146,46 @@ def blocks_used(modules: Iterable[str]) -> dict[str, int]:
         counts[block] = counts.get(block, 0) + 1
     return {b: counts[b] for b in (*BLOCKS26, "none") if b in counts}
 
+
+
+# The factor a block weight scales, per algorithm: the LoRA up weight, LoHa's first Hadamard factor,
+# LoKr's first Kronecker factor (the weight change is linear in each).
+SCALED = ("lora_up.weight", "hada_w1_a", "lokr_w1", "lokr_w1_a")
+
+
+def bake(lora: Mapping, vector: tuple[float, ...]) -> tuple[dict, dict[str, float]]:
+    """A canonical LoRA dict with the block weights folded in: each module's scaled factor times its
+    block weight; modules at weight 0 dropped. Returns (baked dict, module -> block weight kept)."""
+    from sdlora.formats import canonical as C
+
+    baked, kept = {}, {}
+    for (component, path), params in C.group(lora).items():
+        r = ratio(vector, component, path)
+        if r == 0:
+            continue
+        name = f"{component}.{path}"
+        if "dora_scale" in params and r != 1:
+            raise SdloraError(f"{name}: a DoRA module's block weight can only be 0 or 1 when baked (got {r:g}); "
+                              "apply it at generation time with --lora FILE:lbw=... instead")
+        scaled = next(p for p in SCALED if p in params)
+        for param, tensor in params.items():
+            baked[f"{name}.{param}"] = tensor * r if param == scaled and r != 1 else tensor
+        kept[name] = r
+    if not baked:
+        raise SdloraError("these block weights are 0 for every module of the LoRA: nothing would be left")
+    return baked, kept
+
+
+def bake_file(src, dst, lbw: str, fmt: str | None = None) -> dict:
+    """`sdlora bake-block-weights`: read `src`, fold block weights `lbw` (preset or numbers) in, write
+    `dst` (as the input's format unless `fmt`, tensors in the input's dtype). Returns a report."""
+    from sdlora.formats import canonical as C
+    from sdlora.formats.io import load_lora_file, save_lora_file
+
+    vector = parse_lbw(lbw, "--lbw")
+    lora, metadata, src_fmt = load_lora_file(src)
+    baked, kept = bake(lora, vector)
+    total = len(C.group(lora))
+    save_lora_file(dst, baked, {**metadata, "sdlora_lbw": label(vector)}, fmt or src_fmt, dtype=None)
+    return {"lbw": label(vector), "modules": total, "kept": len(kept), "dropped": total - len(kept),
+            "blocks": blocks_used(kept), "format": fmt or src_fmt}
