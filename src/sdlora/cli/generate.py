@@ -87,15 +87,24 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def compare_job(args: argparse.Namespace):
+    from sdlora.errors import SdloraError
     from sdlora.evaluate.compare import CompareJob
+    from sdlora.evaluate.sweep import parse_sweep
 
-    return CompareJob(prompts(args), args.lora or [], output_dir(args), args.model, args.weights, args.num_images,
-                      args.batch_size, args.dtype, args.device)
+    sweep = parse_sweep(args.sweep) if args.sweep else None
+    if sweep is not None and sweep.kind == "weight" and args.weights:
+        raise SdloraError("--weights and --sweep weight=... say the same thing: give one of them")
+    specs = prompts(args)
+    return CompareJob(specs, args.lora or [], output_dir(args), args.model, args.weights, args.num_images,
+                      args.batch_size, args.dtype, args.device, sweep)
 
 
 def run_compare(args: argparse.Namespace) -> int:
+    from sdlora.errors import SdloraError
     from sdlora.evaluate.compare import compare
 
+    if not args.lora and not args.sweep:
+        raise SdloraError("compare: give --lora FILE (repeatable), or --sweep checkpoint=RUN_DIR / lora=FILE,FILE")
     result = compare(compare_job(args))
     print(f"grid {result.grid_path}, report {result.extra['report']}")
     return 0
@@ -110,10 +119,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_sweep(sub, required: bool) -> None:
-    sub.add_argument("--lora", action="append", type=T.lora_arg, required=required, metavar="FILE[:WEIGHT][:lbw=...]", help=LORA_HELP)
+def _add_sweep(sub) -> None:
+    sub.add_argument("--lora", action="append", type=T.lora_arg, metavar="FILE[:WEIGHT][:lbw=...]", help=LORA_HELP)
     sub.add_argument("--weights", type=_weights, metavar="W,W,...",
                      help="LoRA weights to compare, e.g. 0.5,1.0 (0 is the base column; default: each file's weight).")
+    sub.add_argument("--sweep", metavar="KIND=VALUES",
+                     help="X/Y grid: rows are the prompts, columns one sweep (base column first, same seeds): "
+                          "weight=0,0.4,0.7,1.0 | checkpoint=RUN_DIR (its checkpoints in step order) | "
+                          "lora=A.safetensors,B.safetensors | lbw=OUTALL,INALL (vectors separated by ;) | "
+                          "sampler=euler_a,ddim | cfg=4,7.5,10.")
 
 
 def register(subparsers) -> None:
@@ -127,12 +141,12 @@ def register(subparsers) -> None:
     cmp = subparsers.add_parser("compare", help="Compare the base model with each LoRA: labelled grid and HTML report.",
                                 epilog=SYNTAX)
     add_common(cmp, "outputs/compare")
-    _add_sweep(cmp, required=True)
+    _add_sweep(cmp)
     cmp.set_defaults(handler=run_compare)
 
     ev = subparsers.add_parser("evaluate", help="Compare, plus CLIP-T, CLIP-I, DINO (and FD/KID) metrics.", epilog=SYNTAX)
     add_common(ev, "outputs/evaluate")
-    _add_sweep(ev, required=False)
+    _add_sweep(ev)
     ev.add_argument("--train-images", type=T.input_dir, metavar="DIR", help="Training images, for CLIP-I and DINO.")
     ev.add_argument("--reference", type=T.input_dir, metavar="DIR", help="Reference images for FD/KID (optional).")
     ev.add_argument("--clip-model", default=DEFAULT_CLIP,
