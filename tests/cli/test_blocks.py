@@ -40,3 +40,12 @@ def test_bad_block_weights_are_one_line_errors(lora_file, tmp_path, capsys, lbw,
 def test_merge_into_model_refuses_block_weights(lora_file, tmp_path, capsys):
     assert main(["merge-into-model", "tiny", f"{lora_file}:lbw=OUTALL", str(tmp_path / "m.safetensors")]) == 2
     assert "bake-block-weights" in capsys.readouterr().err
+
+
+def test_an_existing_output_needs_overwrite(lora_file, tmp_path, capsys):
+    out = tmp_path / "o.safetensors"
+    out.write_bytes(b"keep me")
+    assert main(["bake-block-weights", str(lora_file), str(out), "--lbw", "ALL"]) == 2
+    assert "pass --overwrite" in capsys.readouterr().err and out.read_bytes() == b"keep me"
+    assert main(["bake-block-weights", str(lora_file), str(out), "--lbw", "ALL", "--overwrite"]) == 0
+    assert load_lora_file(out)[1]["sdlora_lbw"] == "ALL"

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from sdlora.errors import SdloraError
+from sdlora.formats import apply
 from sdlora.formats.modules import sd14_paths
 from sdlora.generate import blocks as B
 from sdlora.generate.loras import LoraSpec, attach_loras, parse_lora_arg, set_weights
@@ -126,6 +127,11 @@ def test_all_ones_is_the_plain_lora_and_set_weights_keeps_the_blocks(tiny_model)
     multipliers = {p: w.adapters[item.adapter].multiplier for p, w in lora_modules(weighted.unet).items()}
     assert all(math.isclose(m, 0.5 * B.ratio(vector, "unet", p)) for p, m in multipliers.items())
     assert {m for m in multipliers.values()} == {0.0, 0.5}
+    # generate --merge folds the per-module multipliers in: the same output
+    with torch.no_grad():
+        runtime = weighted.unet(*unet_inputs()).sample
+        apply.merge(weighted)
+        assert torch.allclose(weighted.unet(*unet_inputs()).sample, runtime, atol=1e-5)
 
 
 def test_baking_gives_the_images_of_applying_at_runtime(tiny_model, tmp_path):
