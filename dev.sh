@@ -23,9 +23,12 @@ ensure_env() {
     "$PY" -m pip install -q -e ".[$extras]"
     touch "$stamp"
   fi
+}
+
+ensure_browser() {
   # The web UI's browser test drives Debian's chromium with Playwright (`playwright install` cannot
-  # download its own browser here); install it when missing and we may.
-  if [ "$extras" = test ] && [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  # download its own browser here); install it when missing and we may. Only the tests need it.
+  if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq && apt-get install -y -qq chromium >/dev/null
   fi
 }
@@ -34,6 +37,6 @@ cmd=${1:-}; shift || true
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false
 case "$cmd" in
   demo) ensure_env test; exec "$VENV/bin/sdlora" demo "$@" ;;
-  test) ensure_env test; exec "$PY" -m pytest -q "$@" ;;
+  test) ensure_env test; ensure_browser; exec "$PY" -m pytest -q "$@" ;;
   *) echo "usage: ./dev.sh demo|test [args...]" >&2; exit 2 ;;
 esac

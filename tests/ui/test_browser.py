@@ -117,14 +117,14 @@ def walk(page, root, shots):
     _stage("Train")
     # Train: the form, live TOML and command, Start
     page.get_by_role("tab", name="Train").click()
-    for key, value in (("model.name", "tiny"), ("save.output_dir", run), ("train.steps", 30),
+    for key, value in (("model.name", "tiny"), ("save.output_dir", run), ("train.steps", 1000),
                        ("data.resolution", 64), ("validation.prompts", "a red circle"),
-                       ("validation.every_n_steps", 4), ("save.every_n_steps", 0)):
+                       ("validation.every_n_steps", 0), ("save.every_n_steps", 0)):
         _fill_setting(page, key, value)
     page.get_by_role("button", name="All settings").click()
     for section, values in (("[data]", {"data.min_bucket_side": 64, "data.num_workers": 0}),
                             ("[validation]", {"validation.num_inference_steps": 2, "validation.guidance_scale": 2.0}),
-                            ("[log]", {"log.every_n_steps": 1})):
+                            ("[save]", {"save.every_n_epochs": 0}), ("[log]", {"log.every_n_steps": 1})):
         page.get_by_role("button", name=section).click()
         for key, value in values.items():
             _fill_setting(page, key, value)
@@ -138,17 +138,23 @@ def walk(page, root, shots):
     page.evaluate("window.scrollTo(0, 0)")
     _shot(page, "train", shots)
     _stage("Runs")
-    # Runs: loss curve and the base sample grid while running; stop; resume to the end
+    # Runs: loss curve and the base model's sample grid while running; Stop; Resume; Stop again (a
+    # 1000-step run, so no machine is fast enough to finish before the Stop lands)
     page.get_by_role("tab", name="Runs").click()
     page.locator("#rn-progress").get_by_text(re.compile(r"running: step [1-9]")).wait_for()
     page.locator("#rn-samples img").first.wait_for()
     page.locator("#rn-loss").get_by_text("smoothed").first.wait_for()  # the curve's legend: lines drawn
     page.click("#rn-stop")
     page.locator("#rn-progress").get_by_text("stopped").wait_for()
-    assert list((run / "checkpoints").glob("step-*/state.pt"))
+    page.locator("#rn-summary").get_by_text("Resume continues").wait_for()
+    stopped = int(re.search(r"step (\d+)", page.locator("#rn-progress").inner_text())[1])
+    assert (run / "checkpoints" / f"step-{stopped:06d}" / "state.pt").is_file()
     page.click("#rn-resume")
-    page.locator("#rn-progress").get_by_text("finished: step 30/30").wait_for()
-    page.locator("#rn-summary").get_by_text("done: 30 steps").wait_for()
+    page.wait_for_function("n => { const m = /running: step (\\d+)/.exec(document.querySelector('#rn-progress')"
+                           ".innerText); return m && Number(m[1]) > n; }", arg=stopped + 3)
+    page.click("#rn-stop")
+    page.locator("#rn-progress").get_by_text("stopped").wait_for()
+    assert (run / "train.log").read_text().count("interrupted at step") == 2
     _shot(page, "runs", shots)
     _stage("Compare")
     # Compare the run's LoRA files against the base model
@@ -179,7 +185,7 @@ def walk(page, root, shots):
     _stage("Files")
     # Files: info on the trained LoRA
     page.get_by_role("tab", name="Files").click()
-    _box(page, "fl-info-file").fill(str(run / "lora.safetensors"))
+    _box(page, "fl-info-file").fill(str(next((run / "checkpoints").glob("step-*/*.safetensors"))))
     page.click("#fl-info")
     page.locator("#fl-info-out").get_by_text("kohya").first.wait_for()
     _shot(page, "files", shots)

@@ -24,7 +24,7 @@ def run_ui(args: argparse.Namespace) -> int:
     from sdlora.ui.launch import bind, serve
 
     host, auth = bind(args.listen, args.auth, args.insecure_no_auth)  # refuse before importing gradio
-    from sdlora.ui.app import Settings
+    from sdlora.ui.shared import Settings
 
     settings = Settings(runs_root=args.runs, outputs=args.outputs, examples=args.examples)
     if args.model:
