@@ -77,7 +77,7 @@ def test_value_sweeps_keep_the_loras_at_their_weights():
     assert [c.label for c in columns] == ["base", "ddim", "euler"]
     assert columns[0].weights == {"style": 0.0} and columns[1].weights == {"style": 0.8}
     assert columns[2].settings == {"scheduler": "euler"} and columns[2].lbw == {"style": parse_lbw("INS")}
-    assert [c.label for c in sweep_columns(parse_sweep("cfg=3"), [])] == ["cfg 3"]  # no LoRA: no base column
+    assert [c.label for c in sweep_columns(parse_sweep("cfg=3"), [])] == ["base", "cfg 3"]
     lbw = sweep_columns(parse_sweep("lbw=NONE,OUTALL"), loaded)
     assert [c.label for c in lbw] == ["base", "lbw NONE", "lbw OUTALL"] and lbw[2].lbw == {"style": parse_lbw("OUTALL")}
 
@@ -106,8 +106,8 @@ def test_cfg_sweep_through_the_cli(tiny_model_dir, tmp_path, capsys):
     assert main(["compare", "--model", str(tiny_model_dir), "--prompt", "a blue star", "--sweep", "cfg=1,6",
                  "--out", str(out), *FAST]) == 0
     data = json.loads((out / "compare.json").read_text())
-    assert [c["label"] for c in data["columns"]] == ["cfg 1", "cfg 6"]
-    assert [read_parameters(out / p).fields["CFG scale"] for p in data["images"][0]] == ["1.0", "6.0"]
+    assert [c["label"] for c in data["columns"]] == ["base", "cfg 1", "cfg 6"]
+    assert [read_parameters(out / p).fields["CFG scale"] for p in data["images"][0]] == ["4.0", "1.0", "6.0"]
     assert "grid" in capsys.readouterr().out
 
 

@@ -133,14 +133,14 @@ def sweep_loras(sweep: Sweep | None) -> list:
 
 
 def sweep_columns(sweep: Sweep, loaded: list) -> list[Column]:
-    """Columns of an lbw, sampler or cfg sweep: base first (when LoRAs are attached), then one column per
-    value with every LoRA at its own weight."""
+    """Columns of an lbw, sampler or cfg sweep: base first (no LoRA, the command line's sampler and CFG),
+    then one column per value with every LoRA at its own weight."""
     from sdlora.generate.blocks import label
 
     off = {item.adapter: 0.0 for item in loaded}
     on = {item.adapter: item.spec.weight for item in loaded}
     own = {item.adapter: item.spec.lbw for item in loaded}
-    columns = [Column("base", off)] if loaded else []
+    columns = [Column("base", off)]
     for value in sweep.values:
         if sweep.kind == "lbw":
             columns.append(Column(f"lbw {label(value)}", on, None, {adapter: value for adapter in on}))
