@@ -99,6 +99,8 @@ def test_lbw_sweep_none_is_the_base_image(lora_file, tmp_path):
     assert np.array_equal(pixels[0], pixels[1]) and not np.array_equal(pixels[0], pixels[2])
     data = json.loads((tmp_path / "compare.json").read_text())
     assert data["columns"][2]["lbw"] == {"style": "OUTALL"} and "lbw" not in data["columns"][0]
+    fields = [read_parameters(tmp_path / p).fields for p in data["images"][0]]
+    assert "Lora block weights" not in fields[0] and fields[2]["Lora block weights"] == "style: OUTALL"
 
 
 def test_cfg_sweep_through_the_cli(tiny_model_dir, tmp_path, capsys):

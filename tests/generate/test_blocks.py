@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from sdlora.errors import SdloraError
 from sdlora.formats import apply
@@ -76,6 +77,7 @@ def test_lora_argument_takes_lbw_after_the_weight():
                                                                           B.parse_lbw("OUTALL"))
     spec = parse_lora_arg("x.safetensors:lbw=" + ",".join(["0.5"] * 26))
     assert spec.weight == 1.0 and spec.lbw == (0.5,) * 26
+    assert B.parse_lbw(" ".join(["0.5"] * 26)) == spec.lbw  # as PNG parameters write a vector
     assert parse_lora_arg("x.safetensors:0.8") == LoraSpec(Path("x.safetensors"), 0.8)
     with pytest.raises(SdloraError, match="x.safetensors:lbw=NOPE: lbw: unknown block-weight preset"):
         parse_lora_arg("x.safetensors:lbw=NOPE")
@@ -136,6 +138,8 @@ def test_all_ones_is_the_plain_lora_and_set_weights_keeps_the_blocks(tiny_model)
 
 def test_baking_gives_the_images_of_applying_at_runtime(tiny_model, tmp_path):
     from sdlora.formats.io import load_lora_file
+    from sdlora.generate.job import GenerateJob, generate
+    from sdlora.generate.pngmeta import read_parameters
     from sdlora.generate.prompts import PromptSpec
     from sdlora.generate.sampling import Sampler
 
@@ -152,6 +156,13 @@ def test_baking_gives_the_images_of_applying_at_runtime(tiny_model, tmp_path):
         attach_loras(components, [lora_spec])
         images.append(torch.from_numpy(np.array(Sampler(components).samples(spec)[0].image)).to(torch.int16))
     assert (images[0] - images[1]).abs().max() <= 1 and images[0].float().std() > 0
+    # generate --merge with lbw: the same image again, its block weights in the PNG parameters
+    job = GenerateJob([spec], tmp_path / "gen", loras=[LoraSpec(tiny_model["style"], 0.8, B.parse_lbw("OUTALL"))],
+                      merge=True, contact_sheet=False)
+    [png] = generate(job, tiny_components(0)).images
+    with Image.open(png) as image:
+        assert (torch.from_numpy(np.array(image.convert("RGB"))).to(torch.int16) - images[0]).abs().max() <= 1
+    assert read_parameters(png).fields["Lora block weights"] == "style: OUTALL"
 
 
 def test_baking_refuses_an_empty_result_and_scaled_dora():

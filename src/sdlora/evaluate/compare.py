@@ -155,7 +155,7 @@ def run_compare(job: CompareJob, components: SDComponents | None = None) -> Comp
     samples = sweep(Sampler(components), components, columns, job.prompts, job.num_images, job.batch_size)
     label = model_label(components.source)
     paths = [[save_png(sample.image, job.out_dir / "images" / image_name(r, c, sample),
-                       format_parameters(parameters(sample, label, loaded, columns[c].weights)))
+                       format_parameters(parameters(sample, label, loaded, columns[c].weights, columns[c].lbw)))
               for c, sample in enumerate(row)] for r, row in enumerate(samples)]
     grid = labelled_grid([[s.image for s in row] for row in samples], [r.label for r in rows],
                          [c.label for c in columns])

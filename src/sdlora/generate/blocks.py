@@ -90,14 +90,16 @@ def _number(text: str, where: str) -> float:
 
 
 def parse_lbw(text: str, where: str = "lbw") -> tuple[float, ...]:
-    """A preset name (`OUTALL`, any case) or 17 / 26 comma-separated numbers -> the 26-value vector."""
+    """A preset name (`OUTALL`, any case) or 17 / 26 numbers separated by commas (or by spaces, as PNG
+    parameters write them) -> the 26-value vector."""
     name = text.strip().upper()
     if name in PRESETS:
         return expand(PRESETS[name])
-    if "," not in text:
+    parts = text.split(",") if "," in text else text.split()
+    if len(parts) == 1:
         raise SdloraError(f"{where}: unknown block-weight preset {text.strip()!r}; "
                           f"presets: {', '.join(PRESETS)}, or 17 or 26 numbers")
-    values = tuple(_number(part, where) for part in text.split(","))
+    values = tuple(_number(part, where) for part in parts)
     if len(values) not in (17, 26):
         raise SdloraError(f"{where}: a block-weight vector has 17 values ({','.join(BLOCKS17)}) or 26 "
                           f"(BASE,IN00..IN11,M00,OUT00..OUT11), got {len(values)}")
