@@ -47,6 +47,7 @@ def test_int_accepted_for_float_and_resolved_config_round_trips():
     (["lora.factor=0"], "lora.factor"),
     (["lora.algorithm=loha", 'save.formats=["kohya", "diffusers"]'], "save.formats"),
     (["nonsense"], "nonsense"),
+    (['lora.overrides=[{pattern="(", rank=2}]'], "lora.overrides[0].pattern is not a valid regular expression"),
 ])
 def test_errors_name_the_key(override, key):
     with pytest.raises(SdloraError, match=key.replace("[", r"\[").replace("]", r"\]")):

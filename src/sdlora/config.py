@@ -10,22 +10,18 @@ next to every output (`to_toml`); docs/config.md is generated from the same decl
 from __future__ import annotations
 
 import dataclasses
-import sys
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from sdlora.errors import SdloraError
-from sdlora.typedtree import from_dict, hints, leaves, opt, rule_text, to_dict, to_toml, toml_value
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from sdlora.typedtree import (apply_overrides, from_dict, hints, leaves, merge_tables, opt, parse_override, read_toml,
+                              rule_text, to_dict, to_toml, toml_value, tomllib)
 
 __all__ = ["RunConfig", "ModelConfig", "LoRAConfig", "RankOverride", "SourceConfig", "DataConfig", "TrainConfig",
            "SaveConfig", "ValidationConfig", "LogConfig", "load_config", "read_toml", "apply_overrides",
-           "parse_override", "validate", "from_dict", "to_dict", "to_toml", "iter_fields", "reference_markdown"]
+           "parse_override", "validate", "from_dict", "to_dict", "to_toml", "iter_fields", "reference_markdown", "tomllib"]
 
 # Upper bounds: far above any sensible run, low enough that nothing downstream overflows.
 MAX_RANK, MAX_ALPHA, MAX_SIDE, MAX_REPEATS = 4096, 65536.0, 8192, 10_000
@@ -214,70 +210,13 @@ class RunConfig:
                 setattr(self, f.name, hints(type(self))[f.name]())
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """`train.lr=2e-4` -> (["train", "lr"], 2e-4). Values are TOML; bare words are strings."""
-    if "=" not in text:
-        raise SdloraError(f"--set {text!r}: expected KEY=VALUE, e.g. train.lr=2e-4")
-    key, raw = (s.strip() for s in text.split("=", 1))
-    try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw
-    return key.split("."), value
-
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Set dotted keys in the raw config dict (numeric parts index lists: data.sources.0.path=x)."""
-    for text in overrides:
-        parts, value = parse_override(text)
-        node: Any = data
-        for i, part in enumerate(parts):
-            where = ".".join(parts[:i + 1])
-            if isinstance(node, list):
-                if not part.isdigit() or int(part) >= len(node):
-                    raise SdloraError(f"--set {text}: `{where}` is not an existing list index")
-                index: Any = int(part)
-            elif isinstance(node, dict):
-                index = part
-            else:
-                raise SdloraError(f"--set {text}: `{'.'.join(parts[:i])}` is a single value, not a table")
-            if i == len(parts) - 1:
-                node[index] = value
-            else:
-                node = node[index] if isinstance(node, list) else node.setdefault(part, {})
-    return data
-
-
-def read_toml(path: str | Path) -> dict:
-    path = Path(path)
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SdloraError(f"{path}: config file not found") from None
-    except IsADirectoryError:
-        raise SdloraError(f"{path}: is a folder, not a config file (give its .toml file)") from None
-    except OSError as exc:
-        raise SdloraError(f"{path}: cannot read the config file ({exc.strerror or exc})") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise SdloraError(f"{path}: not valid TOML ({exc})") from None
-
-
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
                 base: dict | None = None) -> RunConfig:
     """Defaults <- `base` dict <- TOML file <- `--set` overrides, then validated."""
-    data = _merge(dict(base or {}), read_toml(path) if path else {})
+    data = merge_tables(dict(base or {}), read_toml(path) if path else {})
     cfg = from_dict(RunConfig, apply_overrides(data, overrides or []))
     validate(cfg)
     return cfg
-
-
-def _merge(into: dict, new: dict) -> dict:
-    for key, value in new.items():
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
-            into[key] = _merge(dict(into[key]), value)
-        else:
-            into[key] = value
-    return into
 
 
 def validate(cfg: RunConfig) -> None:
@@ -296,12 +235,11 @@ def validate(cfg: RunConfig) -> None:
                           f"({d.max_bucket_side})")
     if d.buckets and d.bucket_step > d.resolution:
         raise SdloraError(f"data.bucket_step ({d.bucket_step}) must not exceed data.resolution ({d.resolution})")
-    if cfg.lora.factor == 0:
-        raise SdloraError("lora.factor must be -1 (automatic) or a positive integer, got 0")
-    if cfg.lora.algorithm != "lora" and "diffusers" in cfg.save.formats:
-        raise SdloraError(f"save.formats: the diffusers format cannot hold lora.algorithm = {cfg.lora.algorithm!r} "
-                          "(diffusers' loader reads only LoRA); write kohya (A1111, ComfyUI, LyCORIS) and, for "
-                          "diffusers, `sdlora resize` the file to a plain LoRA afterwards")
+    for i, override in enumerate(cfg.lora.overrides):
+        try:
+            re.compile(override.pattern)
+        except re.error as exc:
+            raise SdloraError(f"lora.overrides[{i}].pattern is not a valid regular expression: {exc}") from None
     for i, source in enumerate(d.sources):
         if not source.path:
             raise SdloraError(f"data.sources[{i}].path is required")

@@ -16,12 +16,19 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import sys
 import types
 import typing
 from dataclasses import field
+from pathlib import Path
 from typing import Any, Literal, Union
 
 from sdlora.errors import SdloraError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 RULES = ("ge", "gt", "le", "lt", "length", "multiple_of", "pattern", "pattern_doc")
 _WORDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
@@ -154,6 +161,66 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
         kwargs[name] = coerce(value, types_[name], key)
         check_value(kwargs[name], fields[name].metadata, key)
     return cls(**kwargs)
+
+
+# ----------------------------------------------------------------------------- TOML text and --set overrides
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`train.lr=2e-4` -> (["train", "lr"], 2e-4). Values are TOML; bare words are strings."""
+    if "=" not in text:
+        raise SdloraError(f"--set {text!r}: expected KEY=VALUE, e.g. train.lr=2e-4")
+    key, raw = (s.strip() for s in text.split("=", 1))
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Set dotted keys in the raw config dict (numeric parts index lists: data.sources.0.path=x)."""
+    for text in overrides:
+        parts, value = parse_override(text)
+        node: Any = data
+        for i, part in enumerate(parts):
+            where = ".".join(parts[:i + 1])
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise SdloraError(f"--set {text}: `{where}` is not an existing list index")
+                index: Any = int(part)
+            elif isinstance(node, dict):
+                index = part
+            else:
+                raise SdloraError(f"--set {text}: `{'.'.join(parts[:i])}` is a single value, not a table")
+            if i == len(parts) - 1:
+                node[index] = value
+            else:
+                node = node[index] if isinstance(node, list) else node.setdefault(part, {})
+    return data
+
+
+def read_toml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SdloraError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise SdloraError(f"{path}: is a folder, not a config file (give its .toml file)") from None
+    except OSError as exc:
+        raise SdloraError(f"{path}: cannot read the config file ({exc.strerror or exc})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SdloraError(f"{path}: not valid TOML ({exc})") from None
+
+
+def merge_tables(into: dict, new: dict) -> dict:
+    """Deep-merge TOML table `new` into `into` (tables merge, everything else is replaced)."""
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            into[key] = merge_tables(dict(into[key]), value)
+        else:
+            into[key] = value
+    return into
 
 
 # ----------------------------------------------------------------------------- writing

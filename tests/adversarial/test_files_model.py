@@ -9,6 +9,7 @@ import torch
 from sdlora.errors import SdloraError
 from sdlora.models import convert_checkpoint, load_components
 from sdlora.models.checkpoint_io import read_state_dict
+from sdlora.models.folder import load_scheduler
 
 
 def special(tmp_path, kind, suffix):
@@ -45,17 +46,18 @@ def test_a_lora_given_as_the_model_is_named(tmp_path):
         load_components(special(tmp_path, "lora", ".safetensors"))
 
 
-@pytest.mark.parametrize("part, name", [("unet", "diffusion_pytorch_model.safetensors"), ("unet", "config.json"),
-                                        ("scheduler", "scheduler_config.json")])
+@pytest.mark.parametrize("part, name", [("unet", "diffusion_pytorch_model.safetensors"), ("unet", "config.json")])
 def test_a_fifo_inside_a_model_folder_is_refused_before_it_is_opened(tmp_path, part, name):
     folder = tmp_path / "m"
-    if part == "scheduler":  # reached only after the networks load: a real (tiny) model folder
-        from sdlora.models import build_pipeline, tiny_components
-
-        build_pipeline(tiny_components(0)).save_pretrained(folder)
-    for sub in ("unet", "vae", "text_encoder", part):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
-    (folder / part / name).unlink(missing_ok=True)
+    for sub in ("unet", "vae", "text_encoder"):
+        (folder / sub).mkdir(parents=True)
     os.mkfifo(folder / part / name)
     with pytest.raises(SdloraError, match=rf"{name}: not a regular file"):
         load_components(folder)
+
+
+def test_a_fifo_scheduler_config_is_refused(tmp_path):
+    (tmp_path / "scheduler").mkdir()
+    os.mkfifo(tmp_path / "scheduler" / "scheduler_config.json")
+    with pytest.raises(SdloraError, match=r"scheduler_config\.json: not a regular file"):
+        load_scheduler(tmp_path / "scheduler")

@@ -88,11 +88,22 @@ def test_a_second_run_on_a_busy_folder_is_refused_before_it_writes(world, capsys
         proc.wait()
 
 
-def test_an_output_that_cannot_be_a_folder_is_one_line(world, capsys, tmp_path):
+def unwritable(tmp_path):
+    """A folder this process cannot create files in (root ignores permission bits: /proc/1 then)."""
+    if os.name == "posix" and os.geteuid() == 0:
+        return "/proc/1"
+    folder = tmp_path / "locked"
+    folder.mkdir(mode=0o500)
+    return str(folder)
+
+
+@pytest.mark.parametrize("where", ["under a file", "unwritable"])
+def test_an_output_that_cannot_be_written_is_one_line(world, capsys, tmp_path, where):
     (tmp_path / "file").write_text("x")
-    inside = tmp_path / "file" / "run"  # --set: past the CLI's own check of --output, to the trainer's
+    parent = tmp_path / "file" if where == "under a file" else unwritable(tmp_path)
+    inside = f"{parent}/run"  # --set: past the CLI's own check of --output, to the trainer's
     err = one_line_error(capsys, command(world, tmp_path / "ok", "--steps", "2", "--set", f"save.output_dir='{inside}'"))
-    assert "cannot use this run folder" in err
+    assert f"{inside}: cannot use this run folder" in err
 
 
 FULL_DISK = """

@@ -79,3 +79,16 @@ def test_user_errors_are_one_line(files, tmp_path, capsys):
     assert main(["merge-into-model", str(root / "base"), str(root / "style.safetensors"), str(tmp_path / "m.ckpt")]) == 2
     err = capsys.readouterr().err
     assert err.count("sdlora: error:") == 2 and "Traceback" not in err
+
+
+def test_output_into_a_closed_pipe_is_no_traceback(files):
+    """`sdlora info FILE | head -1`: the reader goes away; sdlora stops quietly (rc 141 like SIGPIPE)."""
+    import subprocess
+    import sys
+
+    root, _ = files
+    proc = subprocess.Popen([sys.executable, "-m", "sdlora", "info", str(root / "style.safetensors")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before sdlora writes anything
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and "Traceback" not in err and "BrokenPipe" not in err, err

@@ -1,6 +1,7 @@
 """The base-model phase: sizes the model accepts, speed-ups in place (src/sdlora/train/model.py)."""
 import pytest
 import torch
+from torch import nn
 
 from sdlora.config import load_config
 from sdlora.errors import SdloraError
@@ -39,6 +40,11 @@ def test_speed_up_unet_in_place_keeps_names():
     speed_up_unet(unet, channels_last=True, compile=True, backend="aot_eager")
     assert [n for n, _ in unet.named_parameters()] == names
     assert unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
-    assert unet._compiled_call_impl is not None  # nn.Module.compile: calls go through dynamo
+    net = nn.Sequential(nn.Conv2d(3, 3, 1))  # a small module: calls go through torch.compile afterwards
+    seen = []
+    net[0].register_forward_hook(lambda *_: seen.append(torch.compiler.is_compiling()))
+    speed_up_unet(net, channels_last=False, compile=True, backend="eager")
+    net(torch.zeros(1, 3, 4, 4))
+    assert seen == [True]
     with pytest.raises(SdloraError, match="train.compile_backend"):
         speed_up_unet(unet, channels_last=False, compile=True, backend="no-such-backend")

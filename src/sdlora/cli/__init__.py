@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from sdlora import __version__
@@ -98,7 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     quiet.install()
     try:
         args.command_parser.check(args)
-        return int(handler(args) or 0)
+        code = int(handler(args) or 0)
+        sys.stdout.flush()  # a closed pipe (`sdlora info F | head`) is found here, not at exit
+        return code
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to say to the reader
+        return 141  # as a shell reports a command ended by SIGPIPE
     except SdloraError as exc:
         print(f"sdlora: error: {exc}", file=sys.stderr)
         return 2
