@@ -176,3 +176,21 @@ def test_baking_refuses_an_empty_result_and_scaled_dora():
     lora["unet.down_blocks.0.attentions.0.proj_in.dora_scale"] = torch.ones(4, 1)
     with pytest.raises(SdloraError, match="DoRA module's block weight can only be 0 or 1"):
         B.bake(lora, B.parse_lbw("ALL0.5"))
+
+
+@pytest.mark.parametrize("params", [
+    {"hada_w1_a": (8, 2), "hada_w1_b": (2, 6), "hada_w2_a": (8, 2), "hada_w2_b": (2, 6)},  # LoHa
+    {"lokr_w1": (2, 3), "lokr_w2_a": (4, 2), "lokr_w2_b": (2, 2)},  # LoKr, out 8 = 2 x 4, in 6 = 3 x 2
+    {"lokr_w1_a": (2, 1), "lokr_w1_b": (1, 3), "lokr_w2": (4, 2)},
+])
+def test_baking_scales_lycoris_modules_linearly(params):
+    from sdlora.formats import canonical as C
+
+    gen = torch.Generator().manual_seed(0)
+    module = "unet.up_blocks.1.attentions.0.proj_in"
+    lora = {f"{module}.{k}": torch.randn(shape, generator=gen) for k, shape in params.items()}
+    lora[f"{module}.alpha"] = torch.tensor(1.0)
+    baked, kept = B.bake(lora, B.parse_lbw("ALL0.5"))
+    assert kept == {module: 0.5}
+    before, after = (C.delta(C.group(d)[("unet", module[5:])]) for d in (lora, baked))
+    assert torch.allclose(after, 0.5 * before, atol=1e-6) and before.abs().max() > 0
