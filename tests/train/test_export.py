@@ -121,3 +121,15 @@ def test_delta_norm_zero_until_up_moves(lora_model):
         wrapper.adapters["default"].up.weight.fill_(0.01)
     expected = wrapper.delta_weight("default").norm().item()
     assert delta_norm(lora_model) == pytest.approx(expected)
+
+
+def test_a_loha_run_saves_with_lycoris_metadata(tmp_path):
+    c = tiny_components(0)
+    inject(c.unet, "unet-attn", rank=2, algorithm="loha")
+    cfg = RunConfig()
+    cfg.lora.algorithm, cfg.save.formats = "loha", ["kohya", "native"]
+    meta = lora_metadata(cfg, step=1, epoch=0, dataset={}, base="tiny", started=0.0)
+    for path in save_lora(tmp_path, c, cfg, meta):
+        with safe_open(str(path), framework="pt") as f:
+            saved = f.metadata()
+        assert saved["ss_network_module"] == "lycoris.kohya" and saved["ss_network_dim"] == "2", path.name

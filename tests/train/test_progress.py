@@ -79,6 +79,11 @@ def test_fatal_error_goes_into_the_log_file_once(tmp_path):
         raise RuntimeError("Input type (float) and bias type (c10::BFloat16) should be the same")
     except RuntimeError:
         q.close()  # a failed build closes its Progress inside the handler: the error is logged then
+    (tmp_path / "k").mkdir()
+    k = Progress(tmp_path / "k", enabled=True, tensorboard=False)
+    k.fatal(KeyboardInterrupt())
+    k.close()
+    assert "stopped at once by a second Ctrl-C" in (tmp_path / "k" / LOG_FILE).read_text()
     text = (tmp_path / LOG_FILE).read_text()
     assert text.count("ERROR stopped: disk full at /x") == 1
     other = (tmp_path / "q" / LOG_FILE).read_text()

@@ -60,9 +60,15 @@ def to_kohya(lora: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | Non
         for param, tensor in C.with_alpha(params).items():
             state[f"{name}.{PARAMS[param]}"] = tensor
     # BASE_METADATA are defaults (a trainer knows its resolution); the tensor-derived fields always win
-    derived = (lycoris_metadata(modules) if any(networks.is_factored(p) for p in modules.values())
-               else kohya_metadata(modules))
-    return state, {**BASE_METADATA, **dict(metadata or {}), **derived}
+    return state, {**BASE_METADATA, **dict(metadata or {}), **derived_metadata(modules)}
+
+
+def derived_metadata(modules: Mapping[C.Module, Mapping[str, torch.Tensor]]) -> dict[str, str]:
+    """The fields read off the tensors (every format's writer uses them): LyCORIS's for files holding
+    LoHa / LoKr modules, kohya's otherwise."""
+    if any(networks.is_factored(p) for p in modules.values()):
+        return lycoris_metadata(modules)
+    return kohya_metadata(modules)
 
 
 def kohya_metadata(modules: Mapping[C.Module, Mapping[str, torch.Tensor]]) -> dict[str, str]:

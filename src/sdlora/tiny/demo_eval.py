@@ -64,15 +64,17 @@ def rates(components: "SDComponents", prompts: list[tuple[str, str, str]], *, ex
 def style_metrics(components: "SDComponents", adapter: str, *, trigger_template: str, plain_template: str,
                   style: str, prompts: int, rounds: int, guidance: float, steps: int, batch_size: int = 20) -> dict:
     """{"base": {"trigger": rates}, "lora": {"trigger": rates, "no_trigger": rates}} for the LoRA
-    attached to `components` as `adapter`: base is the same model at multiplier 0. Leaves the
-    multiplier at 1."""
-    from sdlora.formats import apply
+    attached to `components` as `adapter`: base is the same model at multiplier 0, the LoRA at 1.
+    The adapter's multiplier is as it was afterwards."""
+    from sdlora.lora import multiplier
+
     seeds = eval_seeds(prompts, rounds)
     settings = dict(expected_style=style, seeds=seeds, guidance=guidance, steps=steps, batch_size=batch_size)
     with_trigger, without = eval_prompts(trigger_template, prompts), eval_prompts(plain_template, prompts)
-    apply.set_multiplier(components, adapter, 0.0)
-    base = rates(components, with_trigger, desc="base, trigger prompts", **settings)
-    apply.set_multiplier(components, adapter, 1.0)
-    lora = rates(components, with_trigger, desc="LoRA, trigger prompts", **settings)
-    leak = rates(components, without, desc="LoRA, no trigger", **settings)
+    nets = [components.unet, components.text_encoder]
+    with multiplier(nets, adapter, 0.0):
+        base = rates(components, with_trigger, desc="base, trigger prompts", **settings)
+    with multiplier(nets, adapter, 1.0):
+        lora = rates(components, with_trigger, desc="LoRA, trigger prompts", **settings)
+        leak = rates(components, without, desc="LoRA, no trigger", **settings)
     return {"base": {"trigger": base}, "lora": {"trigger": lora, "no_trigger": leak}}

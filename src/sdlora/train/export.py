@@ -7,7 +7,7 @@ never written: an earlier good file stays in place.
 Files are named after the run (save.name, else the run folder's name: runs/me -> me.safetensors, shown
 in A1111 as <lora:me:1>); a checkpoint's files add the step (me-000500.safetensors), so compare labels
 tell them apart. Metadata is made in one place for every format: the run's settings here, the fields
-derived from the tensors (rank, alpha, conv rank) by formats.kohya.kohya_metadata, so a diffusers or
+derived from the tensors (rank, alpha, conv rank) by formats.kohya.derived_metadata, so a diffusers or
 native file carries the same values as the kohya one.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from sdlora.errors import SdloraError
 from sdlora.formats import save_lora_file
 from sdlora.formats import canonical
 from sdlora.formats.apply import extract
-from sdlora.formats.kohya import kohya_metadata
+from sdlora.formats.kohya import derived_metadata
 from sdlora.formats.canonical import first_non_finite
 from sdlora.lora import lora_modules
 from sdlora.models.components import SDComponents
@@ -140,7 +140,7 @@ def save_lora(folder: str | Path, components: SDComponents, cfg: RunConfig, meta
     lora = extract(components)
     dtype = SAVE_DTYPES[cfg.save.precision]
     check_finite({k: t.to(dtype) for k, t in lora.items()})  # also catches values fp16 cannot hold
-    metadata = {**metadata, **kohya_metadata(canonical.group(lora))}  # rank/alpha as the tensors say
+    metadata = {**metadata, **derived_metadata(canonical.group(lora))}  # rank/alpha as the tensors say
     return [save_lora_file(Path(folder) / name, lora, metadata, fmt, dtype)
             for fmt, name in lora_filenames(cfg, step).items()]
 

@@ -19,12 +19,12 @@ import torch
 
 from sdlora.config import RunConfig, to_toml
 from sdlora.errors import SdloraError
+from sdlora.lora import lora_modules
 from sdlora.train import checkpoint as ckpt
 from sdlora.train import rng
 from sdlora.train.build import CONFIG_FILE, Run, build_run
 from sdlora.train.export import (base_norm, caption_warning, delta_norm, lora_metadata, save_lora, tag_frequency,
                                  uncaptioned)
-from sdlora.lora import lora_modules
 from sdlora.train.guard import StopRequest, is_oom, oom_message
 from sdlora.train.precision import choose as choose_precision
 from sdlora.train.progress import continue_command, start_summary

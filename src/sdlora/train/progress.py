@@ -117,6 +117,8 @@ class Progress:
         self._fatal_logged = True
         if isinstance(error, SdloraError):
             text = f"stopped: {error}"
+        elif isinstance(error, KeyboardInterrupt):
+            text = "stopped at once by a second Ctrl-C (the newest checkpoint is the one to resume from)"
         else:
             trace = "".join(traceback.format_exception(type(error), error, error.__traceback__)).rstrip()
             text = f"stopped by an unexpected error: {type(error).__name__}: {error}\n{trace}"
