@@ -113,6 +113,16 @@ def test_cfg_sweep_through_the_cli(tiny_model_dir, tmp_path, capsys):
     assert "grid" in capsys.readouterr().out
 
 
+def test_several_sweeps_make_one_grid_and_report_each(tiny_model_dir, lora_file, tmp_path, capsys):
+    out = tmp_path / "two"
+    assert main(["compare", "--model", str(tiny_model_dir), "--prompt", "a blue star", "--lora", str(lora_file),
+                 "--sweep", "weight=1", "--sweep", "sampler=ddim", "--out", str(out), *FAST]) == 0
+    for folder, labels in (("1-weight", ["base", "style @ 1"]), ("2-sampler", ["base", "ddim"])):
+        data = json.loads((out / folder / "compare.json").read_text())
+        assert [c["label"] for c in data["columns"]] == labels and (out / folder / "report.html").is_file()
+    assert capsys.readouterr().out.count("grid ") == 2
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--sweep", "steps=1,2"], "--sweep steps=1,2: expected KIND=VALUES"),
     (["--sweep", "weight=0,1", "--weights", "1"], "give one of them"),
@@ -124,3 +134,9 @@ def test_cli_sweep_errors_are_one_line(tiny_model_dir, tmp_path, capsys, argv, m
                  *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def test_evaluate_takes_one_sweep(tiny_model_dir, tmp_path, capsys):
+    assert main(["evaluate", "--model", str(tiny_model_dir), "--prompt", "x", "--sweep", "cfg=1", "--sweep", "cfg=2",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "evaluate takes one --sweep" in capsys.readouterr().err

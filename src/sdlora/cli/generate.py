@@ -86,27 +86,45 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def compare_job(args: argparse.Namespace):
+def compare_jobs(args: argparse.Namespace) -> list:
+    """One CompareJob per --sweep (several: each in its own numbered subfolder), all checked first."""
     from sdlora.errors import SdloraError
     from sdlora.evaluate.compare import CompareJob
     from sdlora.evaluate.sweep import parse_sweep
 
-    sweep = parse_sweep(args.sweep) if args.sweep else None
-    if sweep is not None and sweep.kind == "weight" and args.weights:
+    sweeps = [parse_sweep(text) for text in args.sweep or []] or [None]
+    if any(s is not None and s.kind == "weight" for s in sweeps) and args.weights:
         raise SdloraError("--weights and --sweep weight=... say the same thing: give one of them")
-    specs = prompts(args)
-    return CompareJob(specs, args.lora or [], output_dir(args), args.model, args.weights, args.num_images,
-                      args.batch_size, args.dtype, args.device, sweep)
+    specs, out = prompts(args), output_dir(args)
+    dirs = [out] if len(sweeps) == 1 else [out / f"{i}-{s.kind}" for i, s in enumerate(sweeps, 1)]
+    return [CompareJob(specs, args.lora or [], folder, args.model, args.weights, args.num_images, args.batch_size,
+                       args.dtype, args.device, sweep) for sweep, folder in zip(sweeps, dirs)]
+
+
+def compare_job(args: argparse.Namespace):
+    from sdlora.errors import SdloraError
+
+    jobs = compare_jobs(args)
+    if len(jobs) > 1:
+        raise SdloraError("evaluate takes one --sweep (compare takes several)")
+    return jobs[0]
 
 
 def run_compare(args: argparse.Namespace) -> int:
     from sdlora.errors import SdloraError
     from sdlora.evaluate.compare import compare
+    from sdlora.formats import apply
+    from sdlora.generate.job import load_model
 
     if not args.lora and not args.sweep:
         raise SdloraError("compare: give --lora FILE (repeatable), or --sweep checkpoint=RUN_DIR / lora=FILE,FILE")
-    result = compare(compare_job(args))
-    print(f"grid {result.grid_path}, report {result.extra['report']}")
+    jobs = compare_jobs(args)
+    components = load_model(args.model, args.dtype, args.device) if len(jobs) > 1 else None  # loaded once
+    for job in jobs:
+        result = compare(job, components)
+        if components is not None and apply.adapters(components):
+            apply.detach(components)  # the next sweep attaches its own LoRAs
+        print(f"grid {result.grid_path}, report {result.extra['report']}")
     return 0
 
 
@@ -123,11 +141,11 @@ def _add_sweep(sub) -> None:
     sub.add_argument("--lora", action="append", type=T.lora_arg, metavar="FILE[:WEIGHT][:lbw=...]", help=LORA_HELP)
     sub.add_argument("--weights", type=_weights, metavar="W,W,...",
                      help="LoRA weights to compare, e.g. 0.5,1.0 (0 is the base column; default: each file's weight).")
-    sub.add_argument("--sweep", metavar="KIND=VALUES",
+    sub.add_argument("--sweep", action="append", metavar="KIND=VALUES",
                      help="X/Y grid: rows are the prompts, columns one sweep (base column first, same seeds): "
                           "weight=0,0.4,0.7,1.0 | checkpoint=RUN_DIR (its checkpoints in step order) | "
                           "lora=A.safetensors,B.safetensors | lbw=OUTALL,INALL (vectors separated by ;) | "
-                          "sampler=euler_a,ddim | cfg=4,7.5,10.")
+                          "sampler=euler_a,ddim | cfg=4,7.5,10. compare: repeatable, one grid per sweep.")
 
 
 def register(subparsers) -> None:
