@@ -135,6 +135,9 @@ def _resize(args) -> int:
 def _merge(args) -> int:
     from sdlora.formats.merge_model import merge_into_model
 
+    if any(s.lbw is not None for s in args.loras):
+        raise SdloraError("merge-into-model takes no lbw=: fold block weights into the file first with "
+                          "`sdlora bake-block-weights`")
     _claim_model_output(args.output, args.overwrite)
     report = merge_into_model(args.base, [(s.path, s.weight) for s in args.loras], args.output,
                               dtype=args.dtype, overwrite=args.overwrite)
