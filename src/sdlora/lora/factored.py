@@ -2,9 +2,9 @@
 
 A LoRA adapter runs its low-rank path on the activations (`up(down(x))`). LoHa and LoKr build
 their weight change  delta W  from factors instead (a Hadamard or Kronecker product), so their
-forward is the base operation applied with  delta W : the wrapper in sdlora.lora.layers calls
-`adapter.lora_weight()` (unscaled, flattened to (out, in * kh * kw)) for both merging and the
-forward, which keeps every formula in its one place (`c * W + d`).
+forward is the base operation applied with  delta W  (`train_weight()`), and the wrapper in
+sdlora.lora.layers merges, unmerges and normalises DoRA through `lora_weight()` (unscaled, flattened
+to (out, in * kh * kw)) exactly as for LoRA, so every formula stays in its one place (`c * W + d`).
 
 Rank dropout follows the reference (LyCORIS): during training it zeroes whole output rows of
 delta W, each with probability `rank_dropout`, without rescaling.
