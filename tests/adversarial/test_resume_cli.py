@@ -22,14 +22,10 @@ FAST = ["--resolution", "32", "--batch-size", "2", "--rank", "2", "--preset", "u
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, tiny_model_dir):
     """A tiny random SD model as a diffusers folder, and four captioned 32 px images."""
-    from sdlora.models import tiny_components
-
     root = tmp_path_factory.mktemp("resume-cli")
-    c = tiny_components(0)
-    for name in ("unet", "vae", "text_encoder", "scheduler"):
-        getattr(c, name).save_pretrained(root / "model" / name)
+    (root / "model").symlink_to(tiny_model_dir, target_is_directory=True)
     (root / "ds").mkdir()
     for i in range(4):
         pixels = np.random.default_rng(i).integers(0, 255, (32, 32, 3), dtype=np.uint8)

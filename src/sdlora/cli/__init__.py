@@ -20,7 +20,7 @@ from sdlora import __version__
 from sdlora.errors import SdloraError
 
 # Order is the order shown in `sdlora --help`.
-COMMAND_MODULES: list[str] = ["dataset", "models", "lora_files", "generate", "train", "demo", "ui"]
+COMMAND_MODULES: list[str] = ["dataset", "models", "lora_files", "tools", "blocks", "generate", "train", "demo", "ui"]
 
 
 class Commands(argparse._SubParsersAction):

@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 SYNTAX = ("Prompt syntax (also for each line of --prompts FILE): `a cat --n blurry --d 42 --s 30 --l 7.5 "
           "--w 512 --h 512 --ss euler_a` sets negative prompt, seed, steps, guidance, width, height, scheduler "
           "for that prompt (kohya's sample-prompt options).")
-LORA_HELP = "LoRA file with an optional weight, FILE[:WEIGHT] (repeatable; kohya, diffusers or sdlora file)."
+LORA_HELP = ("LoRA file with an optional weight and block weights, FILE[:WEIGHT][:lbw=PRESET|W,W,...] (repeatable; "
+             "kohya, diffusers or sdlora file; lbw: a preset such as OUTALL, or 17 or 26 block weights).")
 DTYPES = ["auto", "fp32", "fp16", "bf16"]
 
 
@@ -85,18 +86,45 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def compare_job(args: argparse.Namespace):
+def compare_jobs(args: argparse.Namespace) -> list:
+    """One CompareJob per --sweep (several: each in its own numbered subfolder), all checked first."""
+    from sdlora.errors import SdloraError
     from sdlora.evaluate.compare import CompareJob
+    from sdlora.evaluate.sweep import parse_sweep
 
-    return CompareJob(prompts(args), args.lora or [], output_dir(args), args.model, args.weights, args.num_images,
-                      args.batch_size, args.dtype, args.device)
+    sweeps = [parse_sweep(text) for text in args.sweep or []] or [None]
+    if any(s is not None and s.kind == "weight" for s in sweeps) and args.weights:
+        raise SdloraError("--weights and --sweep weight=... say the same thing: give one of them")
+    specs, out = prompts(args), output_dir(args)
+    dirs = [out] if len(sweeps) == 1 else [out / f"{i}-{s.kind}" for i, s in enumerate(sweeps, 1)]
+    return [CompareJob(specs, args.lora or [], folder, args.model, args.weights, args.num_images, args.batch_size,
+                       args.dtype, args.device, sweep) for sweep, folder in zip(sweeps, dirs)]
+
+
+def compare_job(args: argparse.Namespace):
+    from sdlora.errors import SdloraError
+
+    jobs = compare_jobs(args)
+    if len(jobs) > 1:
+        raise SdloraError("evaluate takes one --sweep (compare takes several)")
+    return jobs[0]
 
 
 def run_compare(args: argparse.Namespace) -> int:
+    from sdlora.errors import SdloraError
     from sdlora.evaluate.compare import compare
+    from sdlora.formats import apply
+    from sdlora.generate.job import load_model
 
-    result = compare(compare_job(args))
-    print(f"grid {result.grid_path}, report {result.extra['report']}")
+    if not args.lora and not args.sweep:
+        raise SdloraError("compare: give --lora FILE (repeatable), or --sweep checkpoint=RUN_DIR / lora=FILE,FILE")
+    jobs = compare_jobs(args)
+    components = load_model(args.model, args.dtype, args.device) if len(jobs) > 1 else None  # loaded once
+    for job in jobs:
+        result = compare(job, components)
+        if components is not None and apply.adapters(components):
+            apply.detach(components)  # the next sweep attaches its own LoRAs
+        print(f"grid {result.grid_path}, report {result.extra['report']}")
     return 0
 
 
@@ -109,16 +137,21 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_sweep(sub, required: bool) -> None:
-    sub.add_argument("--lora", action="append", type=T.lora_arg, required=required, metavar="FILE[:WEIGHT]", help=LORA_HELP)
+def _add_sweep(sub) -> None:
+    sub.add_argument("--lora", action="append", type=T.lora_arg, metavar="FILE[:WEIGHT][:lbw=...]", help=LORA_HELP)
     sub.add_argument("--weights", type=_weights, metavar="W,W,...",
                      help="LoRA weights to compare, e.g. 0.5,1.0 (0 is the base column; default: each file's weight).")
+    sub.add_argument("--sweep", action="append", metavar="KIND=VALUES",
+                     help="X/Y grid: rows are the prompts, columns one sweep (base column first, same seeds): "
+                          "weight=0,0.4,0.7,1.0 | checkpoint=RUN_DIR (its checkpoints in step order) | "
+                          "lora=A.safetensors,B.safetensors | lbw=OUTALL,INALL (vectors separated by ;) | "
+                          "sampler=euler_a,ddim | cfg=4,7.5,10. compare: repeatable, one grid per sweep.")
 
 
 def register(subparsers) -> None:
     gen = subparsers.add_parser("generate", help="Generate images, optionally with LoRA files.", epilog=SYNTAX)
     add_common(gen, "outputs/generate")
-    gen.add_argument("--lora", action="append", type=T.lora_arg, metavar="FILE[:WEIGHT]", help=LORA_HELP)
+    gen.add_argument("--lora", action="append", type=T.lora_arg, metavar="FILE[:WEIGHT][:lbw=...]", help=LORA_HELP)
     gen.add_argument("--merge", action="store_true", help="Fold the LoRAs into the weights (no per-step overhead).")
     gen.add_argument("--no-contact-sheet", action="store_true", help="Do not write contact_sheet.png.")
     gen.set_defaults(handler=run_generate)
@@ -126,12 +159,12 @@ def register(subparsers) -> None:
     cmp = subparsers.add_parser("compare", help="Compare the base model with each LoRA: labelled grid and HTML report.",
                                 epilog=SYNTAX)
     add_common(cmp, "outputs/compare")
-    _add_sweep(cmp, required=True)
+    _add_sweep(cmp)
     cmp.set_defaults(handler=run_compare)
 
     ev = subparsers.add_parser("evaluate", help="Compare, plus CLIP-T, CLIP-I, DINO (and FD/KID) metrics.", epilog=SYNTAX)
     add_common(ev, "outputs/evaluate")
-    _add_sweep(ev, required=False)
+    _add_sweep(ev)
     ev.add_argument("--train-images", type=T.input_dir, metavar="DIR", help="Training images, for CLIP-I and DINO.")
     ev.add_argument("--reference", type=T.input_dir, metavar="DIR", help="Reference images for FD/KID (optional).")
     ev.add_argument("--clip-model", default=DEFAULT_CLIP,

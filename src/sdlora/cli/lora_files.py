@@ -28,6 +28,12 @@ def _overwrite_arg(p, what: str) -> None:
     p.add_argument("--overwrite", action="store_true", help=f"Replace {what} if it exists.")
 
 
+def dynamic_args(p, what: str) -> None:
+    from sdlora.cli.tools import dynamic_args as add
+
+    add(p, what)
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("convert", help="Convert a LoRA file between kohya, diffusers and native formats.",
                               description="Read a LoRA in any supported format and write it as --to.")
@@ -48,10 +54,12 @@ def register(subparsers) -> None:
                               description="Cut every module to its best rank-r approximation (SVD). Modules "
                               "already at rank <= r are kept. alpha/rank is preserved.")
     p.add_argument("src", metavar="LORA", type=T.input_file, help="LoRA file.")
-    p.add_argument("--rank", type=T.positive_int, required=True, help="New rank (maximum per module).")
+    p.add_argument("--rank", type=T.positive_int, default=None,
+                   help="New rank (maximum per module; with --dynamic optional, default each module's rank).")
     p.add_argument("--conv-rank", type=T.positive_int, default=None, help="New rank for 3x3 conv modules (default: --rank).")
     p.add_argument("output", metavar="OUT", type=T.output_file, help="Output .safetensors file.")
     p.add_argument("--to", choices=FORMATS, default=None, help="Output format (default: as the input).")
+    dynamic_args(p, "--rank")
     _dtype_arg(p, "default: as the input")
     _overwrite_arg(p, "OUT")
     p.set_defaults(handler=_resize)
@@ -108,12 +116,18 @@ def _info(args) -> int:
 def _resize(args) -> int:
     from sdlora.formats.resize import resize_lora_file
 
+    from sdlora.cli.tools import check_dynamic, print_ranks
+
+    check_dynamic(args)
+    if args.rank is None and args.dynamic is None:
+        raise SdloraError("resize: give --rank, or --dynamic with --threshold")
     T.refuse_overwrite(args.output, args.overwrite)
     report = resize_lora_file(args.src, args.output, args.rank, conv_rank=args.conv_rank, fmt=args.to,
-                              dtype=_torch_dtype(args.dtype))
+                              dtype=_torch_dtype(args.dtype), dynamic=args.dynamic, threshold=args.threshold)
     cut = [m for m in report.modules if m.new_rank < m.old_rank]
-    print(f"resized {len(cut)} of {len(report.modules)} modules to rank <= {args.rank}; "
-          f"retained energy {report.energy:.2%} overall, {report.min_energy:.2%} in the worst module")
+    how = f"by {args.dynamic} {args.threshold:g}" if args.dynamic else f"to rank <= {args.rank}"
+    print(f"resized {len(cut)} of {len(report.modules)} modules {how}")
+    print_ranks(report, verbose=args.dynamic is not None)
     print(f"wrote {args.output}")
     return 0
 
@@ -121,6 +135,9 @@ def _resize(args) -> int:
 def _merge(args) -> int:
     from sdlora.formats.merge_model import merge_into_model
 
+    if any(s.lbw is not None for s in args.loras):
+        raise SdloraError("merge-into-model takes no lbw=: fold block weights into the file first with "
+                          "`sdlora bake-block-weights`")
     _claim_model_output(args.output, args.overwrite)
     report = merge_into_model(args.base, [(s.path, s.weight) for s in args.loras], args.output,
                               dtype=args.dtype, overwrite=args.overwrite)

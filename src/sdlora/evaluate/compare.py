@@ -1,5 +1,6 @@
 """`sdlora compare`: the same prompts and seeds with the base model and with each LoRA (at one or
-several weights), as a labelled grid, the individual PNGs and a self-contained HTML report.
+several weights, or along one X/Y sweep: sdlora.evaluate.sweep), as a labelled grid, the individual
+PNGs and a self-contained HTML report.
 
 The model is loaded once and every LoRA attached once, as its own adapter; a column only sets the
 adapters' multipliers. Weight 0 skips an adapter entirely, so the base column is the very same
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from sdlora.errors import SdloraError
 from sdlora.evaluate.report import write_report
+from sdlora.evaluate.sweep import Column, Sweep, sweep_columns, sweep_loras
 from sdlora.generate.job import DEFAULT_MODEL, load_model, model_label, parameters, prepare_out_dir, slug
 from sdlora.generate.loras import LoadedLora, LoraSpec, attach_loras, check_files, set_weights
 from sdlora.generate.pngmeta import format_parameters, save_png
@@ -37,13 +39,7 @@ class CompareJob:
     batch_size: int = 1
     dtype: str = "auto"
     device: str | None = None
-
-
-@dataclass(frozen=True)
-class Column:
-    label: str
-    weights: dict[str, float]  # every attached adapter -> its multiplier in this column
-    lora: str | None = None  # the adapter this column shows (None: base)
+    sweep: Sweep | None = None  # --sweep KIND=VALUES: the columns (weight: instead of `weights`)
 
 
 @dataclass(frozen=True)
@@ -80,11 +76,13 @@ def lora_labels(paths: list[Path]) -> list[str]:
 def make_columns(loaded: list[LoadedLora], weights: list[float] | None) -> list[Column]:
     """Base first, then each LoRA at each non-zero weight with the other LoRAs off."""
     off = {item.adapter: 0.0 for item in loaded}
+    blocks = {item.adapter: item.spec.lbw for item in loaded}  # `FILE:W:lbw=...` block weights, kept
     columns = [Column("base", off)]  # with LoRAs attached at weight 0: the base model exactly
     for item, label in zip(loaded, lora_labels([item.spec.path for item in loaded])):
         for weight in (weights if weights is not None else [item.spec.weight]):
             if weight != 0:  # weight 0 is the base column
-                columns.append(Column(f"{label} @ {weight:g}", {**off, item.adapter: float(weight)}, item.adapter))
+                columns.append(Column(f"{label} @ {weight:g}", {**off, item.adapter: float(weight)}, item.adapter,
+                                      blocks))
     return columns
 
 
@@ -125,10 +123,10 @@ def sweep(sampler: Sampler, components: SDComponents, columns: list[Column], pro
     progress = Progress(len(columns) * len(prompts) * num_images)
     for column in columns:
         if column.weights:
-            set_weights(components, column.weights)
+            set_weights(components, column.weights, column.lbw)
         samples = []
         for spec in prompts:
-            samples += sampler.samples(spec, num_images, batch_size)
+            samples += sampler.samples(spec.replace(**column.settings), num_images, batch_size)
             progress.advance(num_images, f"{column.label}: {spec.prompt[:40]}")
         by_column.append(samples)
     return [list(row) for row in zip(*by_column)]
@@ -144,15 +142,20 @@ def run_compare(job: CompareJob, components: SDComponents | None = None) -> Comp
         raise SdloraError("no prompts: give --prompt TEXT or --prompts FILE")
     if any(w < 0 for w in job.weights or []):
         raise SdloraError(f"--weights: LoRA weights must be >= 0, got {job.weights}")
-    check_files(job.loras)
+    loras = job.loras + sweep_loras(job.sweep)
+    if not loras and job.sweep is not None and job.sweep.kind in ("weight", "lbw"):
+        raise SdloraError(f"--sweep {job.sweep.text}: give the LoRA to sweep with --lora FILE")
+    check_files(loras)
     prepare_out_dir(job.out_dir)
     components = components or load_model(job.model, job.dtype, job.device)
-    loaded = attach_loras(components, job.loras)
-    columns, rows = make_columns(loaded, job.weights), make_rows(job.prompts, job.num_images)
+    loaded = attach_loras(components, loras)
+    columns = sweep_columns(job.sweep, loaded) if job.sweep and job.sweep.kind in ("lbw", "sampler", "cfg") else \
+        make_columns(loaded, list(job.sweep.values) if job.sweep and job.sweep.kind == "weight" else job.weights)
+    rows = make_rows(job.prompts, job.num_images)
     samples = sweep(Sampler(components), components, columns, job.prompts, job.num_images, job.batch_size)
     label = model_label(components.source)
     paths = [[save_png(sample.image, job.out_dir / "images" / image_name(r, c, sample),
-                       format_parameters(parameters(sample, label, loaded, columns[c].weights)))
+                       format_parameters(parameters(sample, label, loaded, columns[c].weights, columns[c].lbw)))
               for c, sample in enumerate(row)] for r, row in enumerate(samples)]
     grid = labelled_grid([[s.image for s in row] for row in samples], [r.label for r in rows],
                          [c.label for c in columns])
@@ -168,13 +171,22 @@ def summary(result: CompareResult) -> dict:
         "model": result.model,
         "loras": [{"name": item.adapter, "path": str(item.spec.path), "format": item.format, "hash": item.hash,
                    "modules": len(item.modules)} for item in result.loras],
-        "columns": [{"label": c.label, "lora": c.lora, "weights": c.weights} for c in result.columns],
+        "sweep": result.job.sweep.text if result.job.sweep else None,
+        "columns": [column_summary(c) for c in result.columns],
         "rows": [{"prompt": r.spec.prompt, "negative_prompt": r.spec.negative_prompt, "seed": r.seed,
                   "steps": r.spec.steps, "cfg": r.spec.cfg, "size": [r.spec.width, r.spec.height],
                   "scheduler": r.spec.scheduler} for r in result.rows],
         "grid": str(result.grid_path.relative_to(out)),
         "images": [[str(p.relative_to(out)) for p in row] for row in result.image_paths],
     }
+
+
+def column_summary(column: Column) -> dict:
+    from sdlora.generate.blocks import label
+
+    out = {"label": column.label, "lora": column.lora, "weights": column.weights}
+    blocks = {a: label(v) for a, v in (column.lbw or {}).items() if v is not None and column.weights.get(a)}
+    return {**out, **({"lbw": blocks} if blocks else {}), **({"settings": column.settings} if column.settings else {})}
 
 
 def write_json(path: Path, data: dict) -> Path:
@@ -187,5 +199,6 @@ def compare(job: CompareJob, components: SDComponents | None = None) -> CompareR
     result = run_compare(job, components)
     data = summary(result)
     result.extra["json"] = write_json(job.out_dir / "compare.json", data)
-    result.extra["report"] = write_report(job.out_dir / "report.html", result, title="sdlora compare")
+    notes = [f"X/Y sweep {job.sweep.text}: one column per value, the same seeds in every column"] if job.sweep else None
+    result.extra["report"] = write_report(job.out_dir / "report.html", result, title="sdlora compare", notes=notes)
     return result

@@ -80,7 +80,7 @@ def sd14_kernels() -> dict[str, dict[str, tuple[int, int] | None]]:
 
     LoHa / LoKr files may store a conv's factors flattened; every SD 1.x-architecture model (sd-tiny
     too) has the same kernel at the same path, so this table restores the conv shape."""
-    from sdlora.models.skeleton import build_text_encoder, build_unet, sd14_config
+    from sdlora.models.architecture import build_text_encoder, build_unet, sd14_config
 
     with torch.device("meta"):
         nets = {"unet": build_unet(sd14_config("unet")), "text_encoder": build_text_encoder(sd14_config("text_encoder"))}

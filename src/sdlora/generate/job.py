@@ -80,8 +80,10 @@ def model_label(source: str) -> str:
     return path.stem if path.suffix in (".safetensors", ".ckpt") else source.rstrip("/").split("/")[-1] or source
 
 
-def parameters(sample: Sample, model: str, loaded: list[LoadedLora], weights: dict[str, float] | None = None) -> Parameters:
-    """The A1111 `parameters` of one image; `weights` overrides the LoRA weights (compare sweeps)."""
+def parameters(sample: Sample, model: str, loaded: list[LoadedLora], weights: dict[str, float] | None = None,
+               lbw: dict | None = None) -> Parameters:
+    """The A1111 `parameters` of one image; `weights` and `lbw` (adapter -> 26 block weights) override
+    the LoRA weights and block weights (compare sweeps)."""
     spec = sample.spec
     fields: dict[str, object] = {
         "Steps": spec.steps, "Sampler": sampler_label(spec.scheduler), "CFG scale": spec.cfg,
@@ -91,8 +93,19 @@ def parameters(sample: Sample, model: str, loaded: list[LoadedLora], weights: di
         weights = weights or {item.adapter: item.spec.weight for item in loaded}
         fields["Lora hashes"] = format_pairs({item.adapter: item.hash for item in loaded})
         fields["Lora weights"] = format_pairs({item.adapter: weights[item.adapter] for item in loaded})
+        blocks = block_labels(loaded, weights, lbw)
+        if blocks:
+            fields["Lora block weights"] = format_pairs(blocks)
     fields["Version"] = f"sdlora {__version__}"
     return Parameters(spec.prompt, spec.negative_prompt, fields)
+
+
+def block_labels(loaded: list[LoadedLora], weights: dict[str, float], lbw: dict | None) -> dict[str, str]:
+    """adapter -> its block weights (a preset name, or the numbers space-separated) for the LoRAs in use."""
+    from sdlora.generate.blocks import label
+
+    lbw = lbw if lbw is not None else {item.adapter: item.spec.lbw for item in loaded}
+    return {a: label(v).replace(",", " ") for a, v in lbw.items() if v is not None and weights.get(a)}
 
 
 def slug(text: str, limit: int = 40) -> str:

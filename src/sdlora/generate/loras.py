@@ -23,6 +23,7 @@ from sdlora.models import SDComponents
 class LoraSpec:
     path: Path
     weight: float = 1.0
+    lbw: tuple[float, ...] | None = None  # 26 block weights (sdlora.generate.blocks), None: all 1
 
 
 @dataclass
@@ -43,11 +44,17 @@ class LoadedLora:
 
 def parse_lora_arg(text: str) -> LoraSpec:
     """`style.safetensors:0.8` -> LoraSpec(path, 0.8); without `:weight` the weight is 1.0.
+    A last `:lbw=PRESET` or `:lbw=W,W,...` (17 or 26 numbers) adds block weights (sdlora.generate.blocks).
 
     Only a trailing `:number` is a weight, so paths containing colons (C:\\x.safetensors) still work.
     The weight must be finite and at most MAX_MULTIPLIER in size (SdloraError otherwise).
     """
     head, sep, tail = text.rpartition(":")
+    if sep and head and tail.startswith("lbw="):
+        from sdlora.generate.blocks import parse_lbw
+
+        spec = parse_lora_arg(head)
+        return LoraSpec(spec.path, spec.weight, parse_lbw(tail[4:], f"{text}: lbw"))
     if sep and head:
         try:
             weight = float(tail)
@@ -105,15 +112,42 @@ def attach_loras(components: SDComponents, specs: list[LoraSpec]) -> list[Loaded
         name = adapter_name(spec.path, {item.adapter for item in loaded})
         modules = apply.attach(components, lora, adapter=name, multiplier=spec.weight)
         loaded.append(LoadedLora(spec, name, dict(metadata), fmt, short_hash(spec.path), list(modules)))
+        if spec.lbw is not None:
+            set_block_weights(components, name, spec.weight, spec.lbw)
     for net in (components.unet, components.text_encoder):
         for wrapper in lora_modules(net).values():
             wrapper.adapters.to(device=wrapper.base.weight.device, dtype=wrapper.base.weight.dtype)
     return loaded
 
 
-def set_weights(components: SDComponents, weights: dict[str, float]) -> None:
-    """Set each adapter's multiplier (adapter name -> weight) wherever it is attached."""
+def set_weights(components: SDComponents, weights: dict[str, float],
+                lbw: dict[str, tuple[float, ...] | None] | None = None) -> None:
+    """Set each adapter's multiplier (adapter name -> weight) wherever it is attached; an adapter with
+    block weights in `lbw` gets weight x its block's weight on each module."""
     from sdlora.formats import apply
 
     for adapter, weight in weights.items():
-        apply.set_multiplier(components, adapter, weight)
+        vector = (lbw or {}).get(adapter)
+        if vector is None:
+            apply.set_multiplier(components, adapter, weight)
+        else:
+            set_block_weights(components, adapter, weight, vector)
+
+
+def set_block_weights(components: SDComponents, adapter: str, weight: float, vector: tuple[float, ...]) -> int:
+    """Adapter `adapter` at `weight` times each module's block weight (26-value `vector`); returns the
+    number of modules set. A module whose block weight is 0 is skipped like a LoRA at weight 0."""
+    from sdlora.generate.blocks import ratio
+
+    count = 0
+    for component, net in (("unet", components.unet), ("text_encoder", components.text_encoder)):
+        for path, wrapper in lora_modules(net).items():
+            if adapter in wrapper.adapters:
+                if wrapper.merged:
+                    raise SdloraError("cannot change block weights while LoRA is merged into the weights")
+                value = check_multiplier(weight * ratio(vector, component, path), f"{adapter}: LoRA weight")
+                wrapper.adapters[adapter].multiplier = value
+                count += 1
+    if not count:
+        raise SdloraError(f"no LoRA adapter named {adapter!r} is attached")
+    return count
