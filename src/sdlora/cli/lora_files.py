@@ -8,30 +8,9 @@ import json
 from pathlib import Path
 
 from sdlora.cli import argtypes as T
+from sdlora.cli.file_args import (DTYPES, FORMATS, check_dynamic, dtype_arg, dynamic_args, overwrite_arg,
+                                  print_ranks, torch_dtype)
 from sdlora.errors import SdloraError
-
-FORMATS = ("kohya", "diffusers", "native")  # sdlora.formats.FORMATS (a test keeps the two equal)
-DTYPES = ("bf16", "fp16", "fp32")
-
-
-def _torch_dtype(name: str | None):
-    from sdlora.dtypes import parse_dtype  # imports torch: only when a handler runs
-
-    return parse_dtype(name, "--dtype") if name else None
-
-
-def _dtype_arg(p, default_help: str) -> None:
-    p.add_argument("--dtype", choices=DTYPES, default=None, help=f"Tensor dtype to write ({default_help}).")
-
-
-def _overwrite_arg(p, what: str) -> None:
-    p.add_argument("--overwrite", action="store_true", help=f"Replace {what} if it exists.")
-
-
-def dynamic_args(p, what: str) -> None:
-    from sdlora.cli.tools import dynamic_args as add
-
-    add(p, what)
 
 
 def register(subparsers) -> None:
@@ -41,8 +20,8 @@ def register(subparsers) -> None:
                    help="LoRA file (.safetensors: kohya/A1111/ComfyUI, diffusers/PEFT, sdlora).")
     p.add_argument("output", metavar="OUT", type=T.output_file, help="Output .safetensors file.")
     p.add_argument("--to", required=True, choices=FORMATS, help="Output format.")
-    _dtype_arg(p, "default: as the input")
-    _overwrite_arg(p, "OUT")
+    dtype_arg(p, "default: as the input")
+    overwrite_arg(p, "OUT")
     p.set_defaults(handler=_convert)
 
     p = subparsers.add_parser("info", help="Show a LoRA file's format, base, modules, ranks, alphas, size, metadata.")
@@ -60,8 +39,8 @@ def register(subparsers) -> None:
     p.add_argument("output", metavar="OUT", type=T.output_file, help="Output .safetensors file.")
     p.add_argument("--to", choices=FORMATS, default=None, help="Output format (default: as the input).")
     dynamic_args(p, "--rank")
-    _dtype_arg(p, "default: as the input")
-    _overwrite_arg(p, "OUT")
+    dtype_arg(p, "default: as the input")
+    overwrite_arg(p, "OUT")
     p.set_defaults(handler=_resize)
 
     p = subparsers.add_parser("merge-into-model", help="Fold LoRA files into a full SD 1.x model and save it.",
@@ -72,7 +51,7 @@ def register(subparsers) -> None:
     p.add_argument("output", metavar="OUT", type=model_output,
                    help="Output: FILE.safetensors (LDM layout) or a folder (diffusers layout).")
     p.add_argument("--dtype", choices=DTYPES, default=None, help="Save the model in this dtype (default fp32).")
-    _overwrite_arg(p, "OUT")
+    overwrite_arg(p, "OUT")
     p.set_defaults(handler=_merge)
 
 
@@ -100,7 +79,7 @@ def _convert(args) -> int:
     from sdlora.formats import convert_lora_file
 
     T.refuse_overwrite(args.output, args.overwrite)
-    src_fmt, fmt = convert_lora_file(args.src, args.output, args.to, dtype=_torch_dtype(args.dtype))
+    src_fmt, fmt = convert_lora_file(args.src, args.output, args.to, dtype=torch_dtype(args.dtype))
     print(f"converted {args.src} ({src_fmt}) -> {args.output} ({fmt})")
     return 0
 
@@ -116,14 +95,13 @@ def _info(args) -> int:
 def _resize(args) -> int:
     from sdlora.formats.resize import resize_lora_file
 
-    from sdlora.cli.tools import check_dynamic, print_ranks
 
     check_dynamic(args)
     if args.rank is None and args.dynamic is None:
         raise SdloraError("resize: give --rank, or --dynamic with --threshold")
     T.refuse_overwrite(args.output, args.overwrite)
     report = resize_lora_file(args.src, args.output, args.rank, conv_rank=args.conv_rank, fmt=args.to,
-                              dtype=_torch_dtype(args.dtype), dynamic=args.dynamic, threshold=args.threshold)
+                              dtype=torch_dtype(args.dtype), dynamic=args.dynamic, threshold=args.threshold)
     cut = [m for m in report.modules if m.new_rank < m.old_rank]
     how = f"by {args.dynamic} {args.threshold:g}" if args.dynamic else f"to rank <= {args.rank}"
     print(f"resized {len(cut)} of {len(report.modules)} modules {how}")

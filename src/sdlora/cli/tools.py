@@ -3,34 +3,8 @@
 from __future__ import annotations
 
 from sdlora.cli import argtypes as T
-from sdlora.cli.lora_files import DTYPES, FORMATS, _dtype_arg, _overwrite_arg, _torch_dtype
-
-RULES = ("sv_ratio", "sv_fro", "sv_cumulative")  # sdlora.formats.ranks.DYNAMIC
-
-
-def dynamic_args(p, what: str) -> None:
-    """--dynamic / --threshold: kohya's per-module rank rules (sdlora.formats.ranks)."""
-    p.add_argument("--dynamic", choices=RULES, default=None,
-                   help=f"Pick each module's rank from its singular values ({what} is then a maximum): sv_ratio "
-                   "keeps sigma >= sigma_max/X, sv_fro reaches Frobenius-norm fraction X, sv_cumulative reaches "
-                   "fraction X of the summed singular values.")
-    p.add_argument("--threshold", type=float, default=None, help="X for --dynamic.")
-
-
-def check_dynamic(args) -> None:
-    from sdlora.errors import SdloraError
-
-    if (args.dynamic is None) != (args.threshold is None):
-        raise SdloraError("--dynamic and --threshold go together; give both or neither")
-
-
-def print_ranks(report, verbose: bool) -> None:
-    """Each module's new rank and retained energy (verbose), then the totals and the file size."""
-    if verbose:
-        for m in report.modules:
-            print(f"  {m.name}: rank {m.old_rank} -> {m.new_rank}, energy {m.energy:.2%}")
-    print(f"retained energy {report.energy:.2%} overall, {report.min_energy:.2%} in the worst module"
-          + (f"; file size {report.size / 2**20:.2f} MiB" if report.size is not None else ""))
+from sdlora.cli.file_args import (DTYPES, FORMATS, check_dynamic, dtype_arg, dynamic_args, overwrite_arg,
+                                  print_ranks, torch_dtype)
 
 
 def register(subparsers) -> None:
@@ -43,8 +17,8 @@ def register(subparsers) -> None:
     p.add_argument("--energy", type=T.float_range(0.0, 1.0, low_open=True), default=None,
                    help="SVD mode: per module the smallest rank keeping this fraction of the energy (0 < E <= 1).")
     p.add_argument("--to", choices=FORMATS, default=None, help="Output format (default: the first file's).")
-    _dtype_arg(p, "default: fp32 when exact, else the first file's")
-    _overwrite_arg(p, "OUT")
+    dtype_arg(p, "default: fp32 when exact, else the first file's")
+    overwrite_arg(p, "OUT")
     p.set_defaults(handler=_merge_loras)
 
     p = subparsers.add_parser("extract", help="Extract a LoRA from a fine-tuned model and its base (SVD of the change).",
@@ -59,7 +33,7 @@ def register(subparsers) -> None:
     dynamic_args(p, "--rank")
     p.add_argument("--to", choices=FORMATS, default="kohya", help="Output format (default kohya).")
     p.add_argument("--dtype", choices=DTYPES, default="fp16", help="Tensor dtype to write (default fp16).")
-    _overwrite_arg(p, "OUT")
+    overwrite_arg(p, "OUT")
     p.set_defaults(handler=_extract)
 
 
@@ -69,7 +43,7 @@ def _merge_loras(args) -> int:
     T.refuse_overwrite(args.output, args.overwrite)
     rule = None if args.energy is None else "energy"
     _, report = merge_lora_files([(s.path, s.weight) for s in args.loras], args.output, rank=args.rank, rule=rule,
-                                 threshold=args.energy, fmt=args.to, dtype=_torch_dtype(args.dtype))
+                                 threshold=args.energy, fmt=args.to, dtype=torch_dtype(args.dtype))
     names = ", ".join(f"{s.path} x{s.weight:g}" for s in args.loras)
     print(f"merged {names} ({'exact concatenation' if report is None else 'SVD'})")
     if report is not None:
@@ -84,7 +58,7 @@ def _extract(args) -> int:
     check_dynamic(args)
     T.refuse_overwrite(args.output, args.overwrite)
     rank = args.rank if args.rank is not None or args.dynamic else 4
-    report = extract_lora_file(args.base, args.tuned, args.output, fmt=args.to, dtype=_torch_dtype(args.dtype),
+    report = extract_lora_file(args.base, args.tuned, args.output, fmt=args.to, dtype=torch_dtype(args.dtype),
                                rank=rank, conv_rank=args.conv_rank, conv=args.conv, rule=args.dynamic,
                                threshold=args.threshold)
     print(f"extracted {len(report.modules)} modules ({len(report.unchanged)} unchanged left out)"
