@@ -70,6 +70,7 @@ def train(cfg: RunConfig, *, resume: str | None = None,
     finally:
         if run is not None:
             run.close()
+        run = None  # the DDP wrapper's reducer holds the process group: it must go before the group does
         release_accelerator(acc)
 
 

@@ -43,6 +43,9 @@ def release_accelerator(acc) -> None:
     """
     from accelerate.state import AcceleratorState, GradientState
 
+    # Prepared models first: a DDP reducer freed after the group is gone joins gloo's worker thread while
+    # holding the GIL that thread waits for (a hang at exit, seen with two CPU processes).
+    acc.free_memory()
     acc.end_training()
     AcceleratorState._reset_state()
     GradientState._reset_state()
