@@ -65,7 +65,30 @@ def _check_algorithm_options(algorithm: str = "lora", **opts) -> None:
         raise SdloraError(f"factor must be -1 (automatic) or a positive integer, got {factor!r}")
 
 
-class LoRAAdapter(nn.Module):
+class AdapterBase(nn.Module):
+    """What every adapter algorithm holds: rank, alpha and their scale, dropouts, the runtime multiplier and
+    the DoRA magnitude slot (set by the wrapper)."""
+
+    def __init__(self, rank: int, alpha: float | None = None, *, rslora: bool = False, dropout: float = 0.0,
+                 rank_dropout: float = 0.0, module_dropout: float = 0.0, multiplier: float = 1.0):
+        super().__init__()
+        self.rank = int(rank)
+        self.alpha = float(rank if alpha is None else alpha)
+        self.rslora = bool(rslora)
+        self.dropout, self.rank_dropout, self.module_dropout = dropout, rank_dropout, module_dropout
+        self.multiplier = float(multiplier)
+        self.register_parameter("magnitude", None)  # DoRA: (out,) row magnitudes, set by the wrapper
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / (math.sqrt(self.rank) if self.rslora else self.rank)
+
+    @property
+    def dora(self) -> bool:
+        return self.magnitude is not None
+
+
+class LoRAAdapter(AdapterBase):
     """One named low-rank adapter: `down` (in -> rank) and `up` (rank -> out), plus its settings.
 
     forward(x) is the un-scaled low-rank path  up(rank_dropout(down(x))); the wrapper owning the
@@ -75,27 +98,14 @@ class LoRAAdapter(nn.Module):
     def __init__(self, down: nn.Module, up: nn.Module, rank: int, alpha: float | None = None, *,
                  rslora: bool = False, dropout: float = 0.0, rank_dropout: float = 0.0,
                  module_dropout: float = 0.0, init: str = "kaiming", multiplier: float = 1.0):
-        super().__init__()
+        super().__init__(rank, alpha, rslora=rslora, dropout=dropout, rank_dropout=rank_dropout,
+                         module_dropout=module_dropout, multiplier=multiplier)
         self.down, self.up = down, up
-        self.rank = rank
-        self.alpha = float(rank if alpha is None else alpha)
-        self.rslora = bool(rslora)
-        self.dropout, self.rank_dropout, self.module_dropout = dropout, rank_dropout, module_dropout
-        self.multiplier = float(multiplier)
-        self.register_parameter("magnitude", None)  # DoRA: (out,) row magnitudes, set by the wrapper
         if init == "kaiming":  # the nn.Linear default, as in microsoft/LoRA and PEFT
             nn.init.kaiming_uniform_(self.down.weight, a=math.sqrt(5))
         else:
             nn.init.normal_(self.down.weight, std=1.0 / rank)
         nn.init.zeros_(self.up.weight)  # so a fresh adapter leaves the model unchanged
-
-    @property
-    def scale(self) -> float:
-        return self.alpha / (math.sqrt(self.rank) if self.rslora else self.rank)
-
-    @property
-    def dora(self) -> bool:
-        return self.magnitude is not None
 
     @property
     def dtype(self) -> torch.dtype:

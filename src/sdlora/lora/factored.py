@@ -11,15 +11,14 @@ delta W, each with probability `rank_dropout`, without rescaling.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
 from sdlora.errors import SdloraError
+from sdlora.lora.adapter import AdapterBase
 
 
-class FactoredAdapter(nn.Module):
+class FactoredAdapter(AdapterBase):
     """Base of the adapters whose weight change is built from factor tensors (LoHa, LoKr).
 
     Subclasses register their factor parameters (named as in the files: `hada_w1_a`, `lokr_w1`, ...)
@@ -32,22 +31,9 @@ class FactoredAdapter(nn.Module):
     def __init__(self, shape: tuple[int, ...], rank: int, alpha: float | None = None, *,
                  rslora: bool = False, dropout: float = 0.0, rank_dropout: float = 0.0,
                  module_dropout: float = 0.0, multiplier: float = 1.0):
-        super().__init__()
+        super().__init__(rank, alpha, rslora=rslora, dropout=dropout, rank_dropout=rank_dropout,
+                         module_dropout=module_dropout, multiplier=multiplier)
         self.shape = tuple(int(s) for s in shape)
-        self.rank = int(rank)
-        self.alpha = float(rank if alpha is None else alpha)
-        self.rslora = bool(rslora)
-        self.dropout, self.rank_dropout, self.module_dropout = dropout, rank_dropout, module_dropout
-        self.multiplier = float(multiplier)
-        self.register_parameter("magnitude", None)  # DoRA: (out,) row magnitudes, set by the wrapper
-
-    @property
-    def scale(self) -> float:
-        return self.alpha / (math.sqrt(self.rank) if self.rslora else self.rank)
-
-    @property
-    def dora(self) -> bool:
-        return self.magnitude is not None
 
     @property
     def dtype(self) -> torch.dtype:
