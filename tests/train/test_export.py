@@ -35,6 +35,10 @@ def test_metadata_has_kohya_fields():
     assert meta["ss_steps"] == "100" and meta["ss_epoch"] == "3" and meta["ss_resolution"] == "(256, 256)"
     assert meta["ss_sd_model_name"] == "sd14" and meta["ss_learning_rate"] == "0.0001"
     assert json.loads(meta["ss_dataset_dirs"]) == {"/d": {"n_repeats": 1, "img_count": 5}}
+    folders = {"folders": {"10_sks": {"repeats": 10, "images": 3}, "d": {"repeats": 1, "images": 2}}}
+    meta = lora_metadata(cfg, step=1, epoch=1, dataset={**summary, **folders}, base="sd14", started=1.0)
+    assert json.loads(meta["ss_dataset_dirs"]) == {"10_sks": {"n_repeats": 10, "img_count": 3},
+                                                   "d": {"n_repeats": 1, "img_count": 2}}
     assert json.loads(meta["sdlora_dataset"])["class_images"] == 2
     assert all(isinstance(v, str) for v in meta.values())
 

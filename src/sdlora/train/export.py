@@ -33,6 +33,15 @@ from sdlora.lora import lora_modules
 from sdlora.models.components import SDComponents
 
 
+def dataset_dirs(dataset: dict) -> dict[str, dict[str, int]]:
+    """kohya's ss_dataset_dirs, {folder: {"n_repeats", "img_count"}}: the folders the dataset read with their
+    repeats (kohya `N_name` folders included), else one entry per source."""
+    folders = dataset.get("folders")
+    if folders:
+        return {name: {"n_repeats": f["repeats"], "img_count": f["images"]} for name, f in folders.items()}
+    return {s["path"]: {"n_repeats": 1, "img_count": s["images"]} for s in dataset.get("sources", [])}
+
+
 def lora_metadata(cfg: RunConfig, *, step: int, epoch: int, dataset: dict, base: str, started: float,
                   num_processes: int = 1, precision: str | None = None) -> dict[str, str]:
     """kohya's ss_* training metadata (read by A1111's and ComfyUI's LoRA info panels) plus sdlora's.
@@ -74,8 +83,7 @@ def lora_metadata(cfg: RunConfig, *, step: int, epoch: int, dataset: dict, base:
         "ss_cache_latents": str(cfg.data.cache_latents != "off"),
         "ss_num_train_images": str(dataset.get("images", 0)),
         "ss_num_reg_images": str(dataset.get("class_images", 0)),
-        "ss_dataset_dirs": json.dumps({s["path"]: {"n_repeats": 1, "img_count": s["images"]}
-                                       for s in dataset.get("sources", [])}),
+        "ss_dataset_dirs": json.dumps(dataset_dirs(dataset)),
         "ss_training_started_at": f"{started:.0f}",
         "ss_training_finished_at": f"{time.time():.0f}",
         "ss_tag_frequency": json.dumps(tags),
