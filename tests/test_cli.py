@@ -18,14 +18,9 @@ CANONICAL = {"output": "--output", "guidance": "--guidance", "sample_steps": "--
 PRECISION_DESTS = {"dtype"}
 
 
-def commands(parser=None, path=()):
-    """(command path, parser) for every parser that runs a handler."""
-    parser = parser or build_parser()
-    for name, sub in parser.commands.items():
-        if sub.commands:
-            yield from commands(sub, (*path, name))
-        else:
-            yield (*path, name), sub
+def commands(parser=None):
+    """(command path, parser) for every command that runs a handler."""
+    return (parser or build_parser()).leaves()
 
 
 def command_ids():

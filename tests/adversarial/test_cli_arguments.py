@@ -13,13 +13,9 @@ import pytest
 from sdlora.cli import build_parser, main
 
 
-def commands(parser=None, path=()):
-    parser = parser or build_parser()
-    for name, sub in parser.commands.items():
-        if sub.commands:
-            yield from commands(sub, (*path, name))
-        else:
-            yield (*path, name), sub
+def commands(parser=None):
+    """(command path, parser) for every command that runs a handler."""
+    return (parser or build_parser()).leaves()
 
 
 @pytest.fixture(scope="module")

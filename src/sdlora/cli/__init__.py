@@ -53,6 +53,14 @@ class Parser(argparse.ArgumentParser):
         self.commands = action.choices
         return action
 
+    def leaves(self, path: tuple[str, ...] = ()):
+        """(command path, parser) for every command below this parser that runs a handler."""
+        for name, sub in self.commands.items():
+            if sub.commands:
+                yield from sub.leaves((*path, name))
+            else:
+                yield (*path, name), sub
+
     def check(self, args: argparse.Namespace) -> None:
         """Check the file-system side of every path argument (argtypes.PathType) before any work;
         SdloraError naming the argument and what is wrong."""
