@@ -3,9 +3,9 @@ import pytest
 from PIL import Image, ImageFilter
 
 from sdlora.errors import SdloraError
-from sdlora.tiny.checker import STRIPED_BELOW, Reading, check
+from sdlora.tiny.checker import HOLLOW_BELOW, STRIPED_BELOW, Reading, check
 from sdlora.tiny.render import render, render_seed
-from sdlora.tiny.world import PALETTE, SHAPE_NAMES, Scene
+from sdlora.tiny.world import ALL_SHAPE_NAMES, NEW_SHAPES, PALETTE, SHAPE_NAMES, Scene, scene_for_seed
 
 FIELDS = ("colour", "background", "shape", "style")
 N = 100  # images per style and condition
@@ -17,11 +17,21 @@ def degrade(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(blurred + rng.normal(0.0, 8.0, pixels.shape), 0, 255).astype(np.uint8)
 
 
-def accuracy(style: str, degraded: bool) -> dict[str, float]:
+def ground_truth(style: str, shapes=SHAPE_NAMES, sizes=("small", "medium", "large")) -> list[Scene]:
+    """The first N scenes of stream 2024 in `style` with one of `sizes`, shapes drawn from `shapes`."""
+    scenes, i = [], 0
+    while len(scenes) < N:
+        scene = scene_for_seed(2024, i, style, shapes)
+        scenes.append(scene) if scene.size in sizes else None
+        i += 1
+    return scenes
+
+
+def accuracy(style: str, degraded: bool, shapes=SHAPE_NAMES, sizes=("small", "medium", "large")) -> dict[str, float]:
     rng = np.random.default_rng(1)
     hits = dict.fromkeys(FIELDS, 0)
-    for i in range(N):
-        pixels, scene = render_seed(2024, i, style)
+    for scene in ground_truth(style, shapes, sizes):
+        pixels = render(scene)
         reading = check(degrade(pixels, rng) if degraded else pixels)
         for f in FIELDS:
             hits[f] += getattr(reading, f) == getattr(scene, f)
@@ -44,6 +54,48 @@ def test_style_threshold_sits_midway_between_the_classes_on_degraded_ground_trut
     striped_max, plain_min = max(fills["striped"]), min(fills["plain"])
     assert plain_min - striped_max > 0.2, (striped_max, plain_min)  # the classes are well apart
     assert abs(STRIPED_BELOW - (striped_max + plain_min) / 2) < 0.02, (striped_max, plain_min)
+
+
+def test_new_shapes_are_read_among_all_eight_at_least_95_percent():
+    """Blurred + noisy scenes drawn from all eight shapes (new ones included), plain and striped."""
+    for style in ("plain", "striped"):
+        rates = accuracy(style, True, ALL_SHAPE_NAMES)
+        assert min(rates.values()) >= 0.95, (style, rates)
+
+
+@pytest.fixture(scope="module")
+def medium_large_readings() -> dict[str, list[tuple[Scene, Reading]]]:
+    """Blurred + noisy medium and large scenes of all eight shapes, hollow and striped, with readings."""
+    rng = np.random.default_rng(1)
+    return {style: [(scene, check(degrade(render(scene), rng)))
+                    for scene in ground_truth(style, ALL_SHAPE_NAMES, ("medium", "large"))]
+            for style in ("hollow", "striped")}
+
+
+def test_hollow_style_is_read_at_least_95_percent_on_medium_and_large_shapes(medium_large_readings):
+    pairs = medium_large_readings["hollow"]
+    rates = {f: np.mean([getattr(r, f) == getattr(s, f) for s, r in pairs]) for f in FIELDS}
+    assert min(rates.values()) >= 0.95, rates
+
+
+def test_hollow_threshold_sits_midway_between_hollow_and_striped_shapes_on_degraded_ground_truth(
+        medium_large_readings):
+    """HOLLOW_BELOW is calibrated like STRIPED_BELOW: the middle of the gap between the closed-up
+    foreground share of hollow and of striped shapes (plain ones are solid throughout, ~1.0)."""
+    solid = {style: [r.solid for _, r in pairs] for style, pairs in medium_large_readings.items()}
+    hollow_max, striped_min = max(solid["hollow"]), min(solid["striped"])
+    assert striped_min - hollow_max > 0.1, (hollow_max, striped_min)
+    assert abs(HOLLOW_BELOW - (hollow_max + striped_min) / 2) < 0.02, (hollow_max, striped_min)
+
+
+@pytest.mark.parametrize("shape", NEW_SHAPES)
+def test_each_new_shape_is_recognised_in_every_style(shape):
+    for size, r in (("small", 10.0), ("medium", 15.0), ("large", 21.0)):
+        for style in ("plain", "striped", "hollow"):
+            if style == "hollow" and size == "small":
+                continue
+            reading = check(render(Scene(shape, "purple", "yellow", size, 31.0, 33.0, r, style)))
+            assert (reading.shape, reading.style, reading.colour) == (shape, style, "purple"), (size, style)
 
 
 @pytest.mark.parametrize("shape", SHAPE_NAMES)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from sdlora.tiny.render import inset, render, render_image, render_seed, shape_alpha, stripe_alpha
-from sdlora.tiny.world import PALETTE, SHAPES, STRIPE_PERIOD, Scene
+from sdlora.tiny.world import HOLLOW_WIDTH, OUTLINES, PALETTE, STRIPE_PERIOD, Scene
 
 
 def test_same_seed_same_pixels_different_seed_different_pixels():
@@ -33,9 +33,9 @@ def test_shape_coverage_has_the_outline_area(shape, area):
 
 
 def test_every_shape_is_distinct_and_centred():
-    masks = {name: shape_alpha(name, 32.0, 32.0, 20.0) > 0.5 for name in SHAPES}
+    masks = {name: shape_alpha(name, 32.0, 32.0, 20.0) > 0.5 for name in OUTLINES}
     for name, mask in masks.items():
-        assert mask[32, 32], name
+        assert mask[32, 32] or name == "crescent", name  # a crescent's middle is its bite
         for other, m in masks.items():
             if other != name:
                 assert (mask ^ m).sum() > 100, (name, other)
@@ -67,3 +67,16 @@ def test_stripes_are_periodic_along_the_diagonal():
 def test_render_image_is_rgb_pil():
     image = render_image(Scene("cross", "green", "white", "medium", 30.0, 30.0, 15.0))
     assert image.mode == "RGB" and image.size == (64, 64)
+
+
+@pytest.mark.parametrize("shape", ["square", "circle"])
+def test_hollow_style_is_an_outline_around_the_background(shape):
+    scene = Scene(shape, "red", "white", "large", 32.0, 32.0, 21.0, "hollow")
+    pixels = render(scene)
+    alpha = shape_alpha(shape, 32.0, 32.0, 21.0)
+    red = (pixels == PALETTE["red"]).all(-1)
+    white = (pixels == PALETTE["white"]).all(-1)
+    interior = inset(alpha, HOLLOW_WIDTH + 1) > 0.99
+    band = (alpha > 0.99) & (inset(alpha, HOLLOW_WIDTH - 1) < 0.01)  # well inside the outline band
+    assert interior.sum() > 300 and white[interior].all()
+    assert band.sum() > 20 and red[band].all()

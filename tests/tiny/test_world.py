@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from sdlora.errors import SdloraError
-from sdlora.tiny.world import (COLOURS, EDGE_MARGIN, IMAGE_SIZE, SHAPE_NAMES, SIZES, STYLES, Scene,
+from sdlora.tiny.world import (ALL_SHAPE_NAMES, COLOURS, EDGE_MARGIN, IMAGE_SIZE, NEW_SHAPES, SHAPE_NAMES, SIZES,
+                               STYLES, Scene,
                                caption, sample_scene, scene_for_seed)
 
 
@@ -20,7 +21,20 @@ def test_caption_table(args, expected):
 def test_world_has_the_required_variety():
     assert {"circle", "square", "triangle"} <= set(SHAPE_NAMES) and len(SHAPE_NAMES) >= 5
     assert 6 <= len(COLOURS) <= 8 and len(SIZES) == 3
-    assert STYLES[0] == "plain" and "striped" in STYLES
+    assert STYLES[0] == "plain" and "striped" in STYLES and "hollow" in STYLES
+    assert len(NEW_SHAPES) >= 3 and not set(NEW_SHAPES) & set(SHAPE_NAMES)
+    assert ALL_SHAPE_NAMES == SHAPE_NAMES + tuple(NEW_SHAPES)
+
+
+def test_default_stream_keeps_to_the_five_pretraining_shapes_and_new_shapes_are_opt_in():
+    scenes = [scene_for_seed(11, i) for i in range(200)]
+    assert {s.shape for s in scenes} == set(SHAPE_NAMES)
+    new = [scene_for_seed(11, i, "plain", tuple(NEW_SHAPES)) for i in range(60)]
+    assert {s.shape for s in new} == set(NEW_SHAPES)
+    # the same draws otherwise: only the shape differs
+    assert [(s.colour, s.cx) for s in new] == [(s.colour, s.cx) for s in scenes[:60]]
+    with pytest.raises(SdloraError, match="unicorn"):
+        scene_for_seed(11, 0, "plain", ("unicorn",))
 
 
 def test_scene_caption_names_its_attributes_and_variants_drop_them():

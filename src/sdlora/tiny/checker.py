@@ -5,7 +5,8 @@ colour on the border. The shape region is the largest blob of pixels far from it
 closed, speckles opened away, holes filled). Every pixel is explained as a blend
 `bg + a * (c - bg)` of the background with one palette colour c (absorbing anti-aliasing and
 blur); the foreground colour is the c with the largest total coverage `a` in the region. The style
-follows from the mean coverage inside the region (plain ~1, striped ~0.5), and the shape is the
+follows from the mean coverage inside the region (plain ~1, striped ~0.5) and, for hollow outlines,
+from how much of it stays background once stripe gaps are closed; the shape is the
 outline that, stretched to the silhouette's bounding box, overlaps it best (IoU).
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ from PIL import Image, ImageFilter
 
 from sdlora.errors import SdloraError
 from sdlora.tiny.render import shape_alpha
-from sdlora.tiny.world import COLOURS, IMAGE_SIZE, OUTLINE_WIDTH, PALETTE, SHAPES
+from sdlora.tiny.world import COLOURS, IMAGE_SIZE, OUTLINE_WIDTH, OUTLINES, PALETTE
 
 _RGB = np.asarray([PALETTE[c] for c in COLOURS], dtype=np.float32)  # (K, 3)
 FOREGROUND_DISTANCE = 45.0  # RGB distance from the background colour to count as foreground
@@ -26,6 +27,12 @@ FOREGROUND_DISTANCE = 45.0  # RGB distance from the background colour to count a
 # tests/tiny/test_checker.py). Generated stripes often come out thicker or fainter than rendered ones
 # (coverage 0.70-0.80) and still read as stripes by eye.
 STRIPED_BELOW = 0.77
+# A shape is hollow (an outline around background) when, with stripe gaps closed, under this share of
+# its core is foreground: the midpoint of the gap between hollow and striped/plain shapes on blurred +
+# noisy medium and large ground truth (see tests/tiny/test_checker.py). A small shape's inside is too
+# narrow to show through a HOLLOW_WIDTH outline, so the hollow style is read on medium/large shapes.
+HOLLOW_BELOW = 0.90
+HOLLOW_REGROW = 1.5  # an unopened silhouette this much larger than the opened one is a broken outline
 MIN_PIXELS = 12  # a silhouette smaller than this is "no shape"
 CLOSE, OPEN = 5, 3  # morphology window sizes: close 4 px stripe gaps, open away 1-2 px speckles
 
@@ -40,6 +47,7 @@ class Reading:
     style: str | None
     fill: float = 0.0  # mean foreground coverage inside the silhouette
     iou: float = 0.0  # IoU of the silhouette with the chosen shape's outline
+    solid: float = 1.0  # share of the silhouette's core that is foreground once stripe gaps are closed
 
 
 def check(image) -> Reading:
@@ -48,18 +56,27 @@ def check(image) -> Reading:
     dist = np.linalg.norm(pixels[:, :, None, :] - _RGB, axis=-1)  # (64, 64, K)
     bg = _border_mode(dist.argmin(axis=-1))
     candidate = dist[..., bg] > FOREGROUND_DISTANCE
-    region = _fill_holes(_largest_blob(_open(_close(candidate))))  # stripes filled, speckles gone
+    region = _silhouette(candidate)
     if region.sum() < MIN_PIXELS:
         return Reading(None, COLOURS[bg], None, None)
     fg = _foreground_colour(pixels[candidate & region], bg)
     cover = _coverage(pixels.reshape(-1, 3), bg, fg).reshape(region.shape)  # (64, 64) in [0, 1]
-    fill = float(cover[_core(region)].mean())
-    style = "striped" if fill < STRIPED_BELOW else "plain"
-    solid = cover > 0.5
-    if style == "striped":  # the outline and stripes, closed up and filled in
+    core, solid = _core(region), cover > 0.5
+    fill, closed = float(cover[core].mean()), float(_close(solid)[core].mean())
+    style = "hollow" if closed < HOLLOW_BELOW else "striped" if fill < STRIPED_BELOW else "plain"
+    if style != "plain":  # the outline (and stripes), closed up and filled in
         solid = _fill_holes(_close(solid))
     shape, iou = _shape(solid & _filter(region, ImageFilter.MaxFilter(3)))
-    return Reading(COLOURS[fg], COLOURS[bg], shape, style, fill, iou)
+    return Reading(COLOURS[fg], COLOURS[bg], shape, style, fill, iou, closed)
+
+
+def _silhouette(candidate: np.ndarray) -> np.ndarray:
+    """The shape's region: stripe gaps closed, speckles opened away, holes filled. A hollow outline
+    thin enough for the opening to break it is kept whole (its filled region is far larger)."""
+    closed = _close(candidate)
+    region = _fill_holes(_largest_blob(_open(closed)))
+    outline = _fill_holes(_largest_blob(closed))
+    return outline if outline.sum() > HOLLOW_REGROW * max(region.sum(), 1) else region
 
 
 def _as_pixels(image) -> np.ndarray:
@@ -172,7 +189,7 @@ def _shape(silhouette: np.ndarray) -> tuple[str, float]:
     rows, cols = np.nonzero(silhouette)
     x0, x1, y0, y1 = cols.min(), cols.max() + 1.0, rows.min(), rows.max() + 1.0
     best, best_iou = "", -1.0
-    for name, outline in SHAPES.items():
+    for name, outline in OUTLINES.items():
         umin, umax, vmin, vmax = _unit_bounds(outline)
         rx, ry = (x1 - x0) / (umax - umin), (y1 - y0) / (vmax - vmin)
         template = shape_alpha(name, x0 - umin * rx, y0 - vmin * ry, rx, ry) > 0.5

@@ -10,8 +10,8 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from sdlora.tiny.world import (IMAGE_SIZE, OUTLINE_WIDTH, PALETTE, SHAPES, STRIPE_PERIOD,
-                               STRIPE_WIDTH, Scene, scene_for_seed)
+from sdlora.tiny.world import (HOLLOW_WIDTH, IMAGE_SIZE, OUTLINE_WIDTH, OUTLINES, PALETTE, SHAPE_NAMES,
+                               STRIPE_PERIOD, STRIPE_WIDTH, Scene, scene_for_seed)
 
 SUPERSAMPLE = 4
 
@@ -23,7 +23,7 @@ def shape_alpha(shape: str, cx: float, cy: float, rx: float, ry: float | None = 
     k = SUPERSAMPLE
     canvas = Image.new("L", (size * k, size * k), 0)
     draw = ImageDraw.Draw(canvas)
-    outline = SHAPES[shape]
+    outline = OUTLINES[shape]
     # Pixel centres sit at +0.5: map unit coordinates to supersampled pixel corners.
     if isinstance(outline, float):
         box = [k * (cx - outline * rx), k * (cy - outline * ry),
@@ -58,6 +58,8 @@ def render(scene: Scene) -> np.ndarray:
     if scene.style == "striped":
         inner = inset(alpha, OUTLINE_WIDTH)
         alpha = alpha - inner + inner * stripe_alpha()
+    elif scene.style == "hollow":
+        alpha = alpha - inset(alpha, HOLLOW_WIDTH)
     fg = np.asarray(PALETTE[scene.colour], dtype=np.float32)
     bg = np.asarray(PALETTE[scene.background], dtype=np.float32)
     pixels = bg + alpha[..., None] * (fg - bg)  # (64, 64, 3)
@@ -69,7 +71,8 @@ def render_image(scene: Scene) -> Image.Image:
     return Image.fromarray(render(scene), "RGB")
 
 
-def render_seed(seed: int, index: int = 0, style: str = "plain") -> tuple[np.ndarray, Scene]:
-    """Pixels and scene of image `index` of the stream `seed`."""
-    scene = scene_for_seed(seed, index, style)
+def render_seed(seed: int, index: int = 0, style: str = "plain",
+                shapes: tuple[str, ...] = SHAPE_NAMES) -> tuple[np.ndarray, Scene]:
+    """Pixels and scene of image `index` of the stream `seed` (shapes drawn from `shapes`)."""
+    scene = scene_for_seed(seed, index, style, shapes)
     return render(scene), scene
