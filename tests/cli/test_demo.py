@@ -33,3 +33,21 @@ def test_a_bad_setting_is_one_line_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.strip() == "sdlora: error: demo: --steps must be at least 1, got 0"
     assert not (tmp_path / "out").exists()
+
+
+def test_task_flags_map_onto_demo_settings():
+    args = build_parser().parse_args(["demo", "--task", "subject", "--class-images", "12", "--no-prior"])
+    assert settings(args) == DemoSettings(task="subject", class_images=12, prior=False)
+    assert settings(build_parser().parse_args(["demo", "--task", "all"])).task == "all"
+
+
+def test_an_unknown_task_is_refused_by_the_parser(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--task", "portrait"])
+    assert exc.value.code == 2 and "art-style" in capsys.readouterr().err
+
+
+def test_all_checks_the_flags_before_any_work(tmp_path, capsys):
+    assert main(["demo", "--task", "all", "--output", str(tmp_path / "out"), "--eval-prompts", "0"]) == 2
+    assert "--eval-prompts must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -25,4 +25,4 @@ def demo_run(tmp_path_factory) -> DemoRun:
     settings = DemoSettings(output=tmp_path_factory.mktemp("demo"), **CI_DEMO)
     lines: list[str] = []
     result = run_demo(settings, say=lines.append)
-    return DemoRun(result, settings, "\n".join(lines))
+    return DemoRun(result, result.settings, "\n".join(lines))

@@ -46,7 +46,7 @@ def eval_seeds(count: int, rounds: int = 1) -> list[int]:
 def rates(components: "SDComponents", prompts: list[tuple[str, str, str]], *, expected_style: str, seeds: list[int],
           guidance: float, steps: int, batch_size: int = 20, desc: str = "sampling") -> dict:
     """Generate one image per seed (prompts repeat round by round) and score them with the checker:
-    {style, colour, shape, both, n} (per-prompt detail left out)."""
+    {style, colour, shape, both, n, read} (read: share read as each shape; per-prompt detail left out)."""
     from tqdm.auto import tqdm
 
     from sdlora.tiny.quality import as_pipeline, generate, score  # diffusers: imported when sampling
@@ -58,7 +58,7 @@ def rates(components: "SDComponents", prompts: list[tuple[str, str, str]], *, ex
         images.append(generate(pipe, [p for p, _, _ in jobs[chunk]], seeds[chunk], steps=steps,
                                guidance=guidance, batch_size=batch_size))
     report = score(np.concatenate(images), jobs, expected_style)
-    return {**{k: report[k] for k in RATES}, "n": report["n"]}
+    return {**{k: report[k] for k in RATES}, "n": report["n"], "read": report["read"]}
 
 
 def style_metrics(components: "SDComponents", adapter: str, *, trigger_template: str, plain_template: str,

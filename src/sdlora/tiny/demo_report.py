@@ -1,6 +1,7 @@
 """The demo's numbers as data and as text: the targets it is judged by, the metrics table of the HTML
 report, and the summary table printed at the end. Pure functions over the `rates` dict that
-demo_eval.style_metrics returns ({"base": {"trigger": r}, "lora": {"trigger": r, "no_trigger": r}}).
+demo_measure.measure returns ({model: {prompt set: rates}}, e.g. {"base": {"trigger": r}, "lora":
+{"trigger": r, "no_trigger": r}}); TARGETS and ROWS are the style task's, other tasks pass their own.
 """
 from __future__ import annotations
 
@@ -35,23 +36,32 @@ def rate(rates: dict, model: str, prompts: str, name: str) -> float | None:
     return rates.get(model, {}).get(prompts, {}).get(name)
 
 
-def check_targets(rates: dict) -> list[dict]:
+# Columns of the tables: (model key, label); labels of the base and LoRA columns are given by the caller.
+EXTRA_MODELS = {"lora_no_prior": "LoRA without prior preservation"}
+
+
+def check_targets(rates: dict, targets=TARGETS) -> list[dict]:
     """One entry per target: {what, value, target ("<= 0.1"), passed}; a missing value fails."""
     out = []
-    for what, (model, prompts, name), op, threshold in TARGETS:
+    for what, (model, prompts, name), op, threshold in targets:
         value = rate(rates, model, prompts, name)
         passed = value is not None and _COMPARE[op](value, threshold)
         out.append({"what": what, "value": value, "target": f"{op} {threshold:g}", "passed": bool(passed)})
     return out
 
 
-def report_metrics(rates: dict, base_label: str, lora_label: str) -> dict:
+def _columns(rates: dict, base_label: str, lora_label: str) -> list[tuple[str, str]]:
+    extra = [(label, model) for model, label in EXTRA_MODELS.items() if model in rates]
+    return [(base_label, "base"), (lora_label, "lora"), *extra]
+
+
+def report_metrics(rates: dict, base_label: str, lora_label: str, rows=ROWS) -> dict:
     """The report's metrics table: {"columns": {label: {metric: value}}, "descriptions": {...}}
     (the format sdlora.evaluate.report.write_report reads); rates in percent."""
     columns = {}
-    for label, model in ((base_label, "base"), (lora_label, "lora")):
+    for label, model in _columns(rates, base_label, lora_label):
         values = {}
-        for row, prompts, name in ROWS:
+        for row, prompts, name in rows:
             value = rate(rates, model, prompts, name)
             if value is not None:
                 values[f"{row} %"] = round(100 * value, 1)
@@ -63,15 +73,17 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
-def summary_table(rates: dict, targets: list[dict]) -> str:
+def summary_table(rates: dict, targets: list[dict], rows=ROWS) -> str:
     """The table printed at the end of the demo: base vs LoRA per row, then each target's verdict."""
-    width = max(len(row) for row, _, _ in ROWS)
-    lines = [f"{'checker rate':<{width}}  {'base':>7}  {'LoRA':>7}",
-             *(f"{row:<{width}}  {_pct(rate(rates, 'base', p, n)):>7}  {_pct(rate(rates, 'lora', p, n)):>7}"
-               for row, p, n in ROWS)]
-    n = rate(rates, "lora", "trigger", "n")
+    width = max(len(row) for row, _, _ in rows)
+    models = [m for _, m in _columns(rates, "base", "LoRA")]
+    heads = {"base": "base", "lora": "LoRA", "lora_no_prior": "no prior"}
+    lines = [f"{'checker rate':<{width}}  " + "  ".join(f"{heads[m]:>8}" for m in models),
+             *(f"{row:<{width}}  " + "  ".join(f"{_pct(rate(rates, m, p, n)):>8}" for m in models)
+               for row, p, n in rows)]
+    n = rate(rates, "lora", rows[0][1], "n")
     if n:
-        lines.append(f"({n} images per cell, same prompts and seeds for base and LoRA)")
+        lines.append(f"({n} images per cell of the first row, same prompts and seeds for every model)")
     lines.append("targets:")
     lines += [f"  {'ok  ' if t['passed'] else 'FAIL'} {t['what']} {_pct(t['value'])} (target {t['target']})"
               for t in targets]

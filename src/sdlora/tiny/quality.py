@@ -77,7 +77,8 @@ def evaluate_quality(model: SDComponents | StableDiffusionPipeline, *, seeds: in
 
 def score(images, expected: list[tuple[str, str, str]], expected_style: str = "plain") -> dict:
     """Checker verdicts on `images` against their (prompt, colour, shape): the share whose colour,
-    shape, both, and style match; `n`; and colour/shape rates per prompt."""
+    shape, both, and style match; `n`; colour/shape rates per prompt; and `read`, the share of images
+    the checker reads as each shape ("" for no shape)."""
     readings = [check(image) for image in images]
     colour_ok = np.asarray([r.colour == c for r, (_, c, _) in zip(readings, expected)])
     shape_ok = np.asarray([r.shape == s for r, (_, _, s) in zip(readings, expected)])
@@ -87,7 +88,11 @@ def score(images, expected: list[tuple[str, str, str]], expected_style: str = "p
                            "shape": float(shape_ok[prompts == p].mean())} for p in dict.fromkeys(prompts)}
     return {"colour": float(colour_ok.mean()), "shape": float(shape_ok.mean()),
             "both": float((colour_ok & shape_ok).mean()), "style": float(style_ok.mean()),
-            "n": len(readings), "per_prompt": per_prompt}
+            "n": len(readings), "per_prompt": per_prompt, "read": _shares([r.shape or "" for r in readings])}
+
+
+def _shares(values: list[str]) -> dict[str, float]:
+    return {v: values.count(v) / len(values) for v in sorted(set(values))} if values else {}
 
 
 def image_grid(images, columns: int) -> Image.Image:

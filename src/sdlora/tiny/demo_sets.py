@@ -1,0 +1,93 @@
+"""Training sets of the subject and concept demo tasks: shapes sd-tiny has never seen (world.NEW_SHAPES),
+rendered and captioned as ordinary image folders with sidecar captions (what `sdlora train --data` reads).
+
+- subject (the DreamBooth / personal-portrait analogue): SUBJECT_IMAGES images of ONE new shape in one
+  or two colours, captioned with a rare trigger plus a class word: "a red sks shape on a blue background".
+- concept (the fantasy-creatures analogue): ~100 images of a new shape under its own word, "a green heart
+  on a white background", in only some colours (the others are held out for the evaluation).
+
+A set depends only on its arguments: image i is the i-th scene of stream `seed` (new shape only) whose
+colour and size are allowed. Evaluation seeds (demo_eval) are a disjoint range.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from sdlora.errors import SdloraError
+from sdlora.tiny.render import render_image
+from sdlora.tiny.world import COLOURS, NEW_SHAPES, SIZES, Scene, caption, scene_for_seed
+
+SUBJECT_SHAPE, SUBJECT_COLOURS, SUBJECT_IMAGES = "crescent", ("red", "yellow"), 8
+SUBJECT_TOKEN, CLASS_WORD = "sks", "shape"  # "a red sks shape"; the bare class: "a red shape"
+CONCEPT_SHAPE = "heart"
+CONCEPT_COLOURS = ("red", "orange", "yellow", "green", "white")  # blue, purple and black are held out
+CONCEPT_IMAGES = 100
+SET_SEED = 17
+_OURS = re.compile(r"^(subject|concept)-\d{3,}\.(png|txt)$")  # files an earlier run wrote
+
+
+def held_out(colours: tuple[str, ...]) -> tuple[str, ...]:
+    """The palette colours not in `colours`, in palette order."""
+    return tuple(c for c in COLOURS if c not in colours)
+
+
+def new_shape_scenes(shape: str, count: int, colours: tuple[str, ...], sizes=tuple(SIZES),
+                     seed: int = SET_SEED) -> list[Scene]:
+    """The first `count` scenes of `shape` in one of `colours` and `sizes` (plain style)."""
+    if shape not in NEW_SHAPES:
+        raise SdloraError(f"demo: {shape!r} is not one of the new shapes {tuple(NEW_SHAPES)}")
+    if not colours or not set(colours) <= set(COLOURS):
+        raise SdloraError(f"demo: colours {tuple(colours)} must be some of {COLOURS}")
+    scenes, index = [], 0
+    while len(scenes) < count:
+        scene = scene_for_seed(seed, index, "plain", (shape,))
+        if scene.colour in colours and scene.size in sizes:
+            scenes.append(scene)
+        index += 1
+    return scenes
+
+
+def _variant(index: int) -> dict[str, bool]:
+    from sdlora.tiny.pool import CAPTION_VARIANTS  # the variants sd-tiny was pretrained with (imports torch)
+
+    return CAPTION_VARIANTS[index % len(CAPTION_VARIANTS)]
+
+
+def subject_caption(scene: Scene, index: int, token: str = SUBJECT_TOKEN, class_word: str = CLASS_WORD) -> str:
+    """E.g. "a red sks shape on a blue background" (size and background vary with the index)."""
+    v = _variant(index)
+    return caption(f"{token} {class_word}", scene.colour, scene.size if v["size"] else None,
+                   scene.background if v["background"] else None)
+
+
+def concept_caption(scene: Scene, index: int) -> str:
+    """E.g. "a large green heart": the new word as a shape word, like the five sd-tiny knows."""
+    return scene.caption(**_variant(index))
+
+
+def write_set(folder: str | Path, stem: str, scenes: list[Scene], captions: list[str]) -> list[Scene]:
+    """Render `scenes` as <stem>-NNN.png + .txt into `folder` (earlier subject/concept files removed)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.iterdir():
+        if old.is_file() and _OURS.match(old.name):
+            old.unlink()
+    for i, (scene, text) in enumerate(zip(scenes, captions)):
+        render_image(scene).save(folder / f"{stem}-{i:03d}.png")
+        (folder / f"{stem}-{i:03d}.txt").write_text(text + "\n", encoding="utf-8")
+    return scenes
+
+
+def write_subject_dataset(folder: str | Path, count: int = SUBJECT_IMAGES, *, shape: str = SUBJECT_SHAPE,
+                          colours: tuple[str, ...] = SUBJECT_COLOURS) -> list[Scene]:
+    """The subject's few images (medium and large, so its outline is clear), with trigger + class captions."""
+    scenes = new_shape_scenes(shape, count, colours, ("medium", "large"))
+    return write_set(folder, "subject", scenes, [subject_caption(s, i) for i, s in enumerate(scenes)])
+
+
+def write_concept_dataset(folder: str | Path, count: int = CONCEPT_IMAGES, *, shape: str = CONCEPT_SHAPE,
+                          colours: tuple[str, ...] = CONCEPT_COLOURS) -> list[Scene]:
+    """The concept's captioned images in `colours` only, every size."""
+    scenes = new_shape_scenes(shape, count, colours)
+    return write_set(folder, "concept", scenes, [concept_caption(s, i) for i, s in enumerate(scenes)])

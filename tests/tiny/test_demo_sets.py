@@ -1,0 +1,44 @@
+import pytest
+from PIL import Image
+
+from sdlora.errors import SdloraError
+from sdlora.tiny.checker import check
+from sdlora.tiny.demo_sets import (CLASS_WORD, CONCEPT_COLOURS, CONCEPT_SHAPE, SUBJECT_COLOURS, SUBJECT_SHAPE,
+                                   SUBJECT_TOKEN, held_out, new_shape_scenes, write_concept_dataset,
+                                   write_subject_dataset)
+from sdlora.tiny.world import COLOURS, NEW_SHAPES
+
+
+def test_subject_set_is_one_new_shape_in_its_colours_captioned_with_token_and_class(tmp_path):
+    scenes = write_subject_dataset(tmp_path)
+    pngs, txts = sorted(tmp_path.glob("*.png")), sorted(tmp_path.glob("*.txt"))
+    assert len(scenes) == len(pngs) == len(txts) == 8 and SUBJECT_SHAPE in NEW_SHAPES
+    assert {s.shape for s in scenes} == {SUBJECT_SHAPE} and {s.colour for s in scenes} == set(SUBJECT_COLOURS)
+    for scene, png, txt in zip(scenes, pngs, txts):
+        caption = txt.read_text(encoding="utf-8").strip()
+        assert f"{scene.colour} {SUBJECT_TOKEN} {CLASS_WORD}" in caption and SUBJECT_SHAPE not in caption
+        reading = check(Image.open(png))
+        assert (reading.shape, reading.colour, reading.style) == (SUBJECT_SHAPE, scene.colour, "plain"), png.name
+
+
+def test_concept_set_names_its_shape_and_holds_out_some_colours(tmp_path):
+    scenes = write_concept_dataset(tmp_path, 40)
+    assert {s.shape for s in scenes} == {CONCEPT_SHAPE} and {s.colour for s in scenes} == set(CONCEPT_COLOURS)
+    assert held_out(CONCEPT_COLOURS) and set(held_out(CONCEPT_COLOURS)) == set(COLOURS) - set(CONCEPT_COLOURS)
+    captions = [p.read_text(encoding="utf-8") for p in sorted(tmp_path.glob("*.txt"))]
+    assert all(f"{s.colour} {CONCEPT_SHAPE}" in c for s, c in zip(scenes, captions))
+    assert sum(check(Image.open(p)).shape == CONCEPT_SHAPE for p in sorted(tmp_path.glob("*.png"))) >= 38
+
+
+def test_sets_are_deterministic_and_a_rerun_replaces_its_files(tmp_path):
+    a = write_concept_dataset(tmp_path, 12)
+    first = (tmp_path / "concept-005.png").read_bytes()
+    assert write_concept_dataset(tmp_path, 6) == a[:6]
+    assert len(list(tmp_path.glob("concept-*.png"))) == 6 and (tmp_path / "concept-005.png").read_bytes() == first
+
+
+@pytest.mark.parametrize("shape, colours, words", [("circle", ("red",), "new shapes"), ("heart", ("pink",), "colours"),
+                                                  ("heart", (), "colours")])
+def test_bad_set_arguments_are_user_errors(shape, colours, words):
+    with pytest.raises(SdloraError, match=words):
+        new_shape_scenes(shape, 3, colours)
