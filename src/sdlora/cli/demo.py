@@ -15,7 +15,7 @@ EXAMPLES = """examples:
   sdlora demo --set lora.train_text_encoder=true   (any `sdlora train` setting)
 outputs: data/ (images + captions), train/ (LoRA in kohya and diffusers formats, config.toml, train.log),
 grid.png, report.html, compare.json, images/, metrics.json (--task all: one such folder per task).
-tasks: style (striped, examples/style-lora), art-style (hollow outlines, examples/art-style), subject
+tasks: style (striped, examples/anime-style), art-style (hollow outlines, examples/art-style), subject
 (examples/personal-portrait), concept (examples/fantasy-creatures)."""
 
 RECIPE_FLAGS = {"images", "steps", "rank", "lr", "eval_prompts", "class_images"}  # default: the task's recipe
