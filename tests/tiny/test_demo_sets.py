@@ -22,19 +22,21 @@ def test_subject_set_is_one_new_shape_in_its_colours_captioned_with_token_and_cl
 
 
 def test_concept_set_names_its_shape_and_holds_out_some_colours(tmp_path):
-    scenes = write_concept_dataset(tmp_path, 40)
+    scenes = write_concept_dataset(tmp_path, 20)
+    replay = sorted(tmp_path.glob("replay-*.txt"))
+    assert len(replay) == 10 and all(CONCEPT_SHAPE not in p.read_text() for p in replay)
     assert {s.shape for s in scenes} == {CONCEPT_SHAPE} and {s.colour for s in scenes} == set(CONCEPT_COLOURS)
     assert held_out(CONCEPT_COLOURS) and set(held_out(CONCEPT_COLOURS)) == set(COLOURS) - set(CONCEPT_COLOURS)
-    captions = [p.read_text(encoding="utf-8") for p in sorted(tmp_path.glob("*.txt"))]
+    captions = [p.read_text(encoding="utf-8") for p in sorted(tmp_path.glob("concept-*.txt"))]
     assert all(f"{s.colour} {CONCEPT_SHAPE}" in c for s, c in zip(scenes, captions))
-    assert sum(check(Image.open(p)).shape == CONCEPT_SHAPE for p in sorted(tmp_path.glob("*.png"))) >= 38
+    assert sum(check(Image.open(p)).shape == CONCEPT_SHAPE for p in sorted(tmp_path.glob("concept-*.png"))) >= 19
 
 
 def test_sets_are_deterministic_and_a_rerun_replaces_its_files(tmp_path):
     a = write_concept_dataset(tmp_path, 12)
     first = (tmp_path / "concept-005.png").read_bytes()
     assert write_concept_dataset(tmp_path, 6) == a[:6]
-    assert len(list(tmp_path.glob("concept-*.png"))) == 6 and (tmp_path / "concept-005.png").read_bytes() == first
+    assert len(list(tmp_path.glob("concept-*.png"))) == 6 and len(list(tmp_path.glob("replay-*.png"))) == 3 and (tmp_path / "concept-005.png").read_bytes() == first
 
 
 @pytest.mark.parametrize("shape, colours, words", [("circle", ("red",), "new shapes"), ("heart", ("pink",), "colours"),

@@ -69,8 +69,10 @@ class DemoSettings:
                 raise SdloraError(f"demo: --{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.caption_dropout < 1:
             raise SdloraError(f"demo: --caption-dropout must be in [0, 1), got {self.caption_dropout:g}")
-        if (self.lr is not None and self.lr <= 0) or self.guidance < 1:
-            raise SdloraError(f"demo: --lr must be > 0 and --guidance >= 1, got {self.lr:g} and {self.guidance:g}")
+        if self.lr is not None and self.lr <= 0:
+            raise SdloraError(f"demo: --lr must be > 0, got {self.lr:g}")
+        if self.guidance < 1:
+            raise SdloraError(f"demo: --guidance must be at least 1, got {self.guidance:g}")
         return self
 
     def resolved(self) -> "DemoSettings":
@@ -212,7 +214,8 @@ def train_lora(s: DemoSettings, task: Task, out: Path, say=print, run_name: str 
     """Train through `sdlora train`'s entry point (config resolution, validation, the loop, export)."""
     from sdlora.train.entry import run
 
-    flags = {**train_flags(s, out / run_name), "save.name": task.lora_name, **class_flags(task, s, out)}
+    flags = {**train_flags(s, out / run_name), **(task.train or {}), "save.name": task.lora_name,
+             **class_flags(task, s, out)}
     say_steps = f"{s.steps} steps of {s.batch_size} images, rank {s.rank}, lr {s.lr:g}"
     if "data.sources" in flags:
         say_steps += f", prior preservation on {s.class_images} class images of '{task.class_prompt}'"

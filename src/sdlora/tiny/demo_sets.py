@@ -4,7 +4,9 @@ rendered and captioned as ordinary image folders with sidecar captions (what `sd
 - subject (the DreamBooth / personal-portrait analogue): SUBJECT_IMAGES images of ONE new shape in one
   or two colours, captioned with a rare trigger plus a class word: "a red sks shape on a blue background".
 - concept (the fantasy-creatures analogue): ~100 images of a new shape under its own word, "a green heart
-  on a white background", in only some colours (the others are held out for the evaluation).
+  on a white background", in only some colours (the others are held out for the evaluation), plus half
+  as many "replay" images of the five shapes sd-tiny knows, captioned as it was pretrained: trained on
+  hearts alone, a 120-step LoRA drew circles for half of the prompts of the other shapes (8 prompts).
 
 A set depends only on its arguments: image i is the i-th scene of stream `seed` (new shape only) whose
 colour and size are allowed. Evaluation seeds (demo_eval) are a disjoint range.
@@ -24,7 +26,8 @@ CONCEPT_SHAPE = "heart"
 CONCEPT_COLOURS = ("red", "orange", "yellow", "green", "white")  # blue, purple and black are held out
 CONCEPT_IMAGES = 100
 SET_SEED = 17
-_OURS = re.compile(r"^(subject|concept)-\d{3,}\.(png|txt)$")  # files an earlier run wrote
+REPLAY_SHARE = 0.5  # replay images per concept image
+_OURS = re.compile(r"^(subject|concept|replay)-\d{3,}\.(png|txt)$")  # files an earlier run wrote
 
 
 def held_out(colours: tuple[str, ...]) -> tuple[str, ...]:
@@ -66,11 +69,13 @@ def concept_caption(scene: Scene, index: int) -> str:
     return scene.caption(**_variant(index))
 
 
-def write_set(folder: str | Path, stem: str, scenes: list[Scene], captions: list[str]) -> list[Scene]:
-    """Render `scenes` as <stem>-NNN.png + .txt into `folder` (earlier subject/concept files removed)."""
+def write_set(folder: str | Path, stem: str, scenes: list[Scene], captions: list[str], *,
+              clean: bool = True) -> list[Scene]:
+    """Render `scenes` as <stem>-NNN.png + .txt into `folder` (`clean`: earlier subject/concept/replay
+    files removed first)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.iterdir():
+    for old in folder.iterdir() if clean else ():
         if old.is_file() and _OURS.match(old.name):
             old.unlink()
     for i, (scene, text) in enumerate(zip(scenes, captions)):
@@ -88,6 +93,10 @@ def write_subject_dataset(folder: str | Path, count: int = SUBJECT_IMAGES, *, sh
 
 def write_concept_dataset(folder: str | Path, count: int = CONCEPT_IMAGES, *, shape: str = CONCEPT_SHAPE,
                           colours: tuple[str, ...] = CONCEPT_COLOURS) -> list[Scene]:
-    """The concept's captioned images in `colours` only, every size."""
+    """The concept's captioned images in `colours` only, every size, then round(REPLAY_SHARE * count)
+    replay images of the five pretraining shapes (every colour). Returns the concept's scenes."""
     scenes = new_shape_scenes(shape, count, colours)
-    return write_set(folder, "concept", scenes, [concept_caption(s, i) for i, s in enumerate(scenes)])
+    write_set(folder, "concept", scenes, [concept_caption(s, i) for i, s in enumerate(scenes)])
+    replay = [scene_for_seed(SET_SEED + 1, i) for i in range(round(REPLAY_SHARE * count))]
+    write_set(folder, "replay", replay, [concept_caption(s, i) for i, s in enumerate(replay)], clean=False)
+    return scenes
