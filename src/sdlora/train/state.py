@@ -1,7 +1,8 @@
 """The training state saved with a checkpoint (state.pt) and how a run is restored from it.
 
     {"version", "step", "stream": {epoch, global_position, num_replicas}, "lora": {name: fp32 tensor},
-     "optimizer", "scheduler", "scaler", "guard", "rng", "num_processes", "config": resolved TOML}
+     "optimizer", "scheduler", "scaler", "guard", "rng", "num_processes", "config": resolved TOML,
+     "ema": {"updates", "shadow": {name: fp32 tensor}} or None (train/ema.py)}
 
 Everything is tensors, numbers, strings, lists and dicts, so it loads with torch.load(weights_only=True)
 (no pickle code execution). LoRA tensors are keyed "<component>.<parameter name>" and restored strictly.
@@ -44,7 +45,7 @@ def load_lora_tensors(models: dict[str, nn.Module], saved: dict[str, torch.Tenso
 
 
 def training_state(*, step: int, stream: dict, models: dict[str, nn.Module], optimizer, scheduler, scaler,
-                   guard, num_processes: int, config: str) -> dict:
+                   guard, num_processes: int, config: str, ema=None) -> dict:
     return {
         "version": STATE_VERSION,
         "step": step,
@@ -57,11 +58,12 @@ def training_state(*, step: int, stream: dict, models: dict[str, nn.Module], opt
         "rng": rng.capture(),
         "num_processes": num_processes,
         "config": config,
+        "ema": ema.state_dict() if ema is not None else None,
     }
 
 
 def restore(state: dict, *, models: dict[str, nn.Module], optimizer, scheduler, scaler, guard,
-            where: str) -> int:
+            where: str, ema=None) -> int:
     """Load a training state into a freshly built run; returns the step to continue from."""
     load_lora_tensors(models, state["lora"], where)
     try:
@@ -73,5 +75,10 @@ def restore(state: dict, *, models: dict[str, nn.Module], optimizer, scheduler, 
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
     guard.load_state_dict(state["guard"])
+    if ema is not None:
+        if not state.get("ema"):
+            raise SdloraError(f"{where}: the checkpoint holds no EMA state (it was saved with ema.enabled = false); "
+                              "resume with the run's own config")
+        ema.load_state_dict(state["ema"], where)
     rng.restore(state["rng"])
     return int(state["step"])
