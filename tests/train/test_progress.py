@@ -112,13 +112,13 @@ def test_start_summary_in_words():
 
 
 def wandb_records(run_file):
-    """The history rows of an offline W&B run file (LevelDB-style log of protobuf Records: a 7-byte
+    """The run record and the history rows of an offline W&B run file (LevelDB-style log of protobuf Records: a 7-byte
     `:W&B` header, 32 KiB blocks, each chunk led by crc32 (4), length (2), type (1 full, 2 first, 3 middle, 4 last))."""
     import struct
 
     from wandb.proto import wandb_internal_pb2 as pb
 
-    data, pos, chunk, rows = run_file.read_bytes(), 7, b"", []
+    data, pos, chunk, rows, run = run_file.read_bytes(), 7, b"", [], None
     assert data[:4] == b":W&B"
     while pos + 7 <= len(data):
         if 32768 - pos % 32768 < 7:  # a block's tail too short for a header is padding
@@ -133,29 +133,36 @@ def wandb_records(run_file):
             record = pb.Record()
             record.ParseFromString(chunk)
             chunk = b""
-            if record.WhichOneof("record_type") == "history":
+            kind = record.WhichOneof("record_type")
+            if kind == "history":
                 rows.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item})
-    return rows
+            elif kind == "run":
+                run = record.run
+    return run, rows
 
 
 def test_wandb_gets_the_scalars_and_sample_grids(tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     from accelerate import PartialState
 
-    from sdlora.train.progress import wandb_tracker
+    from sdlora.config import load_config
+    from sdlora.train.build import open_wandb
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     PartialState()  # as in a run (the Accelerator exists): accelerate's tracker logs through it
-    p = Progress(tmp_path, enabled=True, tensorboard=False, every=2,
-                 trackers=[wandb_tracker(tmp_path, project="sdlora-test", name="tiny", config={"train": {"lr": 1e-4}})])
+    cfg = load_config(None, ['data.sources=[{path = "imgs"}]', f"save.output_dir={tmp_path / 'me'}", "log.wandb=true",
+                             "log.wandb_project=sdlora-test", "train.lr=0.0003"])
+    p = Progress(tmp_path, enabled=True, tensorboard=False, every=2, trackers=[open_wandb(cfg, tmp_path)])
     p.start(4)
     for step in range(1, 5):
         p.step(step, 1.0 / step, 1e-4, 0.5, skipped=False)
     p.image("samples/lora", Image.new("RGB", (8, 8), (255, 0, 0)), 4)
     p.close()
     [run] = (tmp_path / "wandb").glob("offline-run-*")
-    rows = wandb_records(next(run.glob("run-*.wandb")))
+    record, rows = wandb_records(next(run.glob("run-*.wandb")))
+    assert record.project == "sdlora-test" and record.display_name == "me"  # named after the LoRA by default
+    assert any(i.key == "train" and json.loads(i.value_json)["lr"] == 3e-4 for i in record.config.update)
     losses = {r["_step"]: r["train/loss"] for r in rows if "train/loss" in r}
     assert losses == {2: 0.5, 4: 0.25}  # every 2 steps, as TensorBoard
     assert all(r["train/lr"] == 1e-4 and r["train/grad_norm"] == 0.5 for r in rows if "train/loss" in r)
