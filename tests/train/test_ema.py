@@ -147,6 +147,8 @@ def test_ema_files_in_every_format_and_checkpoint_with_the_average(ema_run):
     assert json.loads(meta["sdlora_ema"]) == {"decay": 0.5, "warmup": False, "every_n_steps": 2, "updates": 2}
     assert "sdlora_ema" not in read_file(run / "full.safetensors")[1]
     assert (run / "samples" / "step-000004-ema.png").is_file() and not (run / "samples" / "step-000004.png").exists()
+    assert "EMA of the LoRA weights: decay 0.5, every 2 steps, kept on cpu, used for the samples" in (
+        run / "train.log").read_text()
     assert not any(p.stem.endswith("-ema") for p in run_files(run))  # a checkpoint sweep compares the raw files
 
 

@@ -29,7 +29,7 @@ from sdlora.train.export import (base_norm, caption_warning, delta_norm, lora_me
                                  uncaptioned)
 from sdlora.train.guard import StopRequest, is_oom, oom_message
 from sdlora.train.precision import choose as choose_precision
-from sdlora.train.progress import continue_command, start_summary
+from sdlora.train.progress import continue_command, plural, start_summary
 from sdlora.train.setup import make_accelerator, release_accelerator
 from sdlora.train.state import training_state
 from sdlora.train.step import StepResult, train_step
@@ -118,6 +118,11 @@ def announce(run: Run) -> None:
         batch_size=cfg.train.batch_size, grad_accum=cfg.train.grad_accum, processes=acc.num_processes,
         precision=choice.name, device=str(acc.device)))
     run.progress.message(f"precision {choice.name}: {choice.reason}")
+    if run.ema is not None:
+        e = cfg.ema
+        run.progress.message(f"EMA of the LoRA weights: decay {e.decay:g}{' with warm-up' if e.warmup else ''}, every "
+                             f"{plural(e.every_n_steps, 'step')}, kept on {'the CPU' if e.on_cpu else str(acc.device)}"
+                             f"{', used for the samples' if e.use_for_samples else ''}")
     missing, total = uncaptioned(run.stream.dataset)
     warning = caption_warning(run.stream.dataset)
     if warning:
@@ -195,7 +200,7 @@ def sample_grid(run: Run, *, base: bool = False):
         return None
     step = 0 if base else run.step
     ema = not base and run.ema is not None and run.cfg.ema.use_for_samples
-    with lora_disabled(run.components, base), run.ema.applied(run.models) if ema else contextlib.nullcontext():
+    with lora_disabled(run.components, base), (run.ema.applied(run.models) if ema else contextlib.nullcontext()):
         sheet, arrays = run.validator.grid(step, base=base, ema=ema)
     run.progress.image("samples/base" if base else "samples/ema" if ema else "samples/lora", sheet, step)
     return arrays
@@ -253,8 +258,10 @@ def no_effect_check(run: Run) -> tuple[float, list[str]]:
     if run.validator.enabled:
         arrays = sample_grid(run)
         if arrays is not None and run.validator.identical_to_base(arrays):
+            ema = " (these are the EMA's samples: lower ema.decay for a run this short)" if (
+                run.ema is not None and run.cfg.ema.use_for_samples) else ""
             warnings.append("WARNING: validation samples are pixel-identical to the base model's: the LoRA has "
-                            "no visible effect (train longer, raise train.lr or lora.rank)")
+                            f"no visible effect (train longer, raise train.lr or lora.rank){ema}")
     return norm, warnings
 
 
