@@ -142,7 +142,7 @@ def wandb_records(run_file):
 
 
 def test_wandb_gets_the_scalars_and_sample_grids(tmp_path, monkeypatch):
-    pytest.importorskip("wandb")
+    wandb = pytest.importorskip("wandb")
     from accelerate import PartialState
 
     from sdlora.config import load_config
@@ -159,6 +159,7 @@ def test_wandb_gets_the_scalars_and_sample_grids(tmp_path, monkeypatch):
         p.step(step, 1.0 / step, 1e-4, 0.5, skipped=False)
     p.image("samples/lora", Image.new("RGB", (8, 8), (255, 0, 0)), 4)
     p.close()
+    wandb.teardown()  # the W&B service writes the run file; this waits until it has finished
     [run] = (tmp_path / "wandb").glob("offline-run-*")
     record, rows = wandb_records(next(run.glob("run-*.wandb")))
     assert record.project == "sdlora-test" and record.display_name == "me"  # named after the LoRA by default
