@@ -20,12 +20,15 @@ exactly afterwards.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Iterator
 
 import torch
 from torch import nn
 
+from sdlora.config import RunConfig
 from sdlora.errors import SdloraError
+from sdlora.train.state import trainable
 
 EMA_SUFFIX = "-ema"  # <name>-ema.safetensors beside <name>.safetensors (train/export.lora_filenames)
 
@@ -33,12 +36,6 @@ EMA_SUFFIX = "-ema"  # <name>-ema.safetensors beside <name>.safetensors (train/e
 def ema_decay(n: int, decay: float, warmup: bool) -> float:
     """The decay of update number `n` (0-based count of the updates done before it)."""
     return min(decay, (1 + n) / (10 + n)) if warmup else decay
-
-
-def trainable(models: dict[str, nn.Module]) -> dict[str, nn.Parameter]:
-    """The live trainable parameters keyed "<component>.<parameter name>" (as train/state.lora_tensors)."""
-    return {f"{component}.{name}": p for component, model in models.items()
-            for name, p in model.named_parameters() if p.requires_grad}
 
 
 class EMA:
@@ -97,7 +94,7 @@ class EMA:
                     p.copy_(raw[key])
 
 
-def build_ema(cfg, models: dict[str, nn.Module]) -> EMA | None:
+def build_ema(cfg: RunConfig, models: dict[str, nn.Module]) -> EMA | None:
     """The run's EMA when `ema.enabled`, over the freshly initialised (or restored) LoRA."""
     e = cfg.ema
     if not e.enabled:
@@ -107,7 +104,5 @@ def build_ema(cfg, models: dict[str, nn.Module]) -> EMA | None:
 
 def ema_metadata(ema: EMA) -> dict[str, str]:
     """What an EMA file adds to the run's metadata: the schedule and how many updates it holds."""
-    import json
-
     return {"sdlora_ema": json.dumps({"decay": ema.decay, "warmup": ema.warmup, "every_n_steps": ema.every,
                                       "updates": ema.updates})}

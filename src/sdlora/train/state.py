@@ -21,16 +21,20 @@ from sdlora.train.checkpoint import STATE_VERSION
 log = logging.getLogger("sdlora.train")
 
 
+def trainable(models: dict[str, nn.Module]) -> dict[str, nn.Parameter]:
+    """The live trainable parameters keyed "<component>.<parameter name>" (the LoRA's and the EMA's keys)."""
+    return {f"{component}.{name}": p for component, model in models.items()
+            for name, p in model.named_parameters() if p.requires_grad}
+
+
 def lora_tensors(models: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
     """Every trainable tensor, fp32 CPU copies, keyed "<component>.<parameter name>"."""
-    return {f"{component}.{name}": p.detach().to("cpu").clone()
-            for component, model in models.items() for name, p in model.named_parameters() if p.requires_grad}
+    return {key: p.detach().to("cpu").clone() for key, p in trainable(models).items()}
 
 
 @torch.no_grad()
 def load_lora_tensors(models: dict[str, nn.Module], saved: dict[str, torch.Tensor], where: str) -> None:
-    live = {f"{component}.{name}": p for component, model in models.items()
-            for name, p in model.named_parameters() if p.requires_grad}
+    live = trainable(models)
     missing, unexpected = sorted(set(live) - set(saved)), sorted(set(saved) - set(live))
     if missing or unexpected:
         first = (missing or unexpected)[0]
