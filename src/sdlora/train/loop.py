@@ -26,6 +26,7 @@ from sdlora.train.build import CONFIG_FILE, Run, build_run
 from sdlora.train.export import (base_norm, caption_warning, delta_norm, lora_metadata, save_lora, tag_frequency,
                                  uncaptioned)
 from sdlora.train.guard import StopRequest, is_oom, oom_message
+from sdlora.train.optim import averaged_weights
 from sdlora.train.precision import choose as choose_precision
 from sdlora.train.progress import continue_command, start_summary
 from sdlora.train.setup import make_accelerator, release_accelerator
@@ -153,7 +154,8 @@ def save_checkpoint(run: Run) -> Path | None:
     cfg = run.cfg
 
     def write(folder: Path) -> None:
-        save_lora(folder, run.components, cfg, metadata(run), step=run.step)
+        with averaged_weights(run.optimizer):  # the state below keeps the training weights
+            save_lora(folder, run.components, cfg, metadata(run), step=run.step)
         if cfg.save.save_state:
             state = training_state(step=run.step, stream=run.stream.state(), models=run.models,
                                    optimizer=run.optimizer, scheduler=run.scheduler, scaler=run.acc.scaler,
@@ -179,7 +181,7 @@ def sample_grid(run: Run, *, base: bool = False):
     if not run.acc.is_main_process:
         return None
     step = 0 if base else run.step
-    with lora_disabled(run.components, base):
+    with lora_disabled(run.components, base), averaged_weights(run.optimizer):
         sheet, arrays = run.validator.grid(step, base=base)
     run.progress.image("samples/base" if base else "samples/lora", sheet, step)
     return arrays
@@ -193,7 +195,8 @@ def log_validation_loss(run: Run) -> None:
     if not run.acc.is_main_process:
         return
     ctx = dataclasses.replace(run.ctx, unet=run.components.unet, text_encoder=run.components.text_encoder)
-    value = validation_loss(ctx, run.val_batches, run.cfg.validation.seed, run.acc.autocast)
+    with averaged_weights(run.optimizer):
+        value = validation_loss(ctx, run.val_batches, run.cfg.validation.seed, run.acc.autocast)
     run.validation_losses[run.step] = value
     run.progress.scalars(run.step, {"validation/loss": value})
     run.progress.message(f"step {run.step}: validation loss {value:.5f}")
@@ -211,7 +214,8 @@ def finish(run: Run, status: str) -> TrainResult:
                              f"  {continue_command(run.run_dir)}")
         return result
     if run.acc.is_main_process:
-        result.lora_files = save_lora(run.run_dir, run.components, run.cfg, metadata(run))
+        with averaged_weights(run.optimizer):
+            result.lora_files = save_lora(run.run_dir, run.components, run.cfg, metadata(run))
         if run.last_saved != run.step:
             save_checkpoint(run)
         result.checkpoint = ckpt.checkpoint_dir(run.run_dir, run.step)
@@ -229,7 +233,8 @@ def finish(run: Run, status: str) -> TrainResult:
 
 def no_effect_check(run: Run) -> tuple[float, list[str]]:
     """Warn loudly when the LoRA's weight change is ~0 or the final samples equal the base model's."""
-    norm, base = delta_norm(run.components), base_norm(run.components)
+    with averaged_weights(run.optimizer):
+        norm, base = delta_norm(run.components), base_norm(run.components)
     warnings = []
     if norm <= NO_EFFECT_RELATIVE * max(base, 1e-12):
         warnings.append(f"WARNING: the LoRA changes nothing (weight delta norm {norm:.3g}, relative "
