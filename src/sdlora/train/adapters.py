@@ -8,6 +8,7 @@ in order (later wins; rank 0 leaves a module out); a block whose lr weight is 0 
 """
 from __future__ import annotations
 
+import logging
 import re
 
 import torch
@@ -21,6 +22,8 @@ from sdlora.lora.blocks import UNET_BLOCKS25, block_lr_weights, block_of
 from sdlora.lora.presets import compile_pattern, resolve_targets
 from sdlora.models.components import SDComponents
 from sdlora.models.names import canonical_te_path
+
+log = logging.getLogger("sdlora.train")
 
 
 def adapter_options(cfg: RunConfig) -> dict:
@@ -76,7 +79,8 @@ def block_settings(lora, path: str, is_conv: bool, lr: dict[str, float] | None) 
         source = next((getattr(lora, key) for key in BLOCK_SOURCES[is_conv, what] if getattr(lora, key) is not None),
                       None)
         if isinstance(source, list):
-            settings[what] = source[UNET_BLOCKS25.index(block)]
+            value = source[UNET_BLOCKS25.index(block)]
+            settings[what] = None if what == "alpha" and value == 0 else value  # alpha 0 means alpha = rank
     return settings
 
 
@@ -129,7 +133,17 @@ def attach_lora(components: SDComponents, cfg: RunConfig) -> dict[str, int]:
         inject(model, targets, rank, lora.alpha, overrides=overrides or None, **opts)
         mark_only_lora_trainable(model)
         counts[component] = len(lora_modules(model))
+        if len(alphas(model)) > 1:
+            log.warning("%s adapters have different alphas %s (per-module ranks with lora.alpha unset: alpha = "
+                        "rank): A1111 and ComfyUI read them, but diffusers' load_lora_weights applies one alpha "
+                        "per model; set lora.alpha (one value for every module) for files meant for diffusers",
+                        component, sorted(alphas(model)))
     return counts
+
+
+def alphas(model: nn.Module) -> set[float]:
+    """The distinct alphas of a model's adapters."""
+    return {ad.alpha for wrapper in lora_modules(model).values() for ad in wrapper.adapters.values()}
 
 
 def trainable_models(components: SDComponents, cfg: RunConfig) -> dict[str, nn.Module]:
