@@ -81,7 +81,8 @@ def test_block_lr_weights_fill_unset_sides_and_zero_below_the_threshold():
     down = [0.05 * i for i in range(12)]
     weights = B.block_lr_weights(down, 0.5, None, zero_threshold=0.1)
     assert list(weights) == list(B.UNET_BLOCKS25)
-    assert [weights[f"IN{i:02d}"] for i in range(12)] == [0.0, 0.0, 0.0] + [pytest.approx(0.05 * i) for i in range(3, 12)]
+    expected = [0.0, 0.0, 0.0] + [pytest.approx(0.05 * i) for i in range(3, 12)]  # 0.05 and 0.1: at the threshold
+    assert [weights[f"IN{i:02d}"] for i in range(12)] == expected
     assert weights["M00"] == 0.5 and all(weights[f"OUT{i:02d}"] == 1.0 for i in range(12))
     up = B.block_lr_weights(None, None, "sine")
     assert up["OUT00"] == 0.0 and up["OUT11"] == pytest.approx(1.0) and up["IN05"] == 1.0

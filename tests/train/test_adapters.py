@@ -96,6 +96,8 @@ def _expected(path, cfg, is_conv, lr=None):
     else:
         rank = lora.block_dims[i]
     alpha = lora.block_alphas[i] if lora.block_alphas else lora.alpha
+    if is_conv and lora.conv_block_alphas:
+        alpha = lora.conv_block_alphas[i]
     for o in lora.overrides:
         if re.fullmatch(o.pattern, f"unet.{path}"):
             rank = o.rank
@@ -108,18 +110,21 @@ def _expected(path, cfg, is_conv, lr=None):
 def test_block_dims_give_each_block_its_rank_and_alpha(conv_dims, fresh):
     c = fresh()
     cfg = _cfg(rank=8, unet_preset="unet-transformer", conv=True,
-               block_dims=_dims(4, IN01=2, M00=0, OUT03=6), block_alphas=_dims(1.0, OUT04=3.0),
+               block_dims=_dims(4, IN01=2, M00=0, OUT03=6),
+               block_alphas=_dims(1.0, OUT04=3.0, IN04=0.0),  # alpha 0: alpha = rank
                overrides=[RankOverride(pattern=r"unet\.up_blocks\.1\.attentions\.1\.proj_out", rank=5)])
     if conv_dims:
-        cfg.lora.conv_block_dims = _dims(3, OUT00=0, IN04=7)
+        cfg.lora.conv_block_dims, cfg.lora.conv_block_alphas = _dims(3, OUT00=0, IN04=7), _dims(2.0, IN04=5.0)
     every = resolve_targets(["unet-transformer", "unet-conv"], lora_paths(c.unet))
     conv_paths = set(resolve_targets("unet-conv", every))
     attach_lora(c, cfg)
     unet = lora_modules(c.unet)
-    got = {p: (unet[p].adapters["default"].rank, unet[p].adapters["default"].alpha) if p in unet else None for p in every}
+    got = {p: (unet[p].adapters["default"].rank, unet[p].adapters["default"].alpha) if p in unet else None
+           for p in every}
     want = {p: _expected(p, cfg, p in conv_paths) for p in every}
     assert got == want
-    assert not any(p.startswith("mid_block.") and p not in conv_paths for p in unet) and len({r for r, _ in filter(None, got.values())}) >= 4
+    assert not any(p.startswith("mid_block.") and p not in conv_paths for p in unet)
+    assert len({r for r, _ in filter(None, got.values())}) >= 4
     assert ("up_blocks.0.resnets.0.conv1" in unet) != conv_dims  # conv_block_dims' 0 for OUT00 leaves it out
 
 
@@ -138,7 +143,7 @@ def test_block_settings_on_a_non_sd_model_name_the_setting(fresh):
     c = fresh()
     c.unet.add_module("extra_block", torch.nn.Linear(2, 2))
     cfg = _cfg(unet_preset=r"extra_block", block_dims=_dims(4))
-    with pytest.raises(SdloraError, match=r"lora.block_dims / \*_lr_weight: unet.extra_block: not a module of an SD 1.x"):
+    with pytest.raises(SdloraError, match=r"lora.block_dims / \*_lr_weight: unet.extra_block: not a module of an SD"):
         attach_lora(c, cfg)
 
 

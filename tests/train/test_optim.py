@@ -44,9 +44,9 @@ def test_nothing_trainable_is_an_error():
         param_groups({"unet": nn.Linear(2, 2).requires_grad_(False)}, TrainConfig())
 
 
-@pytest.mark.parametrize("name, module, extra", [("adamw8bit", "bitsandbytes", "bnb"), ("prodigy", "prodigyopt", "prodigy"),
-                                                ("lion", "lion_pytorch", "lion"),
-                                                ("adamw_schedulefree", "schedulefree", "schedulefree")])
+@pytest.mark.parametrize("name, module, extra", [
+    ("adamw8bit", "bitsandbytes", "bnb"), ("prodigy", "prodigyopt", "prodigy"), ("lion", "lion_pytorch", "lion"),
+    ("adamw_schedulefree", "schedulefree", "schedulefree")])
 def test_missing_optional_optimizer_names_the_pip_extra(name, module, extra):
     if importlib.util.find_spec(module) is not None:
         pytest.skip(f"{module} is installed here")
@@ -223,7 +223,8 @@ def test_averaged_weights_swap_in_the_average_and_restore_training_weights_bitwi
         with averaged_weights(opt):  # nested (sampling inside a save): no second switch
             assert all(torch.equal(a, p) for a, p in zip(inside, opt.param_groups[0]["params"]))
     assert all(torch.equal(a, b) for a, b in zip(inside, x)) and not all(torch.equal(a, b) for a, b in zip(x, y))
-    assert all(torch.equal(a, p) for a, p in zip(y, opt.param_groups[0]["params"])) and opt.param_groups[0]["train_mode"]
+    assert all(torch.equal(a, p) for a, p in zip(y, opt.param_groups[0]["params"]))
+    assert opt.param_groups[0]["train_mode"]
     plain = build_optimizer(param_groups({"unet": model}, TrainConfig()), TrainConfig())
     with averaged_weights(plain):  # other optimizers: nothing to switch
         assert all(torch.equal(a, p) for a, p in zip(y, plain.param_groups[0]["params"]))

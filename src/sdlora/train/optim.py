@@ -5,7 +5,8 @@ LoRA+ (Hayou et al. 2024) trains `up` faster than `down`: up weights get lr * ra
 magnitudes train at the base rate. Per-block rates (kohya's down/mid/up_lr_weight) multiply the UNet
 rate block by block. Optimizers are a table (name -> module, class, pip extra, which train.* settings
 they take) plus any `module.Class`; train.optimizer_args are passed as keyword arguments. Schedule-free
-optimizers keep a train/eval switch: `averaged_weights` holds eval mode around sampling and saving. Schedules are pure functions of the step (`lr_factor`), wrapped
+optimizers keep a train/eval switch: `averaged_weights` holds eval mode around sampling and saving.
+Schedules are pure functions of the step (`lr_factor`), wrapped
 in a LambdaLR, so the rate at step k is the same whether or not the run was resumed.
 """
 from __future__ import annotations
