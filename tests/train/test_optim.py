@@ -279,3 +279,21 @@ def test_every_optimizer_resumes_exactly_through_the_training_state(name, args):
     assert not all(torch.equal(x, y) for x, y in zip(a, exported))  # it did train after the checkpoint
     if name == "adamw_schedulefree":  # the file holds the averaged weights, the state the training ones
         assert not all(torch.equal(x, state["lora"][k]) for x, k in zip(exported, sorted(state["lora"])))
+
+
+def test_a_schedule_free_run_saves_the_averaged_weights_and_keeps_training_ones_in_the_state(make_cfg):
+    pytest.importorskip("schedulefree")
+    from safetensors.torch import load_file
+
+    from sdlora.train import train
+    from sdlora.train.checkpoint import find_checkpoints, load_state
+
+    cfg = make_cfg(**{"train.optimizer": "adamw_schedulefree", "train.lr": 1e-2, "train.steps": 2,
+                      "save.precision": "fp32"})
+    result = train(cfg)
+    saved = load_file(result.lora_files[0])
+    state = load_state(find_checkpoints(result.run_dir)[-1])
+    assert state["optimizer"]["param_groups"][0]["train_mode"]  # the state resumes in training mode
+    training = state["lora"]["unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.adapters.default.up.weight"]
+    averaged = saved["lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_up.weight"]
+    assert training.abs().max() > 0 and not torch.equal(averaged, training)
