@@ -294,6 +294,7 @@ def test_a_schedule_free_run_saves_the_averaged_weights_and_keeps_training_ones_
     saved = load_file(result.lora_files[0])
     state = load_state(find_checkpoints(result.run_dir)[-1])
     assert state["optimizer"]["param_groups"][0]["train_mode"]  # the state resumes in training mode
-    training = state["lora"]["unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.adapters.default.up.weight"]
-    averaged = saved["lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_up.weight"]
+    module = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"
+    training = state["lora"][f"unet.{module}.adapters.default.up.weight"]
+    averaged = saved[f"lora_unet_{module.replace('.', '_')}.lora_up.weight"]
     assert training.abs().max() > 0 and not torch.equal(averaged, training)
