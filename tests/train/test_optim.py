@@ -14,7 +14,7 @@ from sdlora.errors import SdloraError
 from sdlora.lora import inject, lora_modules, mark_only_lora_trainable
 from sdlora.lora.blocks import block_lr_weights
 from sdlora.train.guard import NonFiniteGuard
-from sdlora.train.optim import averaged_weights, build_optimizer, build_scheduler, lr_factor, param_groups
+from sdlora.train.optim import OPTIMIZERS, averaged_weights, build_optimizer, build_scheduler, lr_factor, param_groups
 from sdlora.train.state import restore, training_state
 
 
@@ -178,6 +178,8 @@ def test_config_refuses_bad_optimizer_names_and_args():
                      ('train.optimizer_args={"a b" = 1}', "train.optimizer_args")]:
         with pytest.raises(SdloraError, match=re.escape(key)):
             load_config(None, [bad])
+    for name in OPTIMIZERS:  # the config's pattern and the table name the same optimizers
+        assert load_config(None, [f"train.optimizer={name}"]).train.optimizer == name
     cfg = load_config(None, ["train.optimizer=torch.optim.SGD", "train.optimizer_args.momentum=0.9"])
     assert cfg.train.optimizer_args == {"momentum": 0.9}
     assert load_config(None, []).train.optimizer_args == {}
