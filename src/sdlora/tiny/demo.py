@@ -214,8 +214,8 @@ def train_lora(s: DemoSettings, task: Task, out: Path, say=print, run_name: str 
     """Train through `sdlora train`'s entry point (config resolution, validation, the loop, export)."""
     from sdlora.train.entry import run
 
-    flags = {**train_flags(s, out / run_name), **(task.train or {}), "save.name": task.lora_name,
-             **class_flags(task, s, out)}
+    name = task.lora_name if s.prior or not task.class_prompt else f"{task.lora_name}-no-prior"  # distinct adapters
+    flags = {**train_flags(s, out / run_name), **(task.train or {}), "save.name": name, **class_flags(task, s, out)}
     say_steps = f"{s.steps} steps of {s.batch_size} images, rank {s.rank}, lr {s.lr:g}"
     if "data.sources" in flags:
         say_steps += f", prior preservation on {s.class_images} class images of '{task.class_prompt}'"
