@@ -1,5 +1,5 @@
 """The demo tasks beyond `style` learn on sd-tiny (shortened runs shared per task, see conftest.py
-CI_TASKS): the checker's rate for what the task teaches must rise by 40 points over the base model on
+CI_TASKS): the checker's rate for what the task teaches must rise by 30 points over the base model on
 held-out seeds. A LoRA that does not train (or trains the wrong thing) stays near the base rates and
 fails. Only art-style has a CI run so far (concept and subject: benchmarks/RESULTS.md, issue 15)."""
 import json
@@ -16,5 +16,6 @@ def rates(run) -> dict:
 def test_art_style_is_learned(art_style_run):
     r = rates(art_style_run)
     base, lora = r["base"]["trigger"], r["lora"]["trigger"]
-    assert base["style"] <= 0.15, "sd-tiny should not draw hollow shapes on its own"
-    assert lora["style"] - base["style"] >= 0.40, r
+    assert base["style"] <= 0.25, "sd-tiny should not draw hollow shapes on its own"
+    # measured: 12.5% -> 62.5% (a 50-point rise, 8 images a cell); 30 points leaves room for a flipped image
+    assert lora["style"] - base["style"] >= 0.30, r
