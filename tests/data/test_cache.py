@@ -47,7 +47,7 @@ def test_memory_cache_matches_direct_encoding(folder, mk, vae):
         assert item["latents"].shape == (4, h // 2, w // 2)  # the tiny VAE downsamples by 2 (SD's by 8)
         with torch.no_grad():
             dist = vae.encode(ref["pixel_values"][None]).latent_dist
-        mean, std = cached.latents.get(cached.items[i], False)
+        mean, std, _ = cached.latents.get(cached.items[i], False)
         torch.testing.assert_close(mean.float(), dist.mean[0], atol=2e-2, rtol=1e-2)
         torch.testing.assert_close(std.float(), dist.std[0], atol=2e-2, rtol=1e-2)
         deviation = (item["latents"] / vae.config.scaling_factor - mean.float()) / std.float().clamp_min(1e-6)
