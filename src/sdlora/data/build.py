@@ -119,12 +119,14 @@ def log_folders(scans: list[SourceScan]) -> None:
                 for name, f in scan.folders.items()))
 
 
-def build_datasets(cfg, tokenizer, *, seed: int) -> tuple[LoRADataset, LoRADataset | None]:
-    """The training dataset and, when cfg.validation_split > 0, the validation one (no augmentation)."""
+def build_datasets(cfg, tokenizer, *, seed: int, latent_factor: int = 8) -> tuple[LoRADataset, LoRADataset | None]:
+    """The training dataset and, when cfg.validation_split > 0, the validation one (no augmentation).
+    `latent_factor`: the VAE's downsampling factor (`cache.vae_factor`), the resolution of loss masks."""
     if not cfg.sources:
         raise SdloraError("data.sources is empty: add a [[data.sources]] table with the path of an image folder")
     options = SampleOptions(crop=cfg.crop, flip=cfg.flip, background=parse_background(cfg.background),
-                            max_pixels=cfg.max_image_pixels, seed=seed, masks=cfg.masks)
+                            max_pixels=cfg.max_image_pixels, seed=seed, masks=cfg.masks,
+                            latent_factor=latent_factor)
     if cfg.masks == "folder":
         mask_dirs(cfg)  # a missing or misplaced mask folder fails before the scan
     scans = scan_sources(cfg.sources, max_pixels=cfg.max_image_pixels)
@@ -151,7 +153,8 @@ def build_datasets(cfg, tokenizer, *, seed: int) -> tuple[LoRADataset, LoRADatas
     if val_idx:
         static = {i: t.static() for i, t in transforms.items()}
         val_options = SampleOptions(crop="center", flip=False, background=options.background,
-                                    max_pixels=options.max_pixels, seed=seed, masks=options.masks)
+                                    max_pixels=options.max_pixels, seed=seed, masks=options.masks,
+                                    latent_factor=latent_factor)
         val = LoRADataset(records, buckets, val_idx, static, val_options, tokenizer, name="validation",
                           source_paths=paths)
     log.info("dataset: %d images (%d items per epoch) in %d buckets, %d skipped%s", len(train.used_records()),

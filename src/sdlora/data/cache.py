@@ -15,6 +15,7 @@ per-step random crop; refusing would force users to give up caching for a small 
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -46,6 +47,11 @@ def encode_latents(vae, pixel_values: torch.Tensor, generator: torch.Generator |
     param = next(vae.parameters())
     dist = vae.encode(pixel_values.to(param.device, param.dtype)).latent_dist
     return dist.sample(generator) * vae.config.scaling_factor
+
+
+def vae_factor(vae) -> int:
+    """Pixels per latent cell along each side: 2 ** (VAE blocks - 1) (8 for SD, 4 for sd-tiny)."""
+    return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
 def vae_fingerprint(vae) -> str:
@@ -151,7 +157,7 @@ class _Pixels(Dataset):
         try:
             sample = load_sample(rec.path, rec.size, self.buckets[record], crop="center", flip=False,
                                  background=opt.background, max_pixels=opt.max_pixels,
-                                 mask=mask_source(rec, opt.masks))
+                                 mask=mask_source(rec, opt.masks), latent_factor=opt.latent_factor)
             return record, sample, None
         except BadImage as exc:  # the caller drops the image and reports it
             return record, None, exc
@@ -196,6 +202,7 @@ def cache_latents(dataset, vae, *, mode: str = "memory", cache_dir: str | Path |
     if device is not None or dtype is not None:
         vae.to(device=device, dtype=dtype)
     vae.eval()
+    dataset.options = dataclasses.replace(dataset.options, latent_factor=vae_factor(vae))  # masks match the latents
     flips = (False, True) if dataset.options.flip else (False,)
     vae_id, enc_dtype = vae_fingerprint(vae), next(vae.parameters()).dtype
     store = DiskLatents(Path(cache_dir)) if mode == "disk" else MemoryLatents()

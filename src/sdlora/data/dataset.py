@@ -43,11 +43,12 @@ class SampleOptions:
     max_pixels: int = 100_000_000
     seed: int = 0
     masks: str = "off"  # data.masks: "off", "alpha" or "folder" (see sdlora.data.masks)
+    latent_factor: int = 8  # the VAE's downsampling factor: loss masks are made at latent resolution
 
 
 class LoRADataset(Dataset):
     """Items are dicts: `pixel_values` (3, H, W) in [-1, 1] or `latents` (4, H/8, W/8) once cached;
-    `loss_mask` (1, H/8, W/8) in [0, 1] when data.masks is on; `input_ids` (77,) int64 or
+    `loss_mask` (1, H/f, W/f) in [0, 1] when data.masks is on (f = options.latent_factor, as the latents); `input_ids` (77,) int64 or
     `encoder_hidden_states` (77, D) once cached; `is_class`, `caption`, `bucket` (W, H)."""
 
     def __init__(self, records: list[ImageRecord], buckets: list[Size], items: list[int],
@@ -137,7 +138,8 @@ class LoRADataset(Dataset):
             sample = {"latents": (mean.float() + std.float() * noise) * self.latent_scale}
             return sample if mask is None else {**sample, "loss_mask": mask}
         return load_sample(rec.path, rec.size, bucket, crop=opt.crop, flip=flip, background=opt.background,
-                           max_pixels=opt.max_pixels, rng=rng, mask=mask_source(rec, opt.masks))
+                           max_pixels=opt.max_pixels, rng=rng, mask=mask_source(rec, opt.masks),
+                           latent_factor=opt.latent_factor)
 
     def _candidates(self, record: int, bucket: Size) -> Iterator[int]:
         """The record itself, then the others of its bucket (in order after it), then (pixels only,

@@ -15,8 +15,8 @@
   a mistake that resizing would hide.
 
 The mask follows the pixels through the same resize, crop box and flip (`pixels.load_sample`), then is
-averaged over 8x8 blocks to latent resolution: `loss_mask` float32 (1, H/8, W/8) in [0, 1]. The block
-sums are integers, so the result does not depend on summation order (a flipped mask is exactly the
+averaged over f x f blocks to latent resolution, f the VAE's downsampling factor (8 for SD):
+`loss_mask` float32 (1, H/f, W/f) in [0, 1]. The block sums are integers, so the result does not depend on summation order (a flipped mask is exactly the
 flipped latent mask, which the latent cache relies on).
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ from sdlora.errors import SdloraError
 log = logging.getLogger("sdlora.data")
 
 MASK_EXTENSION = ".png"
-LATENT_FACTOR = 8  # VAE downsampling: pixels per latent cell along each side
+LATENT_FACTOR = 8  # SD's VAE: pixels per latent cell along each side (sd-tiny's is 4; see cache.vae_factor)
 MASK_VERSION = "1"  # bump when the mask pipeline changes (part of the latent cache key)
 
 
@@ -191,14 +191,16 @@ def load_mask(source: MaskSource, image: Image.Image, max_pixels: int) -> Image.
     return None
 
 
-def latent_mask(mask: Image.Image | None, bucket: Size) -> torch.Tensor:
-    """A bucket-sized grey mask (None: all white) -> float32 (1, H/8, W/8) in [0, 1] by 8x8 block means."""
-    w, h = bucket[0] // LATENT_FACTOR, bucket[1] // LATENT_FACTOR
+def latent_mask(mask: Image.Image | None, bucket: Size, factor: int = LATENT_FACTOR) -> torch.Tensor:
+    """A bucket-sized grey mask (None: all white) -> float32 (1, H/f, W/f) in [0, 1] by f x f block means."""
+    w, h = bucket[0] // factor, bucket[1] // factor
+    if w * factor != bucket[0] or h * factor != bucket[1]:
+        raise ValueError(f"bucket {bucket} is not a multiple of the latent factor {factor}")
     if mask is None:
         return torch.ones(1, h, w)
     if mask.size != tuple(bucket):
         raise ValueError(f"mask of size {mask.size} for bucket {bucket}")
-    blocks = np.asarray(mask, dtype=np.int32).reshape(h, LATENT_FACTOR, w, LATENT_FACTOR)
-    sums = blocks.sum(axis=(1, 3))  # exact integers, whatever the order
-    out = sums.astype(np.float32) / np.float32(255 * LATENT_FACTOR * LATENT_FACTOR)
+    blocks = np.asarray(mask, dtype=np.int32).reshape(h, factor, w, factor)
+    sums = blocks.sum(axis=(1, 3))  # (h, w) exact integers, whatever the order
+    out = sums.astype(np.float32) / np.float32(255 * factor * factor)
     return torch.from_numpy(out[None])

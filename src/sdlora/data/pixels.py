@@ -1,7 +1,7 @@
 """From a file to a training tensor: decode once, resize to cover the bucket, crop, maybe flip.
 
 Output: `pixel_values` float32 (3, H, W) in [-1, 1], H and W the bucket's, channels RGB; with masks on,
-also `loss_mask` float32 (1, H/8, W/8), the image's mask put through the same resize, crop box and
+also `loss_mask` float32 (1, H/f, W/f) (f the VAE's factor, 8 for SD), the image's mask put through the same resize, crop box and
 flip (see `sdlora.data.masks`).
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from PIL import Image
 
 from sdlora.data.buckets import Size, cover_size, crop_box
 from sdlora.data.images import decode_image, to_rgb
-from sdlora.data.masks import MaskSource, latent_mask, load_mask
+from sdlora.data.masks import LATENT_FACTOR, MaskSource, latent_mask, load_mask
 
 Box = tuple[int, int, int, int]
 
@@ -49,7 +49,8 @@ def to_tensor(img: Image.Image) -> torch.Tensor:
 
 
 def load_sample(path: str, size: Size, bucket: Size, *, crop: str, flip: bool, background: tuple[int, int, int],
-                max_pixels: int, rng: np.random.Generator | None = None, mask: MaskSource | None = None) -> dict:
+                max_pixels: int, rng: np.random.Generator | None = None, mask: MaskSource | None = None,
+                latent_factor: int = LATENT_FACTOR) -> dict:
     """{"pixel_values"[, "loss_mask"]} of one image (`size` is its displayed size from the scan, used to
     let JPEG decode at a reduced scale when the image is much larger than the bucket needs; `mask`
     None means masks are off)."""
@@ -62,7 +63,7 @@ def load_sample(path: str, size: Size, bucket: Size, *, crop: str, flip: bool, b
         layers = [im.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if im is not None else None for im in layers]
     out = {"pixel_values": to_tensor(layers[0])}
     if mask is not None:
-        out["loss_mask"] = latent_mask(layers[1], bucket)
+        out["loss_mask"] = latent_mask(layers[1], bucket, latent_factor)
     return out
 
 
