@@ -3,12 +3,14 @@
 What is stored per image: the VAE posterior's `mean` and `std` (4, H/8, W/8), float16, for the
 unflipped image and, when flip augmentation is on, the flipped one (the VAE is not exactly
 flip-equivariant, so the flip is encoded, not mirrored); with data.masks on, the unflipped
-`loss_mask` (1, H/8, W/8) float32 (its block means are exact, so the flipped one is its mirror). Each time an item is drawn the dataset
-samples `(mean + std * noise) * scaling_factor`, exactly what `encode_latents` does uncached.
+`loss_mask` (1, H/8, W/8) float32 (its block means are exact, so the flipped one is its mirror).
+Each time an item is drawn the dataset samples `(mean + std * noise) * scaling_factor`, exactly what
+`encode_latents` does uncached.
 
 Disk layout: one safetensors file per image and bucket, `<sha1(path)[:16]>_<W>x<H>.safetensors`, whose
 metadata holds the full key (image content hash, bucket, crop, flip variants, background, mask source
-and mask file hash when masks are on, VAE fingerprint, encode dtype, format version). A file whose key differs is recomputed and overwritten.
+and mask file hash when masks are on, VAE fingerprint, encode dtype, format version). A file whose key
+differs is recomputed and overwritten.
 
 Random crop with cached latents: the center crop is cached (one warning). Latents cannot follow a
 per-step random crop; refusing would force users to give up caching for a small augmentation.
