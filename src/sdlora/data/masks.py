@@ -155,6 +155,8 @@ def check_masks(scan: MaskScan) -> None:
         b = scan.bad[0]
         raise SdloraError(f"{len(scan.bad)} mask files cannot be read (e.g. {b['mask']}: {b['reason']}); "
                           "replace them or remove them (the image then trains everywhere)")
+    if scan.mode != "off":
+        log.info("loss masks (%s): %d found, %d missing", scan.mode, scan.found, len(scan.missing))
     if scan.missing:
         what = "have no alpha channel" if scan.mode == "alpha" else "have no mask file"
         log.warning("%d of %d images %s and train on the whole image (e.g. %s)", len(scan.missing),
