@@ -1,7 +1,7 @@
 """One typed config tree for a training run: every default and every allowed range lives here.
 
 A run is a TOML file whose tables mirror the dataclasses below (`[model]`, `[lora]`, `[data]`,
-`[[data.sources]]`, `[train]`, `[save]`, `[validation]`, `[log]`). Presets and recipes list only what
+`[[data.sources]]`, `[train]`, `[save]`, `[validation]`, `[log]`, `[ema]`). Presets and recipes list only what
 differs. Unknown keys, wrong types and values outside a field's declared rules (`ge=`, `lt=`,
 `length=`, `pattern=`... see `sdlora.typedtree`) raise `SdloraError` naming the dotted key when the
 config loads; `validate` adds the few checks that relate two fields. The resolved config is written
@@ -20,7 +20,7 @@ from sdlora.typedtree import (apply_overrides, from_dict, hints, leaves, merge_t
                               rule_text, to_dict, to_toml, toml_value, tomllib)
 
 __all__ = ["RunConfig", "ModelConfig", "LoRAConfig", "RankOverride", "SourceConfig", "DataConfig", "TrainConfig",
-           "SaveConfig", "ValidationConfig", "LogConfig", "load_config", "read_toml", "apply_overrides",
+           "SaveConfig", "ValidationConfig", "LogConfig", "EMAConfig", "load_config", "read_toml", "apply_overrides",
            "parse_override", "validate", "from_dict", "to_dict", "to_toml", "iter_fields", "reference_markdown", "tomllib"]
 
 # Upper bounds: far above any sensible run, low enough that nothing downstream overflows.
@@ -195,6 +195,26 @@ class ValidationConfig:
 class LogConfig:
     tensorboard: bool = opt(True, "Write TensorBoard logs under <output_dir>/logs.")
     every_n_steps: int = opt(10, "Log scalars every N steps.", ge=1, le=MAX_STEPS)
+    wandb: bool = opt(False, "Also log scalars and sample grids to Weights & Biases (`pip install sdlora[wandb]`; "
+                      "`wandb login` first, or WANDB_MODE=offline to keep the run under <output_dir>/wandb).")
+    wandb_project: str = opt("sdlora", "W&B project the run is logged to.", pattern=r"[^/\\#?%:\x00-\x1f]{1,128}",
+                             pattern_doc="1 to 128 characters, none of / \\ # ? % :")
+    wandb_run_name: str = opt("", "W&B run name; empty: the LoRA's name (save.name, else the run folder's name).",
+                              pattern=r"[^\x00-\x1f]{0,128}", pattern_doc="at most 128 printable characters")
+
+
+@dataclass
+class EMAConfig:
+    enabled: bool = opt(False, "Keep an exponential moving average of the LoRA weights (fp32) and save it beside "
+                        "the raw LoRA as `<name>-ema.safetensors` (in every save.formats, checkpoints too).")
+    decay: float = opt(0.999, "EMA decay per update: shadow = decay * shadow + (1 - decay) * weights.",
+                       ge=0.0, lt=1.0)
+    warmup: bool = opt(True, "Warm-up: the n-th update uses min(decay, (1 + n) / (10 + n)) (n from 0), so early "
+                       "updates follow the weights closely.")
+    every_n_steps: int = opt(1, "Update the average every N optimizer steps.", ge=1, le=MAX_STEPS)
+    on_cpu: bool = opt(False, "Keep the average in CPU memory instead of on the training device.")
+    use_for_samples: bool = opt(False, "Sample validation grids with the EMA weights (samples/step-N-ema.png) "
+                                "instead of the raw ones.")
 
 
 @dataclass
@@ -206,6 +226,7 @@ class RunConfig:
     save: SaveConfig = opt(None, "Outputs.")
     validation: ValidationConfig = opt(None, "Samples and validation loss during training.")
     log: LogConfig = opt(None, "Logging.")
+    ema: EMAConfig = opt(None, "Exponential moving average of the LoRA weights.")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
