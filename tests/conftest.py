@@ -10,6 +10,12 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+# One intra-op thread from the start: module- and session-scoped fixtures (a trained run shared by a
+# file's tests) are set up before the per-test fixture below runs, and trained at torch's default
+# thread count otherwise (64 s instead of 11 s for one of them on the shared 2-core machine).
+torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def one_torch_thread():
     """One intra-op thread for every test: the suite runs tiny models whose ops are too small to gain

@@ -22,7 +22,7 @@ from sdlora.dtypes import DTYPES
 from sdlora.errors import SdloraError
 from sdlora.train import checkpoint as ckpt
 from sdlora.train import rng
-from sdlora.train.adapters import attach_lora, lora_parameters, trainable_models
+from sdlora.train.adapters import attach_lora, block_lr, lora_parameters, trainable_models
 from sdlora.train.batches import BatchStream
 from sdlora.train.ema import EMA, build_ema
 from sdlora.train.guard import NonFiniteGuard
@@ -127,7 +127,7 @@ def assemble_run(cfg: RunConfig, acc, run_dir: Path, components, progress: Progr
     """The data, adapters, optimizer and state phases over the loaded base model."""
     data = load_data(cfg, acc, components, run_dir)
     models, _ = make_trainable(cfg, components)  # the start summary (train/loop.announce) counts modules
-    optimizer = build_optimizer(param_groups(models, cfg.train), cfg.train)
+    optimizer = build_optimizer(param_groups(models, cfg.train, block_lr(cfg)), cfg.train)
     sampler = make_sampler(cfg, data.train, acc)
     total = total_steps(cfg, len(sampler))
     scheduler = build_scheduler(optimizer, cfg.train, total)

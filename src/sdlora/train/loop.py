@@ -28,6 +28,7 @@ from sdlora.train.ema import ema_metadata
 from sdlora.train.export import (base_norm, caption_warning, delta_norm, lora_metadata, save_lora, tag_frequency,
                                  uncaptioned)
 from sdlora.train.guard import StopRequest, is_oom, oom_message
+from sdlora.train.optim import averaged_weights
 from sdlora.train.precision import choose as choose_precision
 from sdlora.train.progress import continue_command, plural, start_summary
 from sdlora.train.setup import make_accelerator, release_accelerator
@@ -162,7 +163,7 @@ def save_checkpoint(run: Run) -> Path | None:
     cfg = run.cfg
 
     def write(folder: Path) -> None:
-        save_files(run, folder, step=run.step)
+        save_files(run, folder, step=run.step)  # (schedule-free: the state below keeps the training weights)
         if cfg.save.save_state:
             state = training_state(step=run.step, stream=run.stream.state(), models=run.models,
                                    optimizer=run.optimizer, scheduler=run.scheduler, scaler=run.acc.scaler,
@@ -178,7 +179,8 @@ def save_checkpoint(run: Run) -> Path | None:
 
 def save_files(run: Run, folder: Path, step: int | None = None) -> list[Path]:
     """The LoRA files (every save.formats) into `folder`, then, with ema.enabled, the EMA's `-ema` files."""
-    files = save_lora(folder, run.components, run.cfg, metadata(run), step=step)
+    with averaged_weights(run.optimizer):  # schedule-free: the averaged weights, the training ones restored after
+        files = save_lora(folder, run.components, run.cfg, metadata(run), step=step)
     if run.ema is not None:
         with run.ema.applied(run.models):
             files += save_lora(folder, run.components, run.cfg, {**metadata(run), **ema_metadata(run.ema)},
@@ -200,7 +202,8 @@ def sample_grid(run: Run, *, base: bool = False):
         return None
     step = 0 if base else run.step
     ema = not base and run.ema is not None and run.cfg.ema.use_for_samples
-    with lora_disabled(run.components, base), (run.ema.applied(run.models) if ema else contextlib.nullcontext()):
+    with lora_disabled(run.components, base), averaged_weights(run.optimizer), \
+            (run.ema.applied(run.models) if ema else contextlib.nullcontext()):
         sheet, arrays = run.validator.grid(step, base=base, ema=ema)
     run.progress.image("samples/base" if base else "samples/ema" if ema else "samples/lora", sheet, step)
     return arrays
@@ -214,7 +217,8 @@ def log_validation_loss(run: Run) -> None:
     if not run.acc.is_main_process:
         return
     ctx = dataclasses.replace(run.ctx, unet=run.components.unet, text_encoder=run.components.text_encoder)
-    value = validation_loss(ctx, run.val_batches, run.cfg.validation.seed, run.acc.autocast)
+    with averaged_weights(run.optimizer):
+        value = validation_loss(ctx, run.val_batches, run.cfg.validation.seed, run.acc.autocast)
     run.validation_losses[run.step] = value
     run.progress.scalars(run.step, {"validation/loss": value})
     run.progress.message(f"step {run.step}: validation loss {value:.5f}")
@@ -250,7 +254,8 @@ def finish(run: Run, status: str) -> TrainResult:
 
 def no_effect_check(run: Run) -> tuple[float, list[str]]:
     """Warn loudly when the LoRA's weight change is ~0 or the final samples equal the base model's."""
-    norm, base = delta_norm(run.components), base_norm(run.components)
+    with averaged_weights(run.optimizer):
+        norm, base = delta_norm(run.components), base_norm(run.components)
     warnings = []
     if norm <= NO_EFFECT_RELATIVE * max(base, 1e-12):
         warnings.append(f"WARNING: the LoRA changes nothing (weight delta norm {norm:.3g}, relative "
