@@ -28,6 +28,12 @@ def test_the_trainers_metadata_reads_back():
         settings_from_metadata([("a", meta), ("b", plain)])
 
 
+def test_given_settings_win_over_the_files():
+    files = NoiseSettings("v_prediction", True)
+    assert NoiseSettings().over(files) == files
+    assert NoiseSettings(None, False, "leading").over(files) == NoiseSettings("v_prediction", False, "leading")
+
+
 def test_overrides():
     assert NoiseSettings().overrides() == {}
     assert NoiseSettings("v_prediction", True).overrides() == {
@@ -54,4 +60,4 @@ def test_generate_samples_a_zero_snr_lora_with_its_schedule(tmp_path, components
 
     # read from the file: the same images as when told; other images when told to ignore it
     assert np.array_equal(image("auto"), image("told", NoiseSettings("v_prediction", True)))
-    assert not np.array_equal(image("auto"), image("ignored", NoiseSettings()))
+    assert not np.array_equal(image("auto"), image("overruled", NoiseSettings("epsilon", False)))

@@ -37,7 +37,7 @@ class GenerateJob:
     dtype: str = "auto"
     device: str | None = None
     contact_sheet: bool = True
-    noise: NoiseSettings | None = None  # None: what the LoRA files' metadata says (v-prediction, zero terminal SNR)
+    noise: NoiseSettings | None = None  # what it leaves unsaid: what the LoRA files' metadata says
 
 
 @dataclass
@@ -123,9 +123,10 @@ def generate(job: GenerateJob, components: SDComponents | None = None) -> Genera
     prepare_out_dir(job.out_dir)
     components = components or load_model(job.model, job.dtype, job.device)
     loaded = prepare(components, job.loras, job.merge)
-    noise = job.noise or settings_from_metadata([(str(item.spec.path), item.metadata) for item in loaded])
-    if noise != NoiseSettings():
-        log.info("sampling for %s, as the LoRA files were trained", noise.describe())
+    detected = settings_from_metadata([(str(item.spec.path), item.metadata) for item in loaded])
+    noise = (job.noise or NoiseSettings()).over(detected)
+    if noise.overrides():
+        log.info("sampling for %s (the LoRA files' training settings unless given)", noise.describe())
     for spec in job.prompts:
         check_sampleable(spec.scheduler, noise)  # before the first image is written
     sampler = Sampler(components, noise=noise)

@@ -9,7 +9,7 @@ writes too: `ss_v_parameterization` and `ss_zero_terminal_snr` ("True"/"False").
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 from sdlora.errors import SdloraError
 
@@ -19,11 +19,16 @@ SPACINGS = ("leading", "linspace", "trailing")
 
 @dataclass(frozen=True)
 class NoiseSettings:
-    """None / False keep the model's own scheduler config."""
+    """None: not said (the model's own scheduler config, or what `over` fills in)."""
 
     prediction_type: str | None = None  # "epsilon" or "v_prediction"
-    zero_terminal_snr: bool = False
+    zero_terminal_snr: bool | None = None
     timestep_spacing: str | None = None  # None: "trailing" with zero terminal SNR, else each sampler's default
+
+    def over(self, other: "NoiseSettings") -> "NoiseSettings":
+        """These settings where they say something, `other`'s elsewhere (command line over the LoRA files)."""
+        return NoiseSettings(*(mine if mine is not None else theirs for mine, theirs in
+                               zip(astuple(self), astuple(other))))
 
     def overrides(self) -> dict:
         """Scheduler config entries (diffusers' names) that differ from the model's."""
@@ -65,7 +70,7 @@ def settings_from_metadata(files: list[tuple[str, dict]]) -> NoiseSettings:
     if not said:
         return NoiseSettings()
     v, zsnr = next(iter(said.values()))
-    return NoiseSettings("v_prediction" if v else None, zsnr)
+    return NoiseSettings("v_prediction" if v else None, True if zsnr else None)
 
 
 def training_metadata(prediction_type: str, zero_terminal_snr: bool) -> dict[str, str]:
