@@ -106,8 +106,7 @@ def compute_loss(ctx: StepContext, batch: dict, generator: torch.Generator) -> t
     huber_c = None
     if cfg.loss_type in ("huber", "smooth_l1"):
         huber_c = huber_threshold(cfg.huber_schedule, cfg.huber_c, t, schedule.snr(t), schedule.num_timesteps)
-    mask = batch.get("loss_mask")
-    return diffusion_loss(pred, target, weights, cfg.loss_type, huber_c, None if mask is None else mask.to(ctx.device))
+    return diffusion_loss(pred, target, weights, cfg.loss_type, huber_c, batch.get("loss_mask"))
 
 
 def _no_sync(accelerator, models: list[nn.Module], sync: bool):
