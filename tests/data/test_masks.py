@@ -149,3 +149,43 @@ def test_a_hidden_mask_folder_inside_the_source_is_not_trained_on(tmp_path, mk):
 def test_mask_settings_are_validated(override, key):
     with pytest.raises(SdloraError, match=key):
         load_config(None, override)
+
+
+def test_a_black_masked_image_gives_the_lora_exactly_zero_gradient(tmp_path, mk):
+    """Through the whole path: mask file -> dataset -> collate -> the trainer's compute_loss -> backward.
+    The same image without masks, or with a partly white mask, does move the LoRA."""
+    from sdlora.config import TrainConfig
+    from sdlora.data import vae_factor
+    from sdlora.lora import inject, mark_only_lora_trainable
+    from sdlora.models import tiny_components
+    from sdlora.train import rng
+    from sdlora.train.noise import NoiseSchedule
+    from sdlora.train.step import StepContext, compute_loss
+
+    src, masks = tmp_path / "img", tmp_path / "m"
+    for name, seed in (("black", 1), ("half", 2)):
+        mk.rgb(src / f"{name}.png", 32, 32, seed=seed)
+    mk.save(masks / "black.png", Image.new("L", (32, 32), 0))
+    mk.save(masks / "half.png", Image.fromarray(np.repeat([[0, 255]], 16, axis=1).repeat(32, axis=0).astype(np.uint8)))
+    c = tiny_components(0)
+    for m in c.modules().values():
+        m.requires_grad_(False)
+    inject(c.unet, "unet-attn", rank=2)
+    mark_only_lora_trainable(c.unet)
+    params = [p for p in c.unet.parameters() if p.requires_grad]
+    ctx = StepContext(unet=c.unet, schedule=NoiseSchedule.from_config(c.scheduler.config), cfg=TrainConfig(),
+                      device=torch.device("cpu"), weight_dtype=torch.float32, text_encoder=c.text_encoder,
+                      vae=c.vae, params=params)
+
+    def grads(masks_mode: str, name: str) -> list[torch.Tensor]:
+        cfg = mk.small_cfg(src, masks=masks_mode, mask_dir=str(masks), resolution=32, buckets=False)
+        train, _ = build_datasets(cfg, c.tokenizer, seed=0, latent_factor=vae_factor(c.vae))
+        i = next(i for i, r in enumerate(train.items) if Path(train.records[r].path).stem == name)
+        for p in params:
+            p.grad = None
+        compute_loss(ctx, collate([train[i]]), rng.generator(1, "mask")).backward()
+        return [p.grad for p in params]
+
+    assert all(g is not None and torch.count_nonzero(g) == 0 for g in grads("folder", "black"))
+    assert any(torch.count_nonzero(g) > 0 for g in grads("off", "black"))
+    assert any(torch.count_nonzero(g) > 0 for g in grads("folder", "half"))
