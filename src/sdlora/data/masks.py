@@ -117,6 +117,9 @@ def _find_file(rec, root: Path, folder: Path, scan: MaskScan, max_pixels: int) -
     except BadImage as exc:
         scan.bad.append({"mask": shown(path), "reason": exc.reason})
         return
+    except Exception as exc:  # a decoder bug on a hostile file is still just a bad mask (as in the scan)
+        scan.bad.append({"mask": shown(path), "reason": f"corrupt image data: {type(exc).__name__}: {exc}"})
+        return
     if size != rec.size:
         scan.mismatched.append({"image": shown(rec.path), "mask": shown(path), "image_size": list(rec.size),
                                 "mask_size": list(size)})
