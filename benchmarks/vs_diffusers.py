@@ -63,6 +63,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="A/B rounds; the median is reported")
     p.add_argument("--no-fp32-twin", action="store_true",
                    help="skip the extra `sdlora train --mixed-precision no` run when `auto` is fp32 anyway")
+    p.add_argument("--baseline-src", type=Path, help="also run `sdlora train` from this older src/ folder "
+                   "(e.g. `git archive COMMIT src | tar x -C DIR`): before/after figures in the same A/B rounds")
     p.add_argument("--sdlora-arg", action="append", default=[], help="extra argument for `sdlora train`")
     p.add_argument("--threads", type=int, help="OMP_NUM_THREADS for both tools (default: torch's own choice); "
                    "on a loaded shared machine 1 avoids OpenMP spin-waiting swamping the figures")
@@ -136,12 +138,12 @@ def sdlora_cmd(args, case: str, model: Path, data: Path, out: Path, steps: int, 
     return cmd + (["--mixed-precision", precision] if precision else []) + list(args.sdlora_arg)
 
 
-def timed(cmd: list[str], out: Path, threads: int | None) -> tuple[float, float, float]:
+def timed(cmd: list[str], out: Path, threads: int | None, env: dict | None = None) -> tuple[float, float, float]:
     """(wall seconds, CPU seconds, peak RSS GB) of one child process (CPU time and RSS as wait4 reports
     them: the child and the children it waited for); its output goes to out/../<name>.log."""
     shutil.rmtree(out, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+    env = {**os.environ, **(env or {}), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false", "HF_DATASETS_CACHE": str(out.parent / "hf-datasets-cache")}
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
@@ -159,14 +161,17 @@ def timed(cmd: list[str], out: Path, threads: int | None) -> tuple[float, float,
 
 # ----------------------------------------------------------------------------- measuring
 
-def tools(args) -> dict[str, callable]:
-    """name -> function(case, model, data, out, steps) -> command."""
+def tools(args) -> dict[str, tuple[callable, dict]]:
+    """name -> (function(case, model, data, out, steps) -> command, extra environment)."""
     from sdlora.train.precision import choose
 
-    found = {"diffusers script": lambda *a: script_cmd(args, *a),
-             "sdlora default": lambda *a: sdlora_cmd(args, *a, None)}
+    found = {"diffusers script": (lambda *a: script_cmd(args, *a), {}),
+             "sdlora default": (lambda *a: sdlora_cmd(args, *a, None), {})}
     if choose("auto", "cpu").mode != "no" or not args.no_fp32_twin:
-        found["sdlora fp32"] = lambda *a: sdlora_cmd(args, *a, "no")
+        found["sdlora fp32"] = (lambda *a: sdlora_cmd(args, *a, "no"), {})
+    if args.baseline_src:
+        found["sdlora baseline"] = (lambda *a: sdlora_cmd(args, *a, None),
+                                    {"PYTHONPATH": str(args.baseline_src.resolve())})
     return found
 
 
@@ -177,21 +182,22 @@ def measure_case(args, case: str) -> dict[str, dict]:
     short, long = args.steps
     runs: dict[str, dict] = {name: {"per_step": [], "cpu_per_step": [], "rss": [], "walls": []}
                              for name in tools(args)}
-    for name, make in tools(args).items():  # not timed: fills the page cache and the script's dataset cache
+    for name, (make, env) in tools(args).items():  # not timed: fills the page cache, the script's dataset cache
         out = work / "runs" / f"{case}-{name.replace(' ', '_')}"
-        timed(make(case, model, data, out, 1), out, args.threads)
+        timed(make(case, model, data, out, 1), out, args.threads, env)
     for r in range(args.repeats):  # A/B/A/B: the tools alternate, short and long runs adjacent
-        for name, make in tools(args).items():
+        for name, (make, env) in tools(args).items():
             out = work / "runs" / f"{case}-{name.replace(' ', '_')}"
-            t_short, c_short, rss_s = timed(make(case, model, data, out, short), out, args.threads)
-            t_long, c_long, rss_l = timed(make(case, model, data, out, long), out, args.threads)
+            t_short, c_short, rss_s = timed(make(case, model, data, out, short), out, args.threads, env)
+            t_long, c_long, rss_l = timed(make(case, model, data, out, long), out, args.threads, env)
             per_step, cpu_per_step = (t_long - t_short) / (long - short), (c_long - c_short) / (long - short)
             runs[name]["per_step"].append(per_step)
             runs[name]["cpu_per_step"].append(cpu_per_step)
             runs[name]["rss"] += [rss_s, rss_l]
             runs[name]["walls"].append((t_short, t_long))
             print(f"  {case} round {r + 1} {name:17} {short} steps {t_short:7.1f} s, {long} steps {t_long:7.1f} s "
-                  f"-> {per_step:.4f} s/step (CPU {cpu_per_step:.4f} s), peak RSS {max(rss_s, rss_l):.2f} GB  (load {load():.2f})", flush=True)
+                  f"-> {per_step:.4f} s/step (CPU {cpu_per_step:.4f} s), peak RSS {max(rss_s, rss_l):.2f} GB  "
+                  f"(load {load():.2f})", flush=True)
     return runs
 
 
@@ -220,7 +226,8 @@ def header(args) -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=Path(__file__).parent).stdout.strip()
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}  {cpu}, {os.cpu_count()} CPUs  "
-          f"python {platform.python_version()}  torch {torch.__version__} ({args.threads or torch.get_num_threads()} threads)  "
+          f"python {platform.python_version()}  torch {torch.__version__} "
+          f"({args.threads or torch.get_num_threads()} threads)  "
           f"diffusers {diffusers.__version__}  sdlora commit {commit}  load {load():.2f}", flush=True)
 
 
