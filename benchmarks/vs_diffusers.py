@@ -68,6 +68,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sdlora-arg", action="append", default=[], help="extra argument for `sdlora train`")
     p.add_argument("--threads", type=int, help="OMP_NUM_THREADS for both tools (default: torch's own choice); "
                    "on a loaded shared machine 1 avoids OpenMP spin-waiting swamping the figures")
+    p.add_argument("--no-warmup", action="store_true", help="skip the untimed 1-step run of the script")
     p.add_argument("--json", type=Path, help="also write every run's figures here")
     return p.parse_args(argv)
 
@@ -182,9 +183,10 @@ def measure_case(args, case: str) -> dict[str, dict]:
     short, long = args.steps
     runs: dict[str, dict] = {name: {"per_step": [], "cpu_per_step": [], "rss": [], "walls": []}
                              for name in tools(args)}
-    for name, (make, env) in tools(args).items():  # not timed: fills the page cache, the script's dataset cache
-        out = work / "runs" / f"{case}-{name.replace(' ', '_')}"
-        timed(make(case, model, data, out, 1), out, args.threads, env)
+    if not args.no_warmup:  # an untimed 1-step run builds the script's `datasets` cache of the images
+        make, env = tools(args)["diffusers script"]
+        timed(make(case, model, data, work / "runs" / f"{case}-warmup", 1), work / "runs" / f"{case}-warmup",
+              args.threads, env)
     for r in range(args.repeats):  # A/B/A/B: the tools alternate, short and long runs adjacent
         for name, (make, env) in tools(args).items():
             out = work / "runs" / f"{case}-{name.replace(' ', '_')}"
