@@ -9,6 +9,8 @@ from sdlora.formats.io import load_lora_file, save_lora_file
 from sdlora.formats.merge_model import merge_into_model, save_model
 from sdlora.models import tiny_components
 from sdlora.models.loader import load_components
+from sdlora.models.model_weights import open_weights
+from sdlora.models.tensor_file import TensorFile
 
 PRESETS = ("unet-transformer", "unet-conv")
 
@@ -61,6 +63,18 @@ def test_cli_extract_from_fp32_is_exact_and_reports(tuned, tmp_path, capsys):
     assert max(errors.values()) <= 1e-5  # fp32 rounding
     assert main(argv) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_single_files_are_read_one_module_at_a_time(tuned):
+    """Neither model is loaded: their module trees are empty (meta) and each module's weight is read
+    once, so at most one module's pair of weights is held."""
+    known, models = tuned
+    base, model = open_weights(models["base"]), open_weights(models["fp16"])
+    lora, _ = extract_lora(base, model, rank=4, conv=True)
+    visited = len(list(sites(base, conv=True)))
+    assert all(p.is_meta for net in (base.unet, model.text_encoder) for p in net.parameters())
+    assert base.reads == model.reads == visited < len(TensorFile(models["base"]).keys())
+    assert max(_relative_errors(lora, known).values()) <= 2e-3
 
 
 def test_dynamic_extract_and_rank_caps(tuned):
