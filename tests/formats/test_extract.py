@@ -109,3 +109,28 @@ def test_bad_inputs_are_one_line_errors(tuned, tmp_path, capsys):
     assert main(["extract", str(models["base"]), str(tmp_path / "missing.safetensors"), str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "missing.safetensors" in err and not out.exists()
+
+
+@pytest.mark.parametrize("case, message", [("garbage", "not a readable .safetensors file"),
+                                           ("lora", "a LoRA file, not a model"),
+                                           ("no-module", "TUNED has no module"),
+                                           ("shape", "BASE has shape")])
+def test_bad_model_files_are_one_error_line(tuned, tmp_path, capsys, case, message):
+    """Read lazily, a broken or foreign TUNED still ends in one line naming what is wrong, and no file."""
+    from sdlora.cli import main
+    from sdlora.models.checkpoint_io import read_state_dict, write_safetensors
+
+    _, models = tuned
+    bad, out = tmp_path / f"{case}.safetensors", tmp_path / "x.safetensors"
+    if case == "garbage":
+        bad.write_bytes(b"\xff" * 64)
+    elif case == "lora":
+        write_safetensors(bad, {"lora_unet_x.lora_down.weight": torch.zeros(1, 2)})
+    else:
+        state, metadata = read_state_dict(models["fp32"])
+        key = next(k for k in state if k.endswith("attn1.to_q.weight"))  # the first attention's to_q
+        state = {k: v for k, v in state.items() if k != key} if case == "no-module" else {**state, key: state[key][:, 1:]}
+        write_safetensors(bad, state, metadata)
+    assert main(["extract", str(models["base"]), str(bad), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sdlora: error:") and err.count("\n") == 1 and message in err and not out.exists()

@@ -61,13 +61,36 @@ def test_bin_weights_are_loaded_whole(tmp_path, tiny_folder, tiny_models):
     (["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"], [0, 1]),
     (["diffusion_pytorch_model.fp16.safetensors", "config.json"], [0]),
     (["diffusion_pytorch_model.bin", "diffusion_pytorch_model.fp16.safetensors"], None),
-    (["config.json"], None),
+    (["config.json", "diffusion_pytorch_model.ema.safetensors"], None),
 ])  # fmt: skip
 def test_weight_files_are_the_ones_diffusers_loads(tmp_path, names, chosen):
     for name in names:
         (tmp_path / name).write_bytes(b"")
     got = weight_files(tmp_path)
     assert got == (None if chosen is None else [tmp_path / names[i] for i in chosen])
+
+
+def _break(folder, how):
+    if how == "config":
+        (folder / "unet" / "config.json").write_text("{nope")
+    elif how == "no-weights":
+        for path in (folder / "unet").glob("*.safetensors"):
+            path.unlink()
+    else:  # a truncated weight file
+        path = next((folder / "text_encoder").glob("*.safetensors"))
+        path.write_bytes(path.read_bytes()[:1000])
+
+
+@pytest.mark.parametrize("how, message", [("config", "unet/config.json: not a buildable unet config"),
+                                          ("no-weights", "unet: no weight files"),
+                                          ("truncated", "model.safetensors: not a readable .safetensors file")])
+def test_a_broken_folder_is_one_error_line(tmp_path, tiny_folder, how, message):
+    folder = tmp_path / "broken"
+    shutil.copytree(tiny_folder, folder)
+    _break(folder, how)
+    with pytest.raises(SdloraError, match=message) as err:
+        open_weights(folder)
+    assert "\n" not in str(err.value) and str(folder) in str(err.value)
 
 
 def test_a_lora_file_is_not_a_model(tmp_path):

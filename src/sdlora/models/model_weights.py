@@ -111,6 +111,8 @@ def weight_files(part: Path) -> list[Path] | None:
     fp16 variant only when there are no plain weights), or None when it loads .bin files."""
     regular_files_only(part)
     files = sorted(p for p in part.iterdir() if p.suffix in (SAFETENSORS_SUFFIX, ".bin"))
+    if not files:
+        raise SdloraError(f"{part}: no weight files (*.safetensors or *.bin); not a complete diffusers model folder")
     plain = [p for p in files if p.name.count(".") == 1]
     fp16 = [p for p in files if ".fp16." in p.name and p.suffix == SAFETENSORS_SUFFIX]
     chosen = plain or fp16
