@@ -7,7 +7,6 @@ from torch import nn
 
 from sdlora.errors import SdloraError
 from sdlora.models.checkpoint_io import write_safetensors
-from sdlora.models.loader import load_components
 from sdlora.models.model_weights import ModelWeights, open_weights, weight_files
 from sdlora.models.single_file import architecture_metadata
 
@@ -19,41 +18,28 @@ def _layers(components):
                 yield component, path
 
 
-def _assert_same(weights: ModelWeights, model) -> None:
-    """Every Linear/Conv weight of the UNet and text encoder as loading `model` whole gives it."""
-    loaded = load_components(model)
-    layers = list(_layers(loaded))
-    for component, path in layers:
-        got, want = weights.weight(component, path), getattr(loaded, component).get_submodule(path).weight
+def _assert_same(weights: ModelWeights, models) -> None:
+    """Every Linear/Conv weight of the UNet and text encoder as in the networks that were saved."""
+    for component, path in _layers(models):
+        got, want = weights.weight(component, path), getattr(models, component).get_submodule(path).weight
         assert got.shape == want.shape and torch.equal(got.float(), want), f"{component}.{path}"
     assert weights.weight("unet", "no.such.module") is None
 
 
-def test_a_single_file_is_read_lazily(tmp_path, tiny_ldm, tiny_configs):
+def test_a_single_file_is_read_lazily(tmp_path, tiny_ldm, tiny_configs, tiny_models):
     path = tmp_path / "model.safetensors"
     write_safetensors(path, tiny_ldm, architecture_metadata(tiny_configs))
     weights = open_weights(path)
     assert weights.lazy and all(p.is_meta for p in weights.unet.parameters())
-    _assert_same(weights, path)
+    _assert_same(weights, tiny_models)
     layers = len(list(_layers(weights)))
     assert weights.reads == layers < len(tiny_ldm)  # one read per weight asked for, of all the file's
 
 
-def test_a_folder_is_read_lazily(tiny_folder):
+def test_a_folder_is_read_lazily(tiny_folder, tiny_models):
     weights = open_weights(tiny_folder)
     assert weights.lazy and all(p.is_meta for p in weights.text_encoder.parameters())
-    _assert_same(weights, tiny_folder)
-
-
-def test_bin_weights_are_loaded_whole(tmp_path, tiny_folder, tiny_models):
-    folder = tmp_path / "bin-model"
-    shutil.copytree(tiny_folder, folder)
-    shutil.rmtree(folder / "unet")
-    tiny_models.unet.save_pretrained(folder / "unet", safe_serialization=False)  # a pickle: no lazy reads
-    weights = open_weights(folder)
-    assert not weights.lazy and weights.reads == 0
-    assert not any(p.is_meta for p in weights.unet.parameters())
-    assert torch.equal(weights.weight("unet", "conv_in"), tiny_models.unet.conv_in.weight)
+    _assert_same(weights, tiny_models)
 
 
 @pytest.mark.parametrize("names, chosen", [
