@@ -29,8 +29,10 @@ from sdlora.formats import canonical
 from sdlora.formats.apply import extract
 from sdlora.formats.kohya import derived_metadata
 from sdlora.formats.canonical import first_non_finite
+from sdlora.generate.prediction import training_metadata
 from sdlora.lora import lora_modules
 from sdlora.models.components import SDComponents
+from sdlora.train.ema import EMA_SUFFIX
 
 
 def dataset_dirs(dataset: dict) -> dict[str, dict[str, int]]:
@@ -77,6 +79,14 @@ def lora_metadata(cfg: RunConfig, *, step: int, epoch: int, dataset: dict, base:
         "ss_seed": str(t.seed),
         "ss_noise_offset": f"{t.noise_offset:g}",
         "ss_min_snr_gamma": f"{t.min_snr_gamma:g}" if t.min_snr_gamma else "None",
+        **training_metadata(t.prediction_type, t.zero_terminal_snr),  # `sdlora generate` samples accordingly
+        "ss_loss_type": t.loss_type,
+        "ss_huber_schedule": t.huber_schedule,
+        "ss_huber_c": f"{t.huber_c:g}",
+        "ss_debiased_estimation": str(t.debiased_estimation),
+        "ss_multires_noise_iterations": str(t.multires_noise_iterations),
+        "ss_multires_noise_discount": f"{t.multires_noise_discount:g}",
+        "ss_ip_noise_gamma": f"{t.ip_noise_gamma:g}",
         "ss_prior_loss_weight": f"{t.prior_loss_weight:g}",
         "ss_max_grad_norm": f"{t.max_grad_norm:g}",
         "ss_gradient_checkpointing": str(t.gradient_checkpointing),
@@ -128,10 +138,11 @@ def run_name(cfg: RunConfig) -> str:
     return cfg.save.name or Path(cfg.save.output_dir).expanduser().resolve().name or "lora"
 
 
-def lora_filenames(cfg: RunConfig, step: int | None = None) -> dict[str, str]:
+def lora_filenames(cfg: RunConfig, step: int | None = None, *, ema: bool = False) -> dict[str, str]:
     """{format: file name}: the first format gets `<name>.safetensors`, others `<name>.<format>.safetensors`;
-    with `step` (a checkpoint), `<name>-<step>` (six digits, as kohya numbers them)."""
-    stem = run_name(cfg) + (f"-{step:06d}" if step is not None else "")
+    with `step` (a checkpoint), `<name>-<step>` (six digits, as kohya numbers them); the EMA weights (ema)
+    `<name>[-<step>]-ema`."""
+    stem = run_name(cfg) + (f"-{step:06d}" if step is not None else "") + (EMA_SUFFIX if ema else "")
     return {fmt: f"{stem}.safetensors" if i == 0 else f"{stem}.{fmt}.safetensors"
             for i, fmt in enumerate(dict.fromkeys(cfg.save.formats))}
 
@@ -143,14 +154,15 @@ def check_finite(lora: dict[str, torch.Tensor]) -> None:
 
 
 def save_lora(folder: str | Path, components: SDComponents, cfg: RunConfig, metadata: dict[str, str], *,
-              step: int | None = None) -> list[Path]:
-    """Write the LoRA in every configured format into `folder` (step: a checkpoint's); returns the paths."""
+              step: int | None = None, ema: bool = False) -> list[Path]:
+    """Write the LoRA in every configured format into `folder` (step: a checkpoint's; ema: the EMA weights are
+    in the model, named `-ema`); returns the paths."""
     lora = extract(components)
     dtype = SAVE_DTYPES[cfg.save.precision]
     check_finite({k: t.to(dtype) for k, t in lora.items()})  # also catches values fp16 cannot hold
     metadata = {**metadata, **derived_metadata(canonical.group(lora))}  # rank/alpha as the tensors say
     return [save_lora_file(Path(folder) / name, lora, metadata, fmt, dtype)
-            for fmt, name in lora_filenames(cfg, step).items()]
+            for fmt, name in lora_filenames(cfg, step, ema=ema).items()]
 
 
 @torch.no_grad()

@@ -63,32 +63,36 @@ class Validator:
 
     def _specs(self):
         from sdlora.generate.prompts import PromptSpec
+        from sdlora.generate.schedulers import DEFAULT_SCHEDULER
 
         v, res = self.cfg.validation, self.cfg.data.resolution
+        scheduler = "ddim" if self.cfg.train.zero_terminal_snr else DEFAULT_SCHEDULER  # PLMS cannot sample zero SNR
         return [PromptSpec(prompt=p, negative_prompt=v.negative_prompt, seed=v.seed, steps=v.num_inference_steps,
-                           cfg=v.guidance_scale, width=v.width or res, height=v.height or res)
+                           cfg=v.guidance_scale, width=v.width or res, height=v.height or res, scheduler=scheduler)
                 for p in v.prompts]
 
     def images(self) -> list[np.ndarray]:
         """One image per prompt, (H, W, 3) float32 in [0, 1]."""
         from sdlora.generate import Sampler
+        from sdlora.generate.prediction import NoiseSettings
         from sdlora.models import build_pipeline
 
-        c = self.components
-        if self._sampler is None:
-            self._sampler = Sampler(c, pipeline=build_pipeline(c))
+        c, t = self.components, self.cfg.train
+        if self._sampler is None:  # sampled as the LoRA is trained: the run's target and noise schedule
+            noise = NoiseSettings(t.prediction_type, t.zero_terminal_snr)
+            self._sampler = Sampler(c, pipeline=build_pipeline(c), noise=noise)
         with sampling_mode([c.unet, c.vae, c.text_encoder], self.device), sampling_autocast(c, self.device):
             return [self._sampler.arrays(spec, [spec.seed])[0] for spec in self._specs()]
 
-    def grid(self, step: int, *, base: bool = False):
-        """Sample every prompt, save samples/step-N[-base].png, return (PIL grid, images)."""
+    def grid(self, step: int, *, base: bool = False, ema: bool = False):
+        """Sample every prompt, save samples/step-N[-base|-ema].png, return (PIL grid, images)."""
         arrays = self.images()
         if base:
             self.base_images = arrays
         sheet = contact_sheet([to_image(a) for a in arrays], list(self.cfg.validation.prompts))
         buffer = io.BytesIO()
         sheet.save(buffer, format="PNG")
-        name = f"step-{step:06d}{'-base' if base else ''}.png"
+        name = f"step-{step:06d}{'-base' if base else '-ema' if ema else ''}.png"
         atomic_write_bytes(self.folder / name, buffer.getvalue())
         return sheet, arrays
 
