@@ -45,14 +45,16 @@ def make_lora(unet, te, presets, text_encoder: bool, ranks, alphas, seed: int) -
     gen = torch.Generator().manual_seed(seed)
     sites = [("unet", unet, p, p) for p in resolve_targets(list(presets), lora_paths(unet))]
     if text_encoder:
-        sites += [("text_encoder", te, p, canonical_te_path(p)) for p in resolve_targets("text-encoder", lora_paths(te))]
+        paths = resolve_targets("text-encoder", lora_paths(te))
+        sites += [("text_encoder", te, p, canonical_te_path(p)) for p in paths]
     lora = {}
     for i, (component, net, path, name) in enumerate(sites):
         shape = net.get_submodule(path).weight.shape  # (out, in) or (out, in, kh, kw)
         rank, alpha = ranks[i % len(ranks)], alphas[i % len(alphas)]
         fan_in = shape[1:].numel()
         lora[C.join_key(component, name, C.DOWN)] = torch.randn((rank, *shape[1:]), generator=gen) / fan_in**0.5
-        lora[C.join_key(component, name, C.UP)] = torch.randn((shape[0], rank, *[1] * (len(shape) - 2)), generator=gen) * 0.2
+        up_shape = (shape[0], rank, *[1] * (len(shape) - 2))
+        lora[C.join_key(component, name, C.UP)] = torch.randn(up_shape, generator=gen) * 0.2
         lora[C.join_key(component, name, C.ALPHA)] = torch.tensor(alpha)
     return lora
 

@@ -129,7 +129,10 @@ def test_bad_model_files_are_one_error_line(tuned, tmp_path, capsys, case, messa
     else:
         state, metadata = read_state_dict(models["fp32"])
         key = next(k for k in state if k.endswith("attn1.to_q.weight"))  # the first attention's to_q
-        state = {k: v for k, v in state.items() if k != key} if case == "no-module" else {**state, key: state[key][:, 1:]}
+        if case == "no-module":
+            state = {k: v for k, v in state.items() if k != key}
+        else:
+            state = {**state, key: state[key][:, 1:]}
         write_safetensors(bad, state, metadata)
     assert main(["extract", str(models["base"]), str(bad), str(out)]) == 2
     err = capsys.readouterr().err

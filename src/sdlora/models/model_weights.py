@@ -127,7 +127,8 @@ def _empty_network(part: Path, build) -> nn.Module:
             return build(config)
     except Exception as err:  # noqa: BLE001 (an untrusted config reaches third-party constructors)
         first = (str(err).strip().splitlines() or [""])[0][:120]
-        raise SdloraError(f"{config_file}: not a buildable {part.name} config ({type(err).__name__}: {first})") from None
+        what = f"{type(err).__name__}: {first}"
+        raise SdloraError(f"{config_file}: not a buildable {part.name} config ({what})") from None
 
 
 def folder_weights(folder: Path) -> ModelWeights | None:
