@@ -108,6 +108,7 @@ class SourceConfig:
     caption_suffix: str = opt("", "Text put after every caption.")
     num_images: int = opt(0, "For role=class: generate images with the base model until the folder holds this many.",
                          ge=0, le=100_000)
+    mask_dir: str | None = opt(None, "This source's mask folder for `data.masks = \"folder\"` (default: data.mask_dir).")
 
 
 @dataclass
@@ -124,6 +125,8 @@ class DataConfig:
     flip: bool = opt(False, "Random horizontal flip (do not use for asymmetric subjects such as text or faces with a part).")
     no_upscale: bool = opt(False, "Skip images smaller than their bucket instead of upscaling them.")
     background: str = opt("white", "Colour composited behind transparent images (name or #rrggbb).")
+    masks: Literal["off", "alpha", "folder"] = opt("off", "Per-image loss masks (white = train, black = ignore, grey = weight): `alpha` uses each image's alpha channel (the pixels are still composited on `background`), `folder` reads `<mask_dir>/<image's path in its source, as .png>`; images without one train everywhere.")
+    mask_dir: str | None = opt(None, "Folder of mask images for `masks = \"folder\"` (sources may name their own `mask_dir`); outside the source folders.")
     max_image_pixels: int = opt(100_000_000, "Images with more pixels are skipped (decompression-bomb guard).",
                                 ge=1, le=1_000_000_000)
     shuffle_tags: bool = opt(False, "Shuffle comma-separated tags each time a caption is used.")
