@@ -22,6 +22,7 @@ from sdlora.errors import SdloraError
 from sdlora.fileio import atomic_write_bytes, regular_file
 from sdlora.formats import diffusers, kohya, native
 from sdlora.formats.detect import detect_format, refuse_unsupported
+from sdlora.formats.embeddings import is_bundle_key, to_bundle
 from sdlora.formats.modules import ModulePaths
 from sdlora.lora.native import FORMAT_KEY
 
@@ -53,7 +54,9 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
 
 def parse_state(state: Mapping[str, torch.Tensor], metadata: Mapping[str, str], source: str, *,
                 module_paths: ModulePaths | None = None) -> tuple[dict[str, torch.Tensor], dict[str, str], str]:
-    """An in-memory file (state dict + metadata) -> (canonical dict, metadata, format name)."""
+    """An in-memory file (state dict + metadata) -> (canonical dict, metadata, format name).
+    Bundled token embeddings (`bundle_emb.*`, sdlora.formats.embeddings) are not LoRA weights: left out."""
+    state = {k: t for k, t in state.items() if not is_bundle_key(k)}
     refuse_unsupported(state, metadata, source)
     try:
         fmt = detect_format(state, metadata)
@@ -105,10 +108,15 @@ def tensor_hash(blob: bytes) -> str:
 
 
 def save_lora_file(path: str | Path, lora: Mapping[str, torch.Tensor], metadata: Mapping[str, object] | None = None,
-                   fmt: str = "kohya", dtype: torch.dtype | None = torch.float16) -> Path:
-    """Write `lora` (canonical) as a `fmt` safetensors file, atomically; returns the path."""
+                   fmt: str = "kohya", dtype: torch.dtype | None = torch.float16,
+                   embeddings: Mapping[str, torch.Tensor] | None = None) -> Path:
+    """Write `lora` (canonical) as a `fmt` safetensors file, atomically; returns the path.
+    `embeddings` ({token: (n, D)}) are bundled into kohya files (A1111 / ComfyUI read them)."""
     path = Path(path)
     state, meta = encode(lora, metadata, fmt, dtype)
+    if embeddings and fmt == "kohya":
+        state.update({k: (t.to(dtype) if dtype is not None else t).detach().cpu().contiguous()
+                      for k, t in to_bundle(embeddings).items()})
     meta["sdlora_version"] = __version__  # every file sdlora writes says which sdlora wrote it
     if fmt == "kohya":
         meta.setdefault("ss_output_name", path.stem)

@@ -97,11 +97,16 @@ def lr_factor(step: int, *, kind: str, total: int, warmup: int = 0, cycles: int 
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
-    """A LambdaLR over lr_factor (its state is just the step count, saved with the checkpoint)."""
+    """A LambdaLR over lr_factor (its state is just the step count, saved with the checkpoint); a group
+    with a `stop_step` (the embeddings', train/embeddings.py) gets rate 0 from that step on."""
     lr_factor(0, kind=cfg.lr_scheduler, total=total_steps)  # validates the name up front
 
     def factor(step: int) -> float:
         return lr_factor(step, kind=cfg.lr_scheduler, total=total_steps, warmup=cfg.warmup_steps,
                          cycles=cfg.lr_cycles)
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    def until(stop: int):
+        return lambda step: factor(step) if step < stop else 0.0
+
+    stops = [group.get("stop_step") for group in optimizer.param_groups]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, [factor if s is None else until(s) for s in stops])
