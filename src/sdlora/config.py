@@ -1,6 +1,6 @@
 """One typed config tree for a training run: every default and every allowed range lives here.
 
-A run is a TOML file whose tables mirror the dataclasses below (`[model]`, `[lora]`, `[data]`,
+A run is a TOML file whose tables mirror the dataclasses below (`[model]`, `[lora]`, `[embeddings]`, `[data]`,
 `[[data.sources]]`, `[train]`, `[save]`, `[validation]`, `[log]`). Presets and recipes list only what
 differs. Unknown keys, wrong types and values outside a field's declared rules (`ge=`, `lt=`,
 `length=`, `pattern=`... see `sdlora.typedtree`) raise `SdloraError` naming the dotted key when the
