@@ -27,6 +27,8 @@ CHANGEABLE_ON_RESUME: dict[str, str] = {
     "save.": "where, how often and in which formats files are written",
     "validation.": "samples and validation loss use their own seeds, not the training draws",
     "log.": "what is reported",
+    "embeddings.bundle": "where the trained embeddings are written",
+    "embeddings.standalone": "where the trained embeddings are written",
 }
 RESUME_STATE_KEYS = ("version", "step", "stream", "lora", "optimizer", "scheduler", "guard", "rng", "config")
 
