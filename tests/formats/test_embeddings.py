@@ -8,6 +8,7 @@ from safetensors import safe_open
 
 from sdlora.errors import SdloraError
 from sdlora.formats import load_lora_file, save_lora_file
+from sdlora.formats.io import convert_lora_file
 from sdlora.formats import embeddings as E
 from sdlora.models.new_tokens import add_tokens
 
@@ -65,6 +66,9 @@ def test_kohya_files_carry_the_bundle_and_the_lora_reader_skips_it(tmp_path, tin
         assert bundled == (["bundle_emb.<sks>.string_to_param.*"] if fmt == "kohya" else [])
         loaded, _, _ = load_lora_file(path)
         assert loaded.keys() == lora.keys()
+    convert_lora_file(tmp_path / "kohya.safetensors", tmp_path / "copy.safetensors", "kohya")
+    with safe_open(str(tmp_path / "copy.safetensors"), framework="pt") as f:
+        assert torch.equal(f.get_tensor("bundle_emb.<sks>.string_to_param.*"), emb["<sks>"])  # kept by convert
 
 
 @pytest.fixture(scope="module")

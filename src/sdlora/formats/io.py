@@ -22,7 +22,7 @@ from sdlora.errors import SdloraError
 from sdlora.fileio import atomic_write_bytes, regular_file
 from sdlora.formats import diffusers, kohya, native
 from sdlora.formats.detect import detect_format, refuse_unsupported
-from sdlora.formats.embeddings import is_bundle_key, to_bundle
+from sdlora.formats.embeddings import is_bundle_key, split_bundle, to_bundle
 from sdlora.formats.modules import ModulePaths
 from sdlora.lora.native import FORMAT_KEY
 
@@ -127,9 +127,15 @@ def save_lora_file(path: str | Path, lora: Mapping[str, torch.Tensor], metadata:
 
 def convert_lora_file(src: str | Path, dst: str | Path, fmt: str, *, dtype: torch.dtype | None = None,
                       module_paths: ModulePaths | None = None) -> tuple[str, str]:
-    """Re-write a LoRA file in format `fmt` (dtype None keeps the file's). Returns (from, to) formats."""
-    lora, metadata, src_fmt = load_lora_file(src, module_paths=module_paths)
+    """Re-write a LoRA file in format `fmt` (dtype None keeps the file's). Returns (from, to) formats.
+    Bundled token embeddings go along into kohya files; other formats cannot hold them (a warning)."""
+    state, metadata = read_safetensors(src)
+    _, bundled = split_bundle(state, str(src))
+    lora, metadata, src_fmt = parse_state(state, metadata, str(src), module_paths=module_paths)
     if dtype is None:
         dtype = next((t.dtype for k, t in lora.items() if not k.endswith(".alpha")), None)
-    save_lora_file(dst, lora, metadata, fmt, dtype)
+    if bundled and fmt != "kohya":
+        log.warning("%s: the embeddings bundled in it (%s) are left out: only kohya files carry them",
+                    src, ", ".join(bundled))
+    save_lora_file(dst, lora, metadata, fmt, dtype, embeddings=bundled)
     return src_fmt, fmt
