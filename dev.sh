@@ -37,6 +37,8 @@ cmd=${1:-}; shift || true
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false
 case "$cmd" in
   demo) ensure_env test; exec "$VENV/bin/sdlora" demo "$@" ;;
-  test) ensure_env test; ensure_browser; exec "$PY" -m pytest -q "$@" ;;
+  # the suite over every core (xdist; tests that share a fixture stay on one worker: tests/conftest.py)
+  test) ensure_env test; ensure_browser
+        exec "$PY" -m pytest -q -n "${SDLORA_TEST_WORKERS:-auto}" --dist loadgroup --no-loadscope-reorder "$@" ;;
   *) echo "usage: ./dev.sh demo|test [args...]" >&2; exit 2 ;;
 esac

@@ -10,6 +10,12 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+# One intra-op thread from the start: module- and session-scoped fixtures (a trained run shared by a
+# file's tests) are set up before the per-test fixture below runs, and trained at torch's default
+# thread count otherwise (64 s instead of 11 s for one of them on the shared 2-core machine).
+torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def one_torch_thread():
     """One intra-op thread for every test: the suite runs tiny models whose ops are too small to gain
@@ -19,3 +25,24 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# Tests that share an expensive session fixture run on one xdist worker (`./dev.sh test` runs the suite
+# over the cores with `--dist loadgroup`); every other test is grouped by its file, so module-scoped
+# fixtures (a trained run shared by one file's tests) are built once. Groups listed in HEAVY_FIRST start
+# first, so that the longest ones do not end up alone at the tail of the run.
+SHARED_GROUPS = {"tests/tiny/test_demo.py": "demo", "tests/tiny/test_learning.py": "demo"}
+HEAVY_FIRST = ["demo"]
+
+
+def _group(item) -> str:
+    path = item.nodeid.split("::", 1)[0]
+    return SHARED_GROUPS.get(path, path)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(_group(item)))
+    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(_group(item), len(rank)))  # stable: file order otherwise kept

@@ -31,7 +31,7 @@ else:  # pragma: no cover
 ROOT = Path(__file__).resolve().parents[1]
 FENCE = re.compile(r"^```(\S*)[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
-SECTIONS = ("model", "lora", "data", "train", "save", "validation", "log")
+SECTIONS = ("model", "lora", "data", "train", "save", "validation", "log", "ema")
 # `train.lr`, `data.sources[].path`, `data.sources.0.repeats` at the start of an inline code span
 KEY_IN_CODE = re.compile(r"`((?:%s)\.[A-Za-z_][\w.\[\]]*)" % "|".join(SECTIONS))
 FILE_SUFFIXES = (".log", ".toml", ".json", ".png", ".safetensors", ".md", ".txt", ".html", ".pt")

@@ -1,7 +1,7 @@
 """One typed config tree for a training run: every default and every allowed range lives here.
 
 A run is a TOML file whose tables mirror the dataclasses below (`[model]`, `[lora]`, `[embeddings]`, `[data]`,
-`[[data.sources]]`, `[train]`, `[save]`, `[validation]`, `[log]`). Presets and recipes list only what
+`[[data.sources]]`, `[train]`, `[save]`, `[validation]`, `[log]`, `[ema]`). Presets and recipes list only what
 differs. Unknown keys, wrong types and values outside a field's declared rules (`ge=`, `lt=`,
 `length=`, `pattern=`... see `sdlora.typedtree`) raise `SdloraError` naming the dotted key when the
 config loads; `validate` adds the few checks that relate two fields. The resolved config is written
@@ -20,17 +20,23 @@ from sdlora.typedtree import (apply_overrides, from_dict, hints, leaves, merge_t
                               rule_text, to_dict, to_toml, toml_value, tomllib)
 
 __all__ = ["RunConfig", "ModelConfig", "LoRAConfig", "RankOverride", "SourceConfig", "DataConfig", "TrainConfig",
-           "SaveConfig", "ValidationConfig", "LogConfig", "EmbeddingsConfig", "load_config", "read_toml", "apply_overrides",
+           "SaveConfig", "ValidationConfig", "LogConfig", "EMAConfig", "EmbeddingsConfig", "load_config", "read_toml",
+           "apply_overrides",
            "parse_override", "validate", "from_dict", "to_dict", "to_toml", "iter_fields", "reference_markdown", "tomllib"]
 
 # Upper bounds: far above any sensible run, low enough that nothing downstream overflows.
 MAX_RANK, MAX_ALPHA, MAX_SIDE, MAX_REPEATS = 4096, 65536.0, 8192, 10_000
 MAX_STEPS, MAX_SEED, MAX_LR = 1_000_000_000, 2**63 - 1, 100.0
+MAX_LR_WEIGHT = 1000.0  # per-block learning-rate multipliers (lora.*_lr_weight)
+# kohya's block lr-weight presets (the table is sdlora.lora.blocks.LR_PRESETS), with an optional `+base`
+LR_WEIGHT_PRESET = r"(?:linear|reverse_linear|sine|cosine|zeros|ramp_up|ramp_down)(?:\+\d+(?:\.\d*)?)?"
 FILE_STEM = r"(?!\.{1,2}$)[^/\\\x00-\x1f]{1,200}"  # one path component: no folder, not `.`/`..`
 EXTENSION = r"\.[^./\\\x00-\x1f][^/\\\x00-\x1f]{0,30}"  # `.txt`, `.caption`, `.en.txt`
 
 
 Precision = Literal["auto", "no", "fp16", "bf16"]
+OptimizerArg = bool | int | float | str | list[bool | int | float | str]  # a TOML value of train.optimizer_args
+OPTIMIZER = r"adamw|adamw8bit|prodigy|lion|adafactor|adamw_schedulefree|[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+"
 DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"  # the one default model id (models.hub, generate read it)
 
 
@@ -70,6 +76,23 @@ class LoRAConfig:
     rank_dropout: float = opt(0.0, "Per-sample dropout over rank channels, rescaled (training only). LoHa/LoKr: drops whole output rows of the weight change, as LyCORIS does.", ge=0.0, lt=1.0)
     module_dropout: float = opt(0.0, "Probability of skipping a whole adapter for a step (training only).", ge=0.0, lt=1.0)
     overrides: list[RankOverride] = opt([], "Per-module rank/alpha by pattern ([[lora.overrides]] tables).")
+    block_dims: list[int] | None = opt(None, "Rank per UNet block, kohya's 25 values IN00..IN11, MID, OUT00..OUT11 (IN00 is conv_in: never adapted); 0 leaves the block out. Replaces lora.rank block by block; lora.overrides still apply on top.",
+                                       ge=0, le=MAX_RANK, length=(25, 25))
+    block_alphas: list[float] | None = opt(None, "Alpha per UNet block (25 values, as block_dims; default: lora.alpha).",
+                                           ge=0.0, le=MAX_ALPHA, length=(25, 25))
+    conv_block_dims: list[int] | None = opt(None, "Rank of the conv (LoCon) adapters per UNet block (25 values; needs lora.conv); 0 leaves the block's convs out. Default: lora.conv_rank, else block_dims.",
+                                            ge=0, le=MAX_RANK, length=(25, 25))
+    conv_block_alphas: list[float] | None = opt(None, "Alpha of the conv adapters per UNet block (25 values; default: lora.conv_alpha, else block_alphas).",
+                                                ge=0.0, le=MAX_ALPHA, length=(25, 25))
+    down_lr_weight: str | list[float] | None = opt(None, "Learning-rate multipliers of the 12 down blocks IN00..IN11 (shallow to deep): 12 numbers or a kohya preset (`sine`, `cosine`, `linear`, `reverse_linear`, `zeros`, `ramp_up`, `ramp_down`; `+0.5` adds 0.5 to each).",
+                                                   ge=0.0, le=MAX_LR_WEIGHT, length=(12, 12), pattern=LR_WEIGHT_PRESET,
+                                                   pattern_doc="a preset name with an optional `+number`, or 12 numbers")
+    mid_lr_weight: float | None = opt(None, "Learning-rate multiplier of the middle block.", ge=0.0, le=MAX_LR_WEIGHT)
+    up_lr_weight: str | list[float] | None = opt(None, "Learning-rate multipliers of the 12 up blocks OUT00..OUT11 (deep to shallow), as down_lr_weight.",
+                                                 ge=0.0, le=MAX_LR_WEIGHT, length=(12, 12), pattern=LR_WEIGHT_PRESET,
+                                                 pattern_doc="a preset name with an optional `+number`, or 12 numbers")
+    block_lr_zero_threshold: float = opt(0.0, "Blocks whose lr weight is at or below this get weight 0: they are left out of the LoRA.",
+                                         ge=0.0, le=MAX_LR_WEIGHT)
     train_text_encoder: bool = opt(False, "Also train a LoRA on the CLIP text encoder (72 modules).")
     text_encoder_rank: int | None = opt(None, "Rank of text-encoder adapters (default: lora.rank).", ge=1, le=MAX_RANK)
 
@@ -148,7 +171,9 @@ class TrainConfig:
     text_encoder_lr: float = opt(5e-5, "Learning rate of text-encoder adapters.", ge=0.0, le=MAX_LR)
     loraplus_ratio: float = opt(0.0, "LoRA+: `up` weights get lr * ratio (e.g. 16); 0 disables.",
                                  ge=0.0, le=10_000.0)
-    optimizer: Literal["adamw", "adamw8bit", "prodigy"] = opt("adamw", "adamw8bit needs `pip install sdlora[bnb]`, prodigy `sdlora[prodigy]`.")
+    optimizer: str = opt("adamw", "`adamw`, `adamw8bit` (`pip install sdlora[bnb]`), `prodigy` (`sdlora[prodigy]`), `lion` (`sdlora[lion]`), `adafactor` (transformers' Adafactor; relative-step mode unless optimizer_args say otherwise), `adamw_schedulefree` (`sdlora[schedulefree]`), or any `module.Class` taking (params, lr=..., **optimizer_args).",
+                         pattern=OPTIMIZER, pattern_doc="an optimizer name or a `module.Class` path")
+    optimizer_args: dict[str, OptimizerArg] = opt({}, "Extra keyword arguments of the optimizer ([train.optimizer_args] table, e.g. `relative_step = false` for adafactor, `betas = [0.95, 0.98]` for lion); they win over betas/eps/weight_decay.")
     weight_decay: float = opt(1e-2, "AdamW weight decay.", ge=0.0, le=100.0)
     betas: list[float] = opt([0.9, 0.999], "Adam betas (beta1, beta2).", ge=0.0, lt=1.0, length=(2, 2))
     eps: float = opt(1e-8, "Adam epsilon.", gt=0.0, le=1.0)
@@ -209,6 +234,26 @@ class ValidationConfig:
 class LogConfig:
     tensorboard: bool = opt(True, "Write TensorBoard logs under <output_dir>/logs.")
     every_n_steps: int = opt(10, "Log scalars every N steps.", ge=1, le=MAX_STEPS)
+    wandb: bool = opt(False, "Also log scalars and sample grids to Weights & Biases (`pip install sdlora[wandb]`; "
+                      "`wandb login` first, or WANDB_MODE=offline to keep the run under <output_dir>/wandb).")
+    wandb_project: str = opt("sdlora", "W&B project the run is logged to.", pattern=r"[^/\\#?%:\x00-\x1f]{1,128}",
+                             pattern_doc="1 to 128 characters, none of / \\ # ? % :")
+    wandb_run_name: str = opt("", "W&B run name; empty: the LoRA's name (save.name, else the run folder's name).",
+                              pattern=r"[^\x00-\x1f]{0,128}", pattern_doc="at most 128 printable characters")
+
+
+@dataclass
+class EMAConfig:
+    enabled: bool = opt(False, "Keep an exponential moving average of the LoRA weights (fp32) and save it beside "
+                        "the raw LoRA as `<name>-ema.safetensors` (in every save.formats, checkpoints too).")
+    decay: float = opt(0.999, "EMA decay per update: shadow = decay * shadow + (1 - decay) * weights.",
+                       ge=0.0, lt=1.0)
+    warmup: bool = opt(True, "Warm-up: the n-th update uses min(decay, (1 + n) / (10 + n)) (n from 0), so early "
+                       "updates follow the weights closely.")
+    every_n_steps: int = opt(1, "Update the average every N optimizer steps.", ge=1, le=MAX_STEPS)
+    on_cpu: bool = opt(False, "Keep the average in CPU memory instead of on the training device.")
+    use_for_samples: bool = opt(False, "Sample validation grids with the EMA weights (samples/step-N-ema.png) "
+                                "instead of the raw ones.")
 
 
 @dataclass
@@ -220,6 +265,7 @@ class RunConfig:
     save: SaveConfig = opt(None, "Outputs.")
     validation: ValidationConfig = opt(None, "Samples and validation loss during training.")
     log: LogConfig = opt(None, "Logging.")
+    ema: EMAConfig = opt(None, "Exponential moving average of the LoRA weights.")
     embeddings: EmbeddingsConfig = opt(None, "New tokens trained with the LoRA (pivotal tuning).")
 
     def __post_init__(self) -> None:
@@ -253,6 +299,10 @@ def validate(cfg: RunConfig) -> None:
                           f"({d.max_bucket_side})")
     if d.buckets and d.bucket_step > d.resolution:
         raise SdloraError(f"data.bucket_step ({d.bucket_step}) must not exceed data.resolution ({d.resolution})")
+    if not cfg.lora.conv:
+        for key in ("conv_block_dims", "conv_block_alphas"):
+            if getattr(cfg.lora, key) is not None:
+                raise SdloraError(f"lora.conv must be true when lora.{key} is set (it gives conv adapters per block)")
     for i, override in enumerate(cfg.lora.overrides):
         try:
             re.compile(override.pattern)

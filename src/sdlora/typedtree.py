@@ -9,6 +9,8 @@ up in the generated reference:
     multiple_of         an int must be a multiple of this
     pattern             a str (or each str of a list) must fullmatch this regex; `pattern_doc` says it in words
 
+A `dict[str, T]` field is a table of plain keys (identifiers) with values of type T.
+
 Whatever the rules, a float must be finite and a str must not hold a NUL byte.
 """
 from __future__ import annotations
@@ -58,6 +60,8 @@ def type_name(tp: Any) -> str:
         return " or ".join("none" if a is type(None) else type_name(a) for a in args)
     if origin is list:
         return f"list of {type_name(args[0])}"
+    if origin is dict:
+        return "table"
     return getattr(tp, "__name__", None) or str(tp)
 
 
@@ -132,6 +136,16 @@ def coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, list):
             raise SdloraError(f"{key}: expected a list, got {value!r}")
         return [coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise SdloraError(f"{key}: expected a table of settings, got {value!r}")
+        out = {}
+        for name, item in value.items():
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise SdloraError(f"{key}: {name!r} is not a plain key (letters, digits and _)")
+            out[name] = coerce(item, args[1], f"{key}.{name}")
+            check_value(out[name], {}, f"{key}.{name}")  # finite numbers, no NUL
+        return out
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
@@ -268,6 +282,8 @@ def toml_value(v: Any) -> str:
         return f'"{escaped}"'
     if isinstance(v, list):
         return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + "}"
     raise TypeError(f"cannot write {v!r} as TOML")
 
 

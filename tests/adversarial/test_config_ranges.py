@@ -41,7 +41,10 @@ def _override(key: str, toml_value: str) -> list[str]:
 
 
 def _is_list(leaf) -> bool:
-    return typing.get_origin(leaf.type) is list
+    """A list field, optional or not (`list[int] | None` too)."""
+    args = [a for a in typing.get_args(leaf.type) if a is not type(None)] if typing.get_origin(leaf.type) in (
+        typing.Union, __import__("types").UnionType) else [leaf.type]
+    return len(args) == 1 and typing.get_origin(args[0]) is list
 
 
 def _as_value(leaf, number) -> str:

@@ -59,6 +59,12 @@ FAST = {
 }
 
 
+@pytest.fixture(scope="session")
+def fast_flags():
+    """FAST for module-scoped runs (which cannot use the function-scoped make_cfg)."""
+    return dict(FAST)
+
+
 @pytest.fixture
 def make_cfg(tiny_model, tiny_data, tmp_path):
     """make_cfg(**{"train.steps": 6}, sets=[...]) -> RunConfig for a fast tiny run in tmp_path/run."""

@@ -1,3 +1,4 @@
+import json
 import logging
 import math
 import re
@@ -108,3 +109,75 @@ def test_start_summary_in_words():
                          grad_accum=4, processes=2, precision="bf16", device="cuda:0")
     assert text == ("training 1 LoRA parameter in 1 UNet and 72 text-encoder modules, 1 step (continuing at "
                     "step 1), batch 2 x 4 accumulated on each of 2 processes, bf16 on the GPU (cuda:0)")
+
+
+def wandb_records(run_file):
+    """The run record and the history rows of an offline W&B run file (LevelDB-style log of protobuf Records: a 7-byte
+    `:W&B` header, 32 KiB blocks, each chunk led by crc32 (4), length (2), type (1 full, 2 first, 3 middle, 4 last))."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, pos, chunk, rows, run = run_file.read_bytes(), 7, b"", [], None
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        if 32768 - pos % 32768 < 7:  # a block's tail too short for a header is padding
+            pos += 32768 - pos % 32768
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if kind == 0 and length == 0:
+            break
+        chunk += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):
+            record = pb.Record()
+            record.ParseFromString(chunk)
+            chunk = b""
+            kind = record.WhichOneof("record_type")
+            if kind == "history":
+                rows.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item})
+            elif kind == "run":
+                run = record.run
+    return run, rows
+
+
+def test_wandb_gets_the_scalars_and_sample_grids(tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb")
+    from accelerate import PartialState
+
+    from sdlora.config import load_config
+    from sdlora.train.build import open_wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    PartialState()  # as in a run (the Accelerator exists): accelerate's tracker logs through it
+    cfg = load_config(None, ['data.sources=[{path = "imgs"}]', f"save.output_dir={tmp_path / 'me'}", "log.wandb=true",
+                             "log.wandb_project=sdlora-test", "train.lr=0.0003"])
+    p = Progress(tmp_path, enabled=True, tensorboard=False, every=2, trackers=[open_wandb(cfg, tmp_path)])
+    p.start(4)
+    for step in range(1, 5):
+        p.step(step, 1.0 / step, 1e-4, 0.5, skipped=False)
+    p.image("samples/lora", Image.new("RGB", (8, 8), (255, 0, 0)), 4)
+    p.close()
+    wandb.teardown()  # the W&B service writes the run file; this waits until it has finished
+    [run] = (tmp_path / "wandb").glob("offline-run-*")
+    record, rows = wandb_records(next(run.glob("run-*.wandb")))
+    assert record.project == "sdlora-test" and record.display_name == "me"  # named after the LoRA by default
+    assert any(i.key == "train" and json.loads(i.value_json)["lr"] == 3e-4 for i in record.config.update)
+    losses = {r["_step"]: r["train/loss"] for r in rows if "train/loss" in r}
+    assert losses == {2: 0.5, 4: 0.25}  # every 2 steps, as TensorBoard
+    assert all(r["train/lr"] == 1e-4 and r["train/grad_norm"] == 0.5 for r in rows if "train/loss" in r)
+    [grid] = [r for r in rows if "samples/lora/filenames" in r]
+    assert grid["_step"] == 4 and grid["samples/lora/count"] == 1
+    image = Image.open(run / "files" / grid["samples/lora/filenames"][0])
+    assert image.size == (8, 8) and image.getpixel((0, 0))[:3] == (255, 0, 0)
+
+
+def test_wandb_without_the_package_is_one_line_naming_the_key(make_cfg, monkeypatch):
+    import sys
+
+    from sdlora.train import train
+
+    monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed
+    with pytest.raises(SdloraError, match=r"log.wandb: the wandb package is not installed; `pip install sdlora\[wandb\]`"):
+        train(make_cfg(**{"log.wandb": True}))

@@ -20,7 +20,7 @@ def test_form_has_one_widget_per_setting_with_its_doc():
     assert {f.key: f.doc for f in form} == leaves
     assert [f.key for f in form[:len(trainform.COMMON)]] == list(trainform.COMMON)
     kinds = {f.key: f.kind for f in form}
-    assert kinds["train.optimizer"] == "choice" and kinds["lora.dora"] == "bool"
+    assert kinds["train.lr_scheduler"] == "choice" and kinds["lora.dora"] == "bool"
     assert kinds["validation.prompts"] == "lines" and kinds["save.formats"] == "multi"
 
 

@@ -28,7 +28,8 @@ FLAGS: dict[str, tuple[str, object, str]] = {
     "grad-accum": ("train.grad_accum", int, "Gradient accumulation steps"),
     "resolution": ("data.resolution", int, "Training resolution"),
     "seed": ("train.seed", int, "Random seed"),
-    "optimizer": ("train.optimizer", str, "Optimizer: adamw, adamw8bit or prodigy"),
+    "optimizer": ("train.optimizer", str, "Optimizer: adamw, adamw8bit, prodigy, lion, adafactor, adamw_schedulefree "
+                  "or a module.Class path"),
     "lr-scheduler": ("train.lr_scheduler", str, "Learning-rate schedule: constant, cosine, linear or cosine_with_restarts"),
     "mixed-precision": ("train.mixed_precision", str, "Mixed precision: auto, fp32 (also `no`), fp16 or bf16"),
     "save-every": ("save.every_n_steps", int, "Checkpoint every N steps"),

@@ -107,8 +107,13 @@ PARSERS = {"weight": _weights, "checkpoint": _checkpoint, "lora": _loras, "lbw":
 
 
 def _main_file(folder: Path) -> Path | None:
-    """A folder's LoRA file in the run's first format (`name.safetensors`, not `name.diffusers.safetensors`)."""
-    files = sorted(p for p in folder.glob("*.safetensors") if p.is_file() and "." not in p.stem)
+    """A folder's LoRA file in the run's first format (`name.safetensors`, not `name.diffusers.safetensors`
+    nor the EMA's `name-ema.safetensors`)."""
+    from sdlora.train.ema import EMA_SUFFIX
+
+    files = {p for p in folder.glob("*.safetensors") if p.is_file() and "." not in p.stem}
+    files = sorted(p for p in files if not (p.stem.endswith(EMA_SUFFIX)
+                                            and p.with_name(p.stem[:-len(EMA_SUFFIX)] + p.suffix) in files))
     return files[0] if files else None
 
 

@@ -5,15 +5,8 @@ The 26 blocks are the LDM UNet's: BASE (the whole text encoder), IN00..IN11 (inp
 (middle_block), OUT00..OUT11 (output_blocks). The 17-value form leaves out the blocks that hold no
 attention LoRA (IN00 conv_in, IN03/IN06/IN09 downsamplers, IN10/IN11, OUT00..OUT02); as in the
 extension, a 17-value vector gives those blocks 0. Modules outside every block (time_embedding,
-conv_out: rare in LoRA files) keep the LoRA's own weight.
-
-    diffusers path                          block
-    conv_in                                 IN00
-    down_blocks.i.{resnets,attentions}.j    IN{1 + 3i + j}
-    down_blocks.i.downsamplers.0            IN{3 + 3i}
-    mid_block                               M00
-    up_blocks.i.{resnets,attentions}.j      OUT{3i + j}
-    up_blocks.i.upsamplers.0                OUT{3i + 2}
+conv_out: rare in LoRA files) keep the LoRA's own weight. The block table itself is
+`sdlora.lora.blocks` (shared with the trainer's per-block ranks and learning rates).
 """
 from __future__ import annotations
 
@@ -22,8 +15,8 @@ from collections.abc import Iterable, Mapping
 
 from sdlora.errors import SdloraError
 from sdlora.lora.adapter import MAX_MULTIPLIER
+from sdlora.lora.blocks import BLOCKS26, OUTSIDE, UNET_BLOCKS, block_of  # noqa: F401 (the one table; re-exported)
 
-BLOCKS26: tuple[str, ...] = ("BASE", *(f"IN{i:02d}" for i in range(12)), "M00", *(f"OUT{i:02d}" for i in range(12)))
 BLOCKS17: tuple[str, ...] = ("BASE", "IN01", "IN02", "IN04", "IN05", "IN07", "IN08", "M00",
                              *(f"OUT{i:02d}" for i in range(3, 12)))
 
@@ -40,42 +33,6 @@ PRESETS: dict[str, tuple[float, ...]] = {name: tuple(float(v) for v in values.sp
     "OUTALL": "1,0,0,0,0,0,0,0,1,1,1,1,1,1,1,1,1",
     "ALL0.5": "0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5,0.5",
 }.items()}
-
-
-def _unet_layout() -> dict[str, str]:
-    """SD 1.x UNet: diffusers block prefix -> block id. 4 down blocks of 2 layers (attention in the
-    first 3), 4 up blocks of 3 layers (attention in the last 3)."""
-    table = {"conv_in": "IN00", "mid_block": "M00"}
-    for i in range(4):
-        kinds_down = ("resnets", "attentions") if i < 3 else ("resnets",)
-        kinds_up = ("resnets", "attentions") if i > 0 else ("resnets",)
-        for j in range(3):
-            for kind in kinds_down if j < 2 else ():
-                table[f"down_blocks.{i}.{kind}.{j}"] = f"IN{1 + 3 * i + j:02d}"
-            for kind in kinds_up:
-                table[f"up_blocks.{i}.{kind}.{j}"] = f"OUT{3 * i + j:02d}"
-        if i < 3:
-            table[f"down_blocks.{i}.downsamplers.0"] = f"IN{3 + 3 * i:02d}"
-            table[f"up_blocks.{i}.upsamplers.0"] = f"OUT{3 * i + 2:02d}"
-    return table
-
-
-UNET_BLOCKS: dict[str, str] = _unet_layout()
-OUTSIDE = ("time_embedding", "conv_out")  # UNet modules in no block
-
-
-def block_of(component: str, path: str) -> str | None:
-    """The block id of a module ("unet" + diffusers path, or "text_encoder"); None outside every block."""
-    if component == "text_encoder":
-        return "BASE"
-    parts = path.split(".")
-    for size in (4, 1):  # down_blocks.i.resnets.j / conv_in, mid_block
-        block = UNET_BLOCKS.get(".".join(parts[:size]))
-        if block is not None:
-            return block
-    if parts[0] in OUTSIDE:
-        return None
-    raise SdloraError(f"unet.{path}: not a module of an SD 1.x UNet, so it has no LoRA block")
 
 
 def _number(text: str, where: str) -> float:

@@ -23,15 +23,16 @@ from sdlora.errors import SdloraError
 from sdlora.train import checkpoint as ckpt
 from sdlora.train import embeddings as new_tokens
 from sdlora.train import rng
-from sdlora.train.adapters import attach_lora, lora_parameters, trainable_models
+from sdlora.train.adapters import attach_lora, block_lr, lora_parameters, trainable_models
 from sdlora.train.batches import BatchStream
+from sdlora.train.ema import EMA, build_ema
 from sdlora.train.guard import NonFiniteGuard
 from sdlora.train.inputs import Data, make_sampler, make_stream, prepare_data, total_steps, val_batches
 from sdlora.train.model import (check_compile_backend, check_sizes, enable_checkpointing, enable_sdpa, load_model,
                                 place_models, speed_up_unet)
 from sdlora.train.noise import NoiseSchedule
 from sdlora.train.optim import build_optimizer, build_scheduler, param_groups
-from sdlora.train.progress import Progress
+from sdlora.train.progress import Progress, check_wandb, wandb_tracker
 from sdlora.train.resume import complete_message, open_resume
 from sdlora.train.runlock import RunLock
 from sdlora.train.state import restore
@@ -66,6 +67,7 @@ class Run:
     validation_losses: dict[int, float] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
     lock: RunLock | None = None
+    ema: EMA | None = None  # the moving average of the LoRA (ema.enabled)
 
     def close(self) -> None:
         """Release what the run holds outside itself: the log file and the run folder's lock."""
@@ -83,6 +85,8 @@ def build_run(cfg: RunConfig, acc, resume: str | None) -> Run:
         found, state = open_resume(resume, cfg) if resume else (None, None)  # a bad --resume fails first
         if cfg.train.compile:
             check_compile_backend(cfg.train.compile_backend)  # so does a bad backend
+        if cfg.log.wandb:
+            check_wandb()  # and a missing wandb package
         rng.seed_all(cfg.train.seed)
         components = load_model(cfg.model.name, DTYPES[acc.mixed_precision])
         check_sizes(cfg, components)
@@ -106,7 +110,18 @@ def open_run_folder(cfg: RunConfig, acc, run_dir: Path) -> Progress:
         except OSError as exc:
             raise SdloraError(f"{run_dir / CONFIG_FILE}: cannot write the run's config ({exc.strerror or exc}); "
                               "choose a writable --output") from None
-    return Progress(run_dir, enabled=acc.is_main_process, tensorboard=cfg.log.tensorboard, every=cfg.log.every_n_steps)
+    trackers = [open_wandb(cfg, run_dir)] if cfg.log.wandb and acc.is_main_process else []
+    return Progress(run_dir, enabled=acc.is_main_process, tensorboard=cfg.log.tensorboard, every=cfg.log.every_n_steps,
+                    trackers=trackers)
+
+
+def open_wandb(cfg: RunConfig, run_dir: Path):
+    """The W&B run (log.wandb): named after the LoRA unless log.wandb_run_name says otherwise."""
+    from sdlora.config import to_dict
+    from sdlora.train.export import run_name
+
+    return wandb_tracker(run_dir, project=cfg.log.wandb_project, name=cfg.log.wandb_run_name or run_name(cfg),
+                         config=to_dict(cfg))
 
 
 def assemble_run(cfg: RunConfig, acc, run_dir: Path, components, progress: Progress, found, state) -> Run:
@@ -114,17 +129,19 @@ def assemble_run(cfg: RunConfig, acc, run_dir: Path, components, progress: Progr
     new_tokens.install(cfg, components)  # pivotal tuning: before any caption is tokenized
     data = load_data(cfg, acc, components, run_dir)
     models, _ = make_trainable(cfg, components)  # the start summary (train/loop.announce) counts modules
-    optimizer = build_optimizer(new_tokens.split_groups(param_groups(models, cfg.train), cfg, components), cfg.train)
+    optimizer = build_optimizer(new_tokens.split_groups(param_groups(models, cfg.train, block_lr(cfg)), cfg, components),
+                                cfg.train)
     sampler = make_sampler(cfg, data.train, acc)
     total = total_steps(cfg, len(sampler))
     scheduler = build_scheduler(optimizer, cfg.train, total)
     *wrapped, optimizer = acc.prepare(*models.values(), optimizer)
     ctx = step_context(cfg, acc, components, dict(zip(models, wrapped)), lora_parameters(models))
     guard = NonFiniteGuard(cfg.train.max_nonfinite_steps, acc.mixed_precision)
+    ema = build_ema(cfg, models)
     step, stream_state = 0, {"epoch": 0, "global_position": 0}
     if found is not None:
         step = restore(state, models=models, optimizer=optimizer, scheduler=scheduler, scaler=acc.scaler,
-                       guard=guard, where=str(found.path))
+                       guard=guard, where=str(found.path), ema=ema)
         if step >= total:
             raise SdloraError(complete_message(step, found, "train.epochs", cfg.train.epochs or 0))
         stream_state = state["stream"]
@@ -133,7 +150,7 @@ def assemble_run(cfg: RunConfig, acc, run_dir: Path, components, progress: Progr
     return Run(cfg=cfg, acc=acc, run_dir=run_dir, components=components, models=models, ctx=ctx,
                optimizer=optimizer, scheduler=scheduler, stream=stream, guard=guard, progress=progress,
                validator=Validator(cfg, components, acc.device, run_dir), val_batches=val_batches(cfg, data.val),
-               total=total, dataset=data.train.summary(), step=step, last_saved=step if found else -1)
+               total=total, dataset=data.train.summary(), step=step, last_saved=step if found else -1, ema=ema)
 
 
 def load_data(cfg: RunConfig, acc, components, run_dir: Path) -> Data:

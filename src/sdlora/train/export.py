@@ -32,6 +32,7 @@ from sdlora.formats.canonical import first_non_finite
 from sdlora.formats.embeddings import save_standalone, standalone_path
 from sdlora.lora import lora_modules
 from sdlora.models.components import SDComponents
+from sdlora.train.ema import EMA_SUFFIX
 from sdlora.train.embeddings import trained as trained_embeddings
 
 
@@ -130,10 +131,11 @@ def run_name(cfg: RunConfig) -> str:
     return cfg.save.name or Path(cfg.save.output_dir).expanduser().resolve().name or "lora"
 
 
-def lora_filenames(cfg: RunConfig, step: int | None = None) -> dict[str, str]:
+def lora_filenames(cfg: RunConfig, step: int | None = None, *, ema: bool = False) -> dict[str, str]:
     """{format: file name}: the first format gets `<name>.safetensors`, others `<name>.<format>.safetensors`;
-    with `step` (a checkpoint), `<name>-<step>` (six digits, as kohya numbers them)."""
-    stem = run_name(cfg) + (f"-{step:06d}" if step is not None else "")
+    with `step` (a checkpoint), `<name>-<step>` (six digits, as kohya numbers them); the EMA weights (ema)
+    `<name>[-<step>]-ema`."""
+    stem = run_name(cfg) + (f"-{step:06d}" if step is not None else "") + (EMA_SUFFIX if ema else "")
     return {fmt: f"{stem}.safetensors" if i == 0 else f"{stem}.{fmt}.safetensors"
             for i, fmt in enumerate(dict.fromkeys(cfg.save.formats))}
 
@@ -145,10 +147,11 @@ def check_finite(lora: dict[str, torch.Tensor]) -> None:
 
 
 def save_lora(folder: str | Path, components: SDComponents, cfg: RunConfig, metadata: dict[str, str], *,
-              step: int | None = None) -> list[Path]:
-    """Write the LoRA in every configured format into `folder` (step: a checkpoint's); returns the paths.
-    Trained token embeddings (pivotal tuning) are bundled into kohya files and/or written beside them
-    as `<name>.emb.safetensors`, as embeddings.bundle / embeddings.standalone say."""
+              step: int | None = None, ema: bool = False) -> list[Path]:
+    """Write the LoRA in every configured format into `folder` (step: a checkpoint's; ema: the EMA weights are
+    in the model, named `-ema`); returns the paths. Trained token embeddings (pivotal tuning) are bundled
+    into kohya files and/or written beside them as `<name>.emb.safetensors`, as embeddings.bundle /
+    embeddings.standalone say."""
     lora = extract(components)
     emb = trained_embeddings(components) if cfg.embeddings.tokens else {}
     dtype = SAVE_DTYPES[cfg.save.precision]
@@ -157,7 +160,7 @@ def save_lora(folder: str | Path, components: SDComponents, cfg: RunConfig, meta
     metadata = {**metadata, **derived_metadata(canonical.group(lora))}  # rank/alpha as the tensors say
     bundled = emb if cfg.embeddings.bundle else None
     paths = [save_lora_file(Path(folder) / name, lora, metadata, fmt, dtype, embeddings=bundled)
-             for fmt, name in lora_filenames(cfg, step).items()]
+             for fmt, name in lora_filenames(cfg, step, ema=ema).items()]
     if emb and cfg.embeddings.standalone:
         paths.append(save_standalone(standalone_path(paths[0]), emb, dtype,
                                      {"sdlora_version": __version__, "ss_output_name": run_name(cfg)}))

@@ -9,6 +9,7 @@ LoRA weights identical, which finish() verifies).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -23,11 +24,13 @@ from sdlora.lora import lora_modules
 from sdlora.train import checkpoint as ckpt
 from sdlora.train import rng
 from sdlora.train.build import CONFIG_FILE, Run, build_run
+from sdlora.train.ema import ema_metadata
 from sdlora.train.export import (base_norm, caption_warning, delta_norm, lora_metadata, save_lora, tag_frequency,
                                  uncaptioned)
 from sdlora.train.guard import StopRequest, is_oom, oom_message
+from sdlora.train.optim import averaged_weights
 from sdlora.train.precision import choose as choose_precision
-from sdlora.train.progress import continue_command, start_summary
+from sdlora.train.progress import continue_command, plural, start_summary
 from sdlora.train.setup import make_accelerator, release_accelerator
 from sdlora.train.state import training_state
 from sdlora.train.step import StepResult, train_step
@@ -116,6 +119,11 @@ def announce(run: Run) -> None:
         batch_size=cfg.train.batch_size, grad_accum=cfg.train.grad_accum, processes=acc.num_processes,
         precision=choice.name, device=str(acc.device)))
     run.progress.message(f"precision {choice.name}: {choice.reason}")
+    if run.ema is not None:
+        e = cfg.ema
+        run.progress.message(f"EMA of the LoRA weights: decay {e.decay:g}{' with warm-up' if e.warmup else ''}, every "
+                             f"{plural(e.every_n_steps, 'step')}, kept on {'the CPU' if e.on_cpu else str(acc.device)}"
+                             f"{', used for the samples' if e.use_for_samples else ''}")
     missing, total = uncaptioned(run.stream.dataset)
     warning = caption_warning(run.stream.dataset)
     if warning:
@@ -126,8 +134,10 @@ def announce(run: Run) -> None:
 
 
 def after_step(run: Run, *, epoch_done: bool) -> None:
-    """Periodic work after optimizer step run.step: checkpoint, sample grid, validation loss."""
+    """Periodic work after optimizer step run.step: EMA update, checkpoint, sample grid, validation loss."""
     s, v, step = run.cfg.save, run.cfg.validation, run.step
+    if run.ema is not None:
+        run.ema.update(run.models, step)
     by_steps = s.every_n_steps > 0 and step % s.every_n_steps == 0
     by_epochs = epoch_done and s.every_n_epochs > 0 and run.stream.epoch % s.every_n_epochs == 0
     if (by_steps or by_epochs) and step < run.total:
@@ -153,17 +163,29 @@ def save_checkpoint(run: Run) -> Path | None:
     cfg = run.cfg
 
     def write(folder: Path) -> None:
-        save_lora(folder, run.components, cfg, metadata(run), step=run.step)
+        save_files(run, folder, step=run.step)  # (schedule-free: the state below keeps the training weights)
         if cfg.save.save_state:
             state = training_state(step=run.step, stream=run.stream.state(), models=run.models,
                                    optimizer=run.optimizer, scheduler=run.scheduler, scaler=run.acc.scaler,
-                                   guard=run.guard, num_processes=run.acc.num_processes, config=to_toml(cfg))
+                                   guard=run.guard, num_processes=run.acc.num_processes, config=to_toml(cfg),
+                                   ema=run.ema)
             ckpt.atomic_torch_save(folder / ckpt.STATE_FILE, state)
 
     written = ckpt.write_checkpoint(run.run_dir, run.step, write)
     ckpt.prune(run.run_dir, cfg.save.keep_last)
     run.progress.message(f"step {run.step}: checkpoint saved to {written.path}")
     return written.path
+
+
+def save_files(run: Run, folder: Path, step: int | None = None) -> list[Path]:
+    """The LoRA files (every save.formats) into `folder`, then, with ema.enabled, the EMA's `-ema` files."""
+    with averaged_weights(run.optimizer):  # schedule-free: the averaged weights, the training ones restored after
+        files = save_lora(folder, run.components, run.cfg, metadata(run), step=step)
+    if run.ema is not None:
+        with run.ema.applied(run.models):
+            files += save_lora(folder, run.components, run.cfg, {**metadata(run), **ema_metadata(run.ema)},
+                               step=step, ema=True)
+    return files
 
 
 def metadata(run: Run) -> dict[str, str]:
@@ -179,9 +201,11 @@ def sample_grid(run: Run, *, base: bool = False):
     if not run.acc.is_main_process:
         return None
     step = 0 if base else run.step
-    with lora_disabled(run.components, base):
-        sheet, arrays = run.validator.grid(step, base=base)
-    run.progress.image("samples/base" if base else "samples/lora", sheet, step)
+    ema = not base and run.ema is not None and run.cfg.ema.use_for_samples
+    with lora_disabled(run.components, base), averaged_weights(run.optimizer), \
+            (run.ema.applied(run.models) if ema else contextlib.nullcontext()):
+        sheet, arrays = run.validator.grid(step, base=base, ema=ema)
+    run.progress.image("samples/base" if base else "samples/ema" if ema else "samples/lora", sheet, step)
     return arrays
 
 
@@ -193,7 +217,8 @@ def log_validation_loss(run: Run) -> None:
     if not run.acc.is_main_process:
         return
     ctx = dataclasses.replace(run.ctx, unet=run.components.unet, text_encoder=run.components.text_encoder)
-    value = validation_loss(ctx, run.val_batches, run.cfg.validation.seed, run.acc.autocast)
+    with averaged_weights(run.optimizer):
+        value = validation_loss(ctx, run.val_batches, run.cfg.validation.seed, run.acc.autocast)
     run.validation_losses[run.step] = value
     run.progress.scalars(run.step, {"validation/loss": value})
     run.progress.message(f"step {run.step}: validation loss {value:.5f}")
@@ -211,7 +236,7 @@ def finish(run: Run, status: str) -> TrainResult:
                              f"  {continue_command(run.run_dir)}")
         return result
     if run.acc.is_main_process:
-        result.lora_files = save_lora(run.run_dir, run.components, run.cfg, metadata(run))
+        result.lora_files = save_files(run, run.run_dir)
         if run.last_saved != run.step:
             save_checkpoint(run)
         result.checkpoint = ckpt.checkpoint_dir(run.run_dir, run.step)
@@ -229,7 +254,8 @@ def finish(run: Run, status: str) -> TrainResult:
 
 def no_effect_check(run: Run) -> tuple[float, list[str]]:
     """Warn loudly when the LoRA's weight change is ~0 or the final samples equal the base model's."""
-    norm, base = delta_norm(run.components), base_norm(run.components)
+    with averaged_weights(run.optimizer):
+        norm, base = delta_norm(run.components), base_norm(run.components)
     warnings = []
     if norm <= NO_EFFECT_RELATIVE * max(base, 1e-12):
         warnings.append(f"WARNING: the LoRA changes nothing (weight delta norm {norm:.3g}, relative "
@@ -237,8 +263,10 @@ def no_effect_check(run: Run) -> tuple[float, list[str]]:
     if run.validator.enabled:
         arrays = sample_grid(run)
         if arrays is not None and run.validator.identical_to_base(arrays):
+            ema = " (these are the EMA's samples: lower ema.decay for a run this short)" if (
+                run.ema is not None and run.cfg.ema.use_for_samples) else ""
             warnings.append("WARNING: validation samples are pixel-identical to the base model's: the LoRA has "
-                            "no visible effect (train longer, raise train.lr or lora.rank)")
+                            f"no visible effect (train longer, raise train.lr or lora.rank){ema}")
     return norm, warnings
 
 

@@ -1,4 +1,5 @@
-"""What a run reports: a progress bar, TensorBoard scalars and images, and a plain-text log file.
+"""What a run reports: a progress bar, TensorBoard scalars and images, a plain-text log file, and
+accelerate trackers (Weights & Biases with log.wandb) that get the same scalars and sample grids.
 
 Only the main process reports (the others get a disabled Progress), so every line and event is
 written once. The bar shows step, smoothed loss, learning rate, it/s and ETA (tqdm computes the last
@@ -43,8 +44,11 @@ class SmoothedValue:
 
 
 class Progress:
-    def __init__(self, run_dir: str | Path, *, enabled: bool = True, tensorboard: bool = True, every: int = 10):
+    def __init__(self, run_dir: str | Path, *, enabled: bool = True, tensorboard: bool = True, every: int = 10,
+                 trackers: list | None = None):
+        """trackers: started accelerate GeneralTrackers (see wandb_tracker); closed with the Progress."""
         self.enabled, self.every = enabled, max(1, every)
+        self.trackers = list(trackers or []) if enabled else []
         self.loss = SmoothedValue()
         self.bar = None
         self.writer = None
@@ -96,13 +100,17 @@ class Progress:
         if self.writer is not None:
             for tag, value in values.items():
                 self.writer.add_scalar(tag, value, step)
+        for tracker in self.trackers:
+            tracker.log(dict(values), step=step)
 
     def image(self, tag: str, image, step: int) -> None:
-        """A PIL image to TensorBoard (HWC uint8)."""
+        """A PIL image to TensorBoard (HWC uint8) and the trackers."""
         if self.writer is not None:
             import numpy as np
 
             self.writer.add_image(tag, np.asarray(image.convert("RGB")), step, dataformats="HWC")
+        for tracker in self.trackers:
+            tracker.log_images({tag: [image.convert("RGB")]}, step=step)
 
     def message(self, text: str, level: int = logging.INFO) -> None:
         """A line for the console (above the bar) and the log file."""
@@ -132,9 +140,37 @@ class Progress:
         self.end_bar()
         if self.writer is not None:
             self.writer.close()
+        for tracker in self.trackers:
+            tracker.finish()
+        self.trackers = []
         if self._handler is not None:
             logging.getLogger("sdlora").removeHandler(self._handler)
             self._handler.close()
+
+
+def check_wandb() -> None:
+    """log.wandb needs the wandb package: say so before the model loads."""
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is None:
+        raise SdloraError("log.wandb: the wandb package is not installed; `pip install sdlora[wandb]`, "
+                          "or set log.wandb = false")
+
+
+def wandb_tracker(run_dir: str | Path, *, project: str, name: str, config: dict):
+    """A started accelerate WandBTracker writing under run_dir/wandb (WANDB_MODE=offline: only there)."""
+    import wandb
+    from accelerate.tracking import WandBTracker
+
+    tracker = WandBTracker(project, name=name, dir=str(run_dir), config=config,
+                           settings=wandb.Settings(console="off"))  # tqdm and our log own the console
+    try:
+        tracker.start()
+    except Exception as exc:  # no API key, no network, a bad project: one line, nothing trained yet
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SdloraError(f"log.wandb: could not start the W&B run ({first}); run `wandb login`, or set "
+                          "WANDB_MODE=offline (upload later with `wandb sync`), or set log.wandb = false") from None
+    return tracker
 
 
 def plural(n: int, word: str) -> str:

@@ -1,7 +1,8 @@
 """The training state saved with a checkpoint (state.pt) and how a run is restored from it.
 
     {"version", "step", "stream": {epoch, global_position, num_replicas}, "lora": {name: fp32 tensor},
-     "optimizer", "scheduler", "scaler", "guard", "rng", "num_processes", "config": resolved TOML}
+     "optimizer", "scheduler", "scaler", "guard", "rng", "num_processes", "config": resolved TOML,
+     "ema": {"updates", "shadow": {name: fp32 tensor}} or None (train/ema.py)}
 
 Everything is tensors, numbers, strings, lists and dicts, so it loads with torch.load(weights_only=True)
 (no pickle code execution). LoRA tensors are keyed "<component>.<parameter name>" and restored strictly.
@@ -20,16 +21,20 @@ from sdlora.train.checkpoint import STATE_VERSION
 log = logging.getLogger("sdlora.train")
 
 
+def trainable(models: dict[str, nn.Module]) -> dict[str, nn.Parameter]:
+    """The live trainable parameters keyed "<component>.<parameter name>" (the LoRA's and the EMA's keys)."""
+    return {f"{component}.{name}": p for component, model in models.items()
+            for name, p in model.named_parameters() if p.requires_grad}
+
+
 def lora_tensors(models: dict[str, nn.Module]) -> dict[str, torch.Tensor]:
     """Every trainable tensor, fp32 CPU copies, keyed "<component>.<parameter name>"."""
-    return {f"{component}.{name}": p.detach().to("cpu").clone()
-            for component, model in models.items() for name, p in model.named_parameters() if p.requires_grad}
+    return {key: p.detach().to("cpu").clone() for key, p in trainable(models).items()}
 
 
 @torch.no_grad()
 def load_lora_tensors(models: dict[str, nn.Module], saved: dict[str, torch.Tensor], where: str) -> None:
-    live = {f"{component}.{name}": p for component, model in models.items()
-            for name, p in model.named_parameters() if p.requires_grad}
+    live = trainable(models)
     missing, unexpected = sorted(set(live) - set(saved)), sorted(set(saved) - set(live))
     if missing or unexpected:
         first = (missing or unexpected)[0]
@@ -44,7 +49,7 @@ def load_lora_tensors(models: dict[str, nn.Module], saved: dict[str, torch.Tenso
 
 
 def training_state(*, step: int, stream: dict, models: dict[str, nn.Module], optimizer, scheduler, scaler,
-                   guard, num_processes: int, config: str) -> dict:
+                   guard, num_processes: int, config: str, ema=None) -> dict:
     return {
         "version": STATE_VERSION,
         "step": step,
@@ -57,11 +62,12 @@ def training_state(*, step: int, stream: dict, models: dict[str, nn.Module], opt
         "rng": rng.capture(),
         "num_processes": num_processes,
         "config": config,
+        "ema": ema.state_dict() if ema is not None else None,
     }
 
 
 def restore(state: dict, *, models: dict[str, nn.Module], optimizer, scheduler, scaler, guard,
-            where: str) -> int:
+            where: str, ema=None) -> int:
     """Load a training state into a freshly built run; returns the step to continue from."""
     load_lora_tensors(models, state["lora"], where)
     try:
@@ -73,5 +79,10 @@ def restore(state: dict, *, models: dict[str, nn.Module], optimizer, scheduler, 
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
     guard.load_state_dict(state["guard"])
+    if ema is not None:
+        if not state.get("ema"):
+            raise SdloraError(f"{where}: the checkpoint holds no EMA state (it was saved with ema.enabled = false); "
+                              "resume with the run's own config")
+        ema.load_state_dict(state["ema"], where)
     rng.restore(state["rng"])
     return int(state["step"])

@@ -80,15 +80,15 @@ class Validator:
         with sampling_mode([c.unet, c.vae, c.text_encoder], self.device), sampling_autocast(c, self.device):
             return [self._sampler.arrays(spec, [spec.seed])[0] for spec in self._specs()]
 
-    def grid(self, step: int, *, base: bool = False):
-        """Sample every prompt, save samples/step-N[-base].png, return (PIL grid, images)."""
+    def grid(self, step: int, *, base: bool = False, ema: bool = False):
+        """Sample every prompt, save samples/step-N[-base|-ema].png, return (PIL grid, images)."""
         arrays = self.images()
         if base:
             self.base_images = arrays
         sheet = contact_sheet([to_image(a) for a in arrays], list(self.cfg.validation.prompts))
         buffer = io.BytesIO()
         sheet.save(buffer, format="PNG")
-        name = f"step-{step:06d}{'-base' if base else ''}.png"
+        name = f"step-{step:06d}{'-base' if base else '-ema' if ema else ''}.png"
         atomic_write_bytes(self.folder / name, buffer.getvalue())
         return sheet, arrays
 

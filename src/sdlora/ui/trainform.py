@@ -117,11 +117,14 @@ def form_values(cfg: RunConfig, form: list[Field]) -> list[Any]:
     return [to_widget(f, flat[f.key]) for f in form]
 
 
+TABLE_LEAVES = {leaf.key for leaf in leaves(RunConfig) if typing.get_origin(leaf.type) is dict}  # optimizer_args
+
+
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     out = {}
     for key, value in tree.items():
         dotted = f"{prefix}.{key}" if prefix else key
-        if isinstance(value, dict):
+        if isinstance(value, dict) and dotted not in TABLE_LEAVES:  # a table-valued setting is one value
             out.update(flatten(value, dotted))
         else:
             out[dotted] = value
