@@ -35,8 +35,8 @@ def read(path):
 def pivotal_cfg(tiny_model, tiny_data, out, **flags):
     sets = [f'data.sources=[{{path = "{tiny_data}", caption_prefix = "<s0><s1>, "}}]',
             f"embeddings.tokens={json.dumps(TOKENS)}", "embeddings.init_word=square"]
-    merged = {**FAST, "model.name": str(tiny_model), "save.output_dir": str(out), "train.steps": 3,
-              "embeddings.stop_step": 2, "save.every_n_steps": 1, "save.keep_last": 0, "train.weight_decay": 0.1,
+    merged = {**FAST, "model.name": str(tiny_model), "save.output_dir": str(out), "train.steps": 2,
+              "embeddings.stop_step": 1, "save.every_n_steps": 1, "save.keep_last": 0, "train.weight_decay": 0.1,
               **flags}
     return resolve_config(None, sets, merged)
 
@@ -49,7 +49,7 @@ def rows(state: dict) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def pivotal(tiny_model, tiny_data, tmp_path_factory):
-    """A 3-step run (embeddings stop after step 2, a checkpoint every step); the live components kept."""
+    """A 2-step run (embeddings stop after step 1, a checkpoint every step); the live components kept."""
     cfg = pivotal_cfg(tiny_model, tiny_data, tmp_path_factory.mktemp("pivotal") / "run")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the suite's per-test fixture, which a module fixture runs before: bitwise
@@ -70,20 +70,20 @@ def test_new_tokens_train_and_the_embedding_table_stays_bit_exact(pivotal):
     fresh = tiny_components(0).text_encoder.get_input_embeddings().weight  # what the tiny_model folder holds
     assert torch.equal(table.base.weight, fresh) and not table.base.weight.requires_grad
     assert run.components.tokenizer.convert_tokens_to_ids(TOKENS) == [fresh.shape[0], fresh.shape[0] + 1]
-    start = E.initial_vectors(cfg, tiny_components(0))
+    start = E.initial_vectors(cfg, run.components)  # init_word reads the frozen table
     assert not torch.equal(table.added.weight.detach(), start)  # they learned
     trainable = [k for k in load_state(find_checkpoints(run.run_dir)[-1])["lora"] if k.startswith("text_encoder.")]
     assert len(trainable) == 1 and trainable[0].endswith("token_embedding.added.weight")  # nothing else of the TE
 
 
 def test_stop_step_freezes_the_rows_while_the_lora_trains_on(pivotal):
-    _, run = pivotal
+    cfg, run = pivotal
     states = {c.step: load_state(c) for c in find_checkpoints(run.run_dir)}
-    assert sorted(states) == [1, 2, 3]
-    assert not torch.equal(rows(states[1]), rows(states[2]))
-    assert torch.equal(rows(states[2]), rows(states[3]))  # embeddings.stop_step = 2
-    unet = [k for k in states[3]["lora"] if k.startswith("unet.")]
-    assert any(not torch.equal(states[2]["lora"][k], states[3]["lora"][k]) for k in unet)
+    assert sorted(states) == [1, 2]
+    assert not torch.equal(rows(states[1]), E.initial_vectors(cfg, run.components))  # step 1 trained them
+    assert torch.equal(rows(states[1]), rows(states[2]))  # embeddings.stop_step = 1
+    unet = [k for k in states[2]["lora"] if k.startswith("unet.")]
+    assert any(not torch.equal(states[1]["lora"][k], states[2]["lora"][k]) for k in unet)
 
 
 def test_files_bundle_the_tokens_and_write_a_standalone_embedding(pivotal):
@@ -114,7 +114,7 @@ def test_resume_restores_the_new_rows_bitwise(pivotal, tiny_model, tiny_data, tm
     _, run = pivotal
     cfg = pivotal_cfg(tiny_model, tiny_data, tmp_path / "resumed")
     result = train(cfg, resume=str(find_checkpoints(run.run_dir)[0].path))  # continue from step 1
-    assert result.step == 3
+    assert result.step == 2
     a, b = load_state(find_checkpoints(run.run_dir)[-1])["lora"], load_state(find_checkpoints(tmp_path / "resumed")[-1])["lora"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
@@ -123,7 +123,7 @@ def test_the_embeddings_have_their_own_rate_and_stop(pivotal):
     cfg, run = pivotal
     groups = {g["name"]: g for g in run.optimizer.param_groups}
     assert groups["embeddings"]["params"] == [run.components.text_encoder.get_input_embeddings().added.weight]
-    assert groups["embeddings"]["stop_step"] == 2 and "text_encoder" not in groups
+    assert groups["embeddings"]["stop_step"] == 1 and "text_encoder" not in groups
     assert groups["embeddings"]["initial_lr"] == cfg.embeddings.lr != cfg.train.text_encoder_lr
     opt = torch.optim.SGD([{"params": [torch.zeros(1, requires_grad=True)], "lr": 0.5},
                            {"params": [torch.zeros(1, requires_grad=True)], "lr": 0.25, "stop_step": 2}])
