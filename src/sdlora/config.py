@@ -126,6 +126,7 @@ class SourceConfig:
     caption_suffix: str = opt("", "Text put after every caption.")
     num_images: int = opt(0, "For role=class: generate images with the base model until the folder holds this many.",
                          ge=0, le=100_000)
+    mask_dir: str | None = opt(None, "This source's mask folder for `data.masks = \"folder\"` (default: data.mask_dir).")
 
 
 @dataclass
@@ -142,6 +143,8 @@ class DataConfig:
     flip: bool = opt(False, "Random horizontal flip (do not use for asymmetric subjects such as text or faces with a part).")
     no_upscale: bool = opt(False, "Skip images smaller than their bucket instead of upscaling them.")
     background: str = opt("white", "Colour composited behind transparent images (name or #rrggbb).")
+    masks: Literal["off", "alpha", "folder"] = opt("off", "Per-image loss masks (white = train, black = ignore, grey = weight): `alpha` uses each image's alpha channel (the pixels are still composited on `background`), `folder` reads `<mask_dir>/<image's path in its source, as .png>`; images without one train everywhere.")
+    mask_dir: str | None = opt(None, "Folder of mask images for `masks = \"folder\"` (sources may name their own `mask_dir`); outside the source folders.")
     max_image_pixels: int = opt(100_000_000, "Images with more pixels are skipped (decompression-bomb guard).",
                                 ge=1, le=1_000_000_000)
     shuffle_tags: bool = opt(False, "Shuffle comma-separated tags each time a caption is used.")
@@ -191,6 +194,33 @@ class TrainConfig:
                                        gt=0.0, le=1e6)
     noise_offset: float = opt(0.0, "Noise offset (e.g. 0.05) for darker darks and brighter brights.",
                                 ge=0.0, le=10.0)
+    multires_noise_iterations: int = opt(0, "Pyramid (multi-resolution) noise: add this many coarser noise levels "
+                                         "(kohya suggests 6-10); 0 disables.", ge=0, le=64)
+    multires_noise_discount: float = opt(0.3, "Pyramid noise: strength of each coarser level relative to the one "
+                                         "before (kohya: 0.3).", ge=0.0, le=1.0)
+    ip_noise_gamma: float = opt(0.0, "Input perturbation: noise of this strength (0.1 is common) added to the model's "
+                                "input only, not to its target; 0 disables.", ge=0.0, le=10.0)
+    zero_terminal_snr: bool = opt(False, "Rescale the betas so the last timestep is pure noise (zero terminal SNR); "
+                                  "needs prediction_type = v_prediction. The LoRA file records it and `sdlora generate` "
+                                  "then samples with the same schedule and trailing timesteps.")
+    timestep_sampling: Literal["uniform", "logit_normal"] = opt("uniform", "How training timesteps are drawn in "
+                                                               "[timestep_min, timestep_max): `uniform`, or `logit_normal` "
+                                                               "(sigmoid of N(logit_mean, logit_std), SD3-style).")
+    logit_mean: float = opt(0.0, "logit_normal: mean of the normal (>0 favours noisier timesteps).", ge=-10.0, le=10.0)
+    logit_std: float = opt(1.0, "logit_normal: standard deviation of the normal.", gt=0.0, le=10.0)
+    timestep_shift: float = opt(1.0, "Shift the drawn timesteps (u in [0, 1)) to s*u / (1 + (s-1)*u): above 1 towards "
+                                "noise (composition), below 1 towards detail; 1 leaves them.", gt=0.0, le=100.0)
+    loss_type: Literal["l2", "l1", "huber", "smooth_l1"] = opt("l2", "Per-element loss: `l2` (MSE), `l1`, `huber` "
+                                                              "(pseudo-Huber: L2 near 0, L1 beyond huber_c; kohya's) or "
+                                                              "`smooth_l1` (the same without the 2*c scale).")
+    huber_schedule: Literal["constant", "exponential", "snr"] = opt("snr", "huber/smooth_l1: threshold c per timestep: "
+                                                                   "`constant` huber_c, `exponential` from 1 at t=0 "
+                                                                   "down to huber_c at t=T, `snr` (kohya's default) "
+                                                                   "from the noise level.")
+    huber_c: float = opt(0.1, "huber/smooth_l1: the threshold c (constant) or its value at the noisiest timestep.",
+                         gt=0.0, le=1.0)
+    debiased_estimation: bool = opt(False, "Debiased estimation loss weighting: 1/sqrt(SNR) (epsilon) or 1/(SNR+1) "
+                                    "(v_prediction), SNR capped at 1000.")
     timestep_min: int = opt(0, "Smallest training timestep.", ge=0, le=999)
     timestep_max: int = opt(1000, "Largest training timestep (exclusive).", ge=1, le=1000)
     prior_loss_weight: float = opt(1.0, "Weight of the prior-preservation loss on class images.",
@@ -292,6 +322,9 @@ def validate(cfg: RunConfig) -> None:
         raise SdloraError(f"save.formats: the diffusers format cannot hold lora.algorithm = {cfg.lora.algorithm!r} "
                           "(diffusers' loader reads only LoRA); write kohya (A1111, ComfyUI, LyCORIS) and, for "
                           "diffusers, `sdlora resize` the file to a plain LoRA afterwards")
+    if t.zero_terminal_snr and t.prediction_type != "v_prediction":
+        raise SdloraError("train.zero_terminal_snr needs train.prediction_type = \"v_prediction\": at the last "
+                          "timestep the input is pure noise, so an epsilon model cannot recover the image")
     if t.timestep_min >= t.timestep_max:
         raise SdloraError(f"train.timestep_min ({t.timestep_min}) must be below train.timestep_max ({t.timestep_max})")
     if d.min_bucket_side > d.max_bucket_side:

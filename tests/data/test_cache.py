@@ -47,7 +47,7 @@ def test_memory_cache_matches_direct_encoding(folder, mk, vae):
         assert item["latents"].shape == (4, h // 2, w // 2)  # the tiny VAE downsamples by 2 (SD's by 8)
         with torch.no_grad():
             dist = vae.encode(ref["pixel_values"][None]).latent_dist
-        mean, std = cached.latents.get(cached.items[i], False)
+        mean, std, _ = cached.latents.get(cached.items[i], False)
         torch.testing.assert_close(mean.float(), dist.mean[0], atol=2e-2, rtol=1e-2)
         torch.testing.assert_close(std.float(), dist.std[0], atol=2e-2, rtol=1e-2)
         deviation = (item["latents"] / vae.config.scaling_factor - mean.float()) / std.float().clamp_min(1e-6)
@@ -172,3 +172,35 @@ def test_a_fifo_where_a_cache_file_should_be_is_recomputed_not_opened(folder, tm
     stats = cache_latents(ds, vae, mode="disk", cache_dir=tmp_path / "c", progress=False)
     assert stats == {"computed": 4, "reused": 0, "failed": 0}
     assert cache_file(tmp_path / "c", ds.records[0], ds.record_buckets[0]).is_file()
+
+
+def test_masks_are_cached_with_the_latents_and_are_part_of_the_key(folder, tmp_path, mk, vae):
+    """Cached items carry the uncached mask bitwise (both flips) at the latents' resolution; a changed
+    mask file, or masks switched on, encodes again."""
+    from PIL import Image
+
+    masks = tmp_path / "masks"
+    for i in range(4):
+        grey = (mk.noise(64 + 32 * (i % 2), 64, seed=20 + i, channels=1) // 128 * 255).astype("uint8")
+        mk.save(masks / f"{i}.png", Image.fromarray(grey, "L"))
+    cfg = mk.small_cfg(folder, masks="folder", mask_dir=str(masks), flip=True)
+
+    def run():
+        ds, _ = build_datasets(cfg, None, seed=0, latent_factor=2)
+        return cache_latents(ds, vae, mode="disk", cache_dir=tmp_path / "c", progress=False), ds
+
+    plain, _ = build_datasets(cfg, None, seed=0, latent_factor=2)
+    assert cache_latents(plain, vae, mode="disk", cache_dir=tmp_path / "c", progress=False)["computed"] == 4
+    plain.latents = None  # the same dataset, read from the pixels again
+    stats, cached = run()
+    assert stats["reused"] == 4
+    for epoch in range(2):  # different flips drawn
+        plain.set_epoch(epoch), cached.set_epoch(epoch)
+        for i in range(len(cached)):
+            got, ref = cached[i], plain[i]
+            assert got["loss_mask"].shape[-2:] == got["latents"].shape[-2:]
+            assert torch.equal(got["loss_mask"], ref["loss_mask"])
+    mk.save(masks / "2.png", Image.new("L", (64, 64), 0))
+    assert run()[0] == {"computed": 1, "reused": 3, "failed": 0}
+    cfg.masks = "off"
+    assert run()[0]["computed"] == 4

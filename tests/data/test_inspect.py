@@ -123,3 +123,26 @@ def test_cli_inspect_config_sources_and_caption_extension(tmp_path, mk, capsys):
     assert main(["dataset", "inspect", str(tmp_path / "nope")]) == 2
     assert "is not a folder" in capsys.readouterr().err
     assert main(["dataset", "inspect"]) == 2
+
+
+def test_inspect_reports_masks_found_missing_mismatched_and_unreadable(tmp_path, mk, capsys):
+    from PIL import Image
+
+    for name in "abcd":
+        mk.rgb(tmp_path / "d" / f"{name}.png", 64, 48)
+    mk.save(tmp_path / "m" / "a.png", Image.new("L", (64, 48), 255))
+    mk.save(tmp_path / "m" / "b.png", Image.new("L", (32, 24), 255))  # half size: mismatched
+    mk.write(tmp_path / "m" / "c.png", b"broken")
+    assert main(["dataset", "inspect", str(tmp_path / "d"), "--resolution", "64", "--mask-dir", str(tmp_path / "m"),
+                 "--json", str(tmp_path / "r.json")]) == 0
+    masks = json.loads((tmp_path / "r.json").read_text())["masks"]
+    assert (masks["mode"], masks["found"], masks["missing"], masks["mismatched"], masks["bad"]) == ("folder", 1, 1, 1, 1)
+    assert masks["mismatched_list"][0]["mask_size"] == [32, 24] and masks["missing_examples"][0].endswith("d.png")
+    text = capsys.readouterr().out
+    assert "masks (folder): 1 found, 1 missing, 1 mismatched in size, 1 unreadable" in text
+    assert "b.png is 32x24, image" in text and "1 image has no mask file and will train on the whole image" in text
+    assert "1 mask differs in size from its image: training would stop" in text
+    assert main(["dataset", "inspect", str(tmp_path / "d"), "--masks", "alpha"]) == 0
+    assert "masks (alpha): 0 found, 4 missing" in capsys.readouterr().out
+    assert main(["dataset", "inspect", str(tmp_path / "d")]) == 0
+    assert "masks (" not in capsys.readouterr().out

@@ -71,3 +71,21 @@ def test_user_mistakes_are_one_line_errors(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("sdlora: error: ") and message in err, err
     assert not (tmp_path / "out").exists()  # every mistake was found before any work
+
+
+def test_noise_flags(tmp_path, tiny_model, capsys):
+    from sdlora.cli import build_parser
+    from sdlora.cli.generate import noise_settings
+    from sdlora.generate.prediction import NoiseSettings
+
+    parse = build_parser().parse_args
+    assert noise_settings(parse(["generate"])) == NoiseSettings()  # auto: the LoRA files decide
+    given = parse(["generate", "--prediction-type", "v_prediction", "--zero-terminal-snr", "off",
+                   "--timestep-spacing", "trailing"])
+    assert noise_settings(given) == NoiseSettings("v_prediction", False, "trailing")
+    argv = ["generate", "--model", str(tiny_model["model"]), "--prompt", "a cat", "--zero-terminal-snr", "on",
+            "--device", "cpu", "--output", str(tmp_path / "out"), *FAST]
+    assert run(argv) == 2  # the default PLMS sampler cannot: said before any image
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'pndm' cannot sample a model trained with zero terminal SNR" in err
+    assert not list((tmp_path / "out").glob("*.png"))

@@ -6,7 +6,7 @@ from sdlora.config import RunConfig
 from sdlora.lora import inject, mark_only_lora_trainable
 from sdlora.models import tiny_components
 from sdlora.train import rng
-from sdlora.train.noise import NoiseSchedule
+from sdlora.train.noise import NoiseSchedule, pyramid_noise
 from sdlora.train.optim import build_optimizer, build_scheduler, param_groups
 from sdlora.train.setup import make_accelerator, release_accelerator
 from sdlora.train.step import StepContext, compute_loss, train_step
@@ -36,7 +36,8 @@ def _setup(train_te=False, **train):
     for k, v in train.items():
         setattr(cfg, k, v)
     params = [p for m in models.values() for p in m.parameters() if p.requires_grad]
-    ctx = StepContext(unet=c.unet, schedule=NoiseSchedule.from_config(c.scheduler.config), cfg=cfg,
+    schedule = NoiseSchedule.from_config(c.scheduler.config, zero_terminal_snr=cfg.zero_terminal_snr)
+    ctx = StepContext(unet=c.unet, schedule=schedule, cfg=cfg,
                       device=torch.device("cpu"), weight_dtype=torch.float32, text_encoder=c.text_encoder,
                       train_text_encoder=train_te, vae=c.vae, params=params)
     opt = build_optimizer(param_groups(models, cfg), cfg)
@@ -68,6 +69,60 @@ def test_loss_matches_hand_written_formula():
         w = torch.clamp(snr, max=5.0) / (snr + 1) * torch.tensor([1.0, 0.5])
         expected = (((pred - target) ** 2).mean(dim=(1, 2, 3)) * w).mean().item()
     assert ours == pytest.approx(expected, rel=1e-5)
+
+
+def test_every_loss_and_noise_option_matches_hand_written_formula():
+    c, ctx, _, _ = _setup(prediction_type="v_prediction", zero_terminal_snr=True, min_snr_gamma=5.0,
+                          debiased_estimation=True, prior_loss_weight=0.5, loss_type="huber", huber_schedule="snr",
+                          huber_c=0.2, ip_noise_gamma=0.1, multires_noise_iterations=3, multires_noise_discount=0.5,
+                          timestep_sampling="logit_normal", logit_mean=0.3, logit_std=1.2, timestep_shift=2.0)
+    batch = _cached_batch()
+    mask = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(9))
+    batch["loss_mask"] = mask
+    with torch.no_grad():
+        ours = compute_loss(ctx, batch, rng.generator(1, "t")).item()
+        g = rng.generator(1, "t")
+        x0 = batch["latents"]
+        noise = pyramid_noise(torch.randn(x0.shape, generator=g), g, 3, 0.5)
+        u = torch.sigmoid(0.3 + 1.2 * torch.randn(2, generator=g))
+        t = (1000 * 2 * u / (1 + u)).long().clamp(0, 999)
+        model_noise = noise + 0.1 * torch.randn(x0.shape, generator=g)
+        root = NoiseSchedule.from_config(c.scheduler.config).alphas_cumprod.double().sqrt()
+        abar = (((root - root[-1]) * root[0] / (root[0] - root[-1])) ** 2)[t].float().view(-1, 1, 1, 1)
+        noisy = abar.sqrt() * x0 + (1 - abar).sqrt() * model_noise
+        target = abar.sqrt() * noise - (1 - abar).sqrt() * x0
+        pred = c.unet(noisy, t, batch["encoder_hidden_states"]).sample
+        snr = abar / (1 - abar)
+        w = torch.clamp(snr, max=5.0) / (snr + 1) / (torch.clamp(snr, max=1000) + 1) * torch.tensor([1, 0.5]).view(-1, 1, 1, 1)
+        huber_c = (1 - 0.2) / (1 + ((1 - abar) / abar).sqrt()) ** 2 + 0.2
+        e = 2 * huber_c * (((pred - target) ** 2 + huber_c**2).sqrt() - huber_c)
+        per_sample = (mask * e).sum(dim=(1, 2, 3)) / (4 * mask.sum(dim=(1, 2, 3)))
+        expected = (per_sample * w.flatten()).mean().item()
+    assert ours == pytest.approx(expected, rel=1e-5)
+
+
+def test_black_mask_gives_no_loss_and_no_gradient():
+    c, ctx, _, _ = _setup()
+    lora_up = [p for name, p in c.unet.named_parameters() if p.requires_grad and "up" in name]
+
+    def grads(batch):
+        for p in ctx.params:
+            p.grad = None
+        loss = compute_loss(ctx, batch, rng.generator(1, "m"))
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in lora_up]
+
+    batch = _cached_batch()
+    batch["loss_mask"] = torch.zeros(2, 1, 8, 8)
+    loss, black = grads(batch)
+    assert loss == 0.0 and all(torch.count_nonzero(gr) == 0 for gr in black)
+    batch["loss_mask"][1] = 1.0  # sample 0 black, sample 1 white
+    loss, half = grads(batch)
+    batch["latents"][0] *= -3.0  # what a black-masked sample holds cannot matter
+    loss2, changed = grads(batch)
+    assert loss > 0 and loss2 == loss and any(torch.count_nonzero(gr) > 0 for gr in half)
+    for a, b in zip(half, changed):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)
 
 
 def test_step_updates_lora_and_skips_non_finite(acc):

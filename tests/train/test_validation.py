@@ -40,6 +40,18 @@ def test_sampling_restores_training_mode(tmp_path):
     assert c.unet.training and not c.vae.training
 
 
+def test_zero_snr_runs_sample_with_ddim_and_their_schedule(tmp_path):
+    c = tiny_components(0)
+    cfg = RunConfig()
+    cfg.validation.prompts, cfg.validation.num_inference_steps, cfg.data.resolution = ["x"], 1, 32
+    cfg.train.prediction_type, cfg.train.zero_terminal_snr = "v_prediction", True
+    v = Validator(cfg, c, torch.device("cpu"), tmp_path)
+    assert np.isfinite(v.images()[0]).all()
+    scheduler = v._sampler.pipeline.scheduler  # PLMS cannot sample zero terminal SNR
+    assert type(scheduler).__name__ == "DDIMScheduler" and scheduler.config.rescale_betas_zero_snr
+    assert scheduler.config.prediction_type == "v_prediction" and scheduler.config.timestep_spacing == "trailing"
+
+
 def test_validation_loss_is_fixed_across_calls():
     c = tiny_components(0)
     ctx = StepContext(unet=c.unet, schedule=NoiseSchedule.from_config(c.scheduler.config), cfg=RunConfig().train,

@@ -75,12 +75,21 @@ def output_dir(args: argparse.Namespace) -> Path:
     return out
 
 
+def noise_settings(args: argparse.Namespace):
+    """--prediction-type, --zero-terminal-snr, --timestep-spacing as NoiseSettings (`auto`: not said)."""
+    from sdlora.generate.prediction import NoiseSettings
+
+    said = {"auto": None, "on": True, "off": False}
+    return NoiseSettings(said.get(args.prediction_type, args.prediction_type), said[args.zero_terminal_snr],
+                         said.get(args.timestep_spacing, args.timestep_spacing))
+
+
 def run_generate(args: argparse.Namespace) -> int:
     from sdlora.generate.job import GenerateJob, generate
 
     specs, out = prompts(args), output_dir(args)
-    result = generate(GenerateJob(specs, out, args.model, args.lora or [], args.num_images,
-                                  args.batch_size, args.merge, args.dtype, args.device, not args.no_contact_sheet))
+    result = generate(GenerateJob(specs, out, args.model, args.lora or [], args.num_images, args.batch_size,
+                                  args.merge, args.dtype, args.device, not args.no_contact_sheet, noise_settings(args)))
     sheet = f", contact sheet {result.contact_sheet}" if result.contact_sheet else ""
     print(f"{len(result.images)} images in {out}{sheet}")
     return 0
@@ -154,6 +163,13 @@ def register(subparsers) -> None:
     gen.add_argument("--lora", action="append", type=T.lora_arg, metavar="FILE[:WEIGHT][:lbw=...]", help=LORA_HELP)
     gen.add_argument("--merge", action="store_true", help="Fold the LoRAs into the weights (no per-step overhead).")
     gen.add_argument("--no-contact-sheet", action="store_true", help="Do not write contact_sheet.png.")
+    gen.add_argument("--prediction-type", default="auto", choices=["auto", "epsilon", "v_prediction"],
+                     help="What the model predicts; auto: what the LoRA files were trained for, else the model's own.")
+    gen.add_argument("--zero-terminal-snr", default="auto", choices=["auto", "on", "off"],
+                     help="Sample a zero-terminal-SNR model (rescaled schedule, trailing steps); auto: as the LoRA "
+                          "files were trained.")
+    gen.add_argument("--timestep-spacing", default="auto", choices=["auto", "leading", "linspace", "trailing"],
+                     help="Where the sampling steps fall; auto: trailing with zero terminal SNR, else the sampler's own.")
     gen.set_defaults(handler=run_generate)
 
     cmp = subparsers.add_parser("compare", help="Compare the base model with each LoRA: labelled grid and HTML report.",

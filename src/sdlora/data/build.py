@@ -20,6 +20,7 @@ from sdlora.data.captions import MAX_CAPTION_TOKENS, CaptionTransform, too_long
 from sdlora.data.dataset import LoRADataset, SampleOptions
 from sdlora.data.files import shown
 from sdlora.data.images import IMAGE_EXTENSIONS, SKIP_CODES, parse_background
+from sdlora.data.masks import check_masks, find_masks, mask_dirs
 from sdlora.data.sources import ImageRecord, SourceScan, Skipped, scan_sources
 from sdlora.errors import SdloraError
 
@@ -118,13 +119,18 @@ def log_folders(scans: list[SourceScan]) -> None:
                 for name, f in scan.folders.items()))
 
 
-def build_datasets(cfg, tokenizer, *, seed: int) -> tuple[LoRADataset, LoRADataset | None]:
-    """The training dataset and, when cfg.validation_split > 0, the validation one (no augmentation)."""
+def build_datasets(cfg, tokenizer, *, seed: int, latent_factor: int = 8) -> tuple[LoRADataset, LoRADataset | None]:
+    """The training dataset and, when cfg.validation_split > 0, the validation one (no augmentation).
+    `latent_factor`: the VAE's downsampling factor (`cache.vae_factor`), the resolution of loss masks."""
     if not cfg.sources:
         raise SdloraError("data.sources is empty: add a [[data.sources]] table with the path of an image folder")
     options = SampleOptions(crop=cfg.crop, flip=cfg.flip, background=parse_background(cfg.background),
-                            max_pixels=cfg.max_image_pixels, seed=seed)
+                            max_pixels=cfg.max_image_pixels, seed=seed, masks=cfg.masks,
+                            latent_factor=latent_factor)
+    if cfg.masks == "folder":
+        mask_dirs(cfg)  # a missing or misplaced mask folder fails before the scan
     scans = scan_sources(cfg.sources, max_pixels=cfg.max_image_pixels)
+    check_masks(find_masks(scans, cfg))
     records = [r for s in scans for r in s.records]
     skipped = [k for s in scans for k in s.skipped]
     records, buckets, too_small, upscaled = apply_buckets(records, make_buckets(BucketSpec.from_config(cfg)),
@@ -147,7 +153,8 @@ def build_datasets(cfg, tokenizer, *, seed: int) -> tuple[LoRADataset, LoRADatas
     if val_idx:
         static = {i: t.static() for i, t in transforms.items()}
         val_options = SampleOptions(crop="center", flip=False, background=options.background,
-                                    max_pixels=options.max_pixels, seed=seed)
+                                    max_pixels=options.max_pixels, seed=seed, masks=options.masks,
+                                    latent_factor=latent_factor)
         val = LoRADataset(records, buckets, val_idx, static, val_options, tokenizer, name="validation",
                           source_paths=paths)
     log.info("dataset: %d images (%d items per epoch) in %d buckets, %d skipped%s", len(train.used_records()),

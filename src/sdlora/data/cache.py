@@ -2,18 +2,22 @@
 
 What is stored per image: the VAE posterior's `mean` and `std` (4, H/8, W/8), float16, for the
 unflipped image and, when flip augmentation is on, the flipped one (the VAE is not exactly
-flip-equivariant, so the flip is encoded, not mirrored). Each time an item is drawn the dataset
-samples `(mean + std * noise) * scaling_factor`, exactly what `encode_latents` does uncached.
+flip-equivariant, so the flip is encoded, not mirrored); with data.masks on, the unflipped
+`loss_mask` (1, H/8, W/8) float32 (its block means are exact, so the flipped one is its mirror).
+Each time an item is drawn the dataset samples `(mean + std * noise) * scaling_factor`, exactly what
+`encode_latents` does uncached.
 
 Disk layout: one safetensors file per image and bucket, `<sha1(path)[:16]>_<W>x<H>.safetensors`, whose
-metadata holds the full key (image content hash, bucket, crop, flip variants, background, VAE
-fingerprint, encode dtype, format version). A file whose key differs is recomputed and overwritten.
+metadata holds the full key (image content hash, bucket, crop, flip variants, background, mask source
+and mask file hash when masks are on, VAE fingerprint, encode dtype, format version). A file whose key
+differs is recomputed and overwritten.
 
 Random crop with cached latents: the center crop is cached (one warning). Latents cannot follow a
 per-step random crop; refusing would force users to give up caching for a small augmentation.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -29,7 +33,8 @@ from tqdm.auto import tqdm
 from sdlora.data.buckets import Size
 from sdlora.data.files import is_regular
 from sdlora.data.images import BadImage
-from sdlora.data.pixels import load_pixels
+from sdlora.data.masks import mask_identity, mask_source
+from sdlora.data.pixels import load_sample
 from sdlora.errors import SdloraError
 from sdlora.fileio import atomic_save_safetensors
 
@@ -46,6 +51,11 @@ def encode_latents(vae, pixel_values: torch.Tensor, generator: torch.Generator |
     return dist.sample(generator) * vae.config.scaling_factor
 
 
+def vae_factor(vae) -> int:
+    """Pixels per latent cell along each side: 2 ** (VAE blocks - 1) (8 for SD, 4 for sd-tiny)."""
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
 def vae_fingerprint(vae) -> str:
     """sha1 over the VAE's config and every parameter's bytes: any change of weights changes it."""
     h = hashlib.sha1(json.dumps(dict(vae.config), sort_keys=True, default=str).encode())
@@ -55,10 +65,23 @@ def vae_fingerprint(vae) -> str:
     return h.hexdigest()
 
 
-def latent_key(record, bucket: Size, *, flips: tuple[bool, ...], background, vae_id: str, dtype) -> str:
-    return json.dumps({"image": record.digest, "bucket": list(bucket), "crop": "center", "flips": list(flips),
-                       "background": list(background), "vae": vae_id, "dtype": str(dtype),
-                       "version": CACHE_VERSION}, sort_keys=True)
+def latent_key(record, bucket: Size, *, flips: tuple[bool, ...], background, vae_id: str, dtype,
+               masks: str = "off") -> str:
+    key = {"image": record.digest, "bucket": list(bucket), "crop": "center", "flips": list(flips),
+           "background": list(background), "vae": vae_id, "dtype": str(dtype), "version": CACHE_VERSION}
+    mask = mask_identity(record, masks)
+    if mask is not None:  # masks off: the key (and so every existing cache file) is as before masks existed
+        key["mask"] = mask
+    return json.dumps(key, sort_keys=True)
+
+
+def _with_flip(tensors: dict[str, torch.Tensor], flip: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(mean, std, loss_mask or None) of one flip variant from an image's stored tensors."""
+    suffix = "_flip" if flip else ""
+    mask = tensors.get("loss_mask")
+    if mask is not None and flip:
+        mask = torch.flip(mask, dims=[-1])
+    return tensors["mean" + suffix], tensors["std" + suffix], mask
 
 
 def cache_file(cache_dir: Path, record, bucket: Size) -> Path:
@@ -78,22 +101,19 @@ def stored_key(path: Path) -> str | None:
 
 
 class MemoryLatents:
-    """Latents kept in RAM: {(record, flip): (mean, std)}."""
+    """Latents kept in RAM: {record: stored tensors}."""
 
     def __init__(self) -> None:
-        self.data: dict[tuple[int, bool], tuple[torch.Tensor, torch.Tensor]] = {}
+        self.data: dict[int, dict[str, torch.Tensor]] = {}
 
     def reuse(self, record: int, rec, bucket: Size, key: str) -> bool:
         return False
 
     def add(self, record: int, rec, bucket: Size, key: str, tensors: dict[str, torch.Tensor]) -> None:
-        for flip in (False, True):
-            suffix = "_flip" if flip else ""
-            if "mean" + suffix in tensors:
-                self.data[(record, flip)] = (tensors["mean" + suffix], tensors["std" + suffix])
+        self.data[record] = tensors
 
-    def get(self, record: int, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.data[(record, flip)]
+    def get(self, record: int, flip: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        return _with_flip(self.data[record], flip)
 
 
 class DiskLatents:
@@ -117,17 +137,15 @@ class DiskLatents:
         atomic_save_safetensors(path, tensors, {"key": key})
         self.files[record] = str(path)
 
-    def get(self, record: int, flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        suffix = "_flip" if flip else ""
+    def get(self, record: int, flip: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         try:
-            tensors = load_file(self.files[record])
-            return tensors["mean" + suffix], tensors["std" + suffix]
+            return _with_flip(load_file(self.files[record]), flip)
         except (OSError, KeyError, SafetensorError) as exc:  # a cache file removed or damaged during the run
             raise BadImage("unreadable", f"latent cache file {self.files[record]}: {exc}") from None
 
 
 class _Pixels(Dataset):
-    """Center-cropped pixels of the records to encode (decoded in DataLoader workers)."""
+    """Center-cropped pixels (and masks) of the records to encode (decoded in DataLoader workers)."""
 
     def __init__(self, dataset, todo: list[int]):
         self.records, self.buckets, self.options, self.todo = dataset.records, dataset.record_buckets, dataset.options, todo
@@ -139,9 +157,10 @@ class _Pixels(Dataset):
         record = self.todo[k]
         rec, opt = self.records[record], self.options
         try:
-            pixels = load_pixels(rec.path, rec.size, self.buckets[record], crop="center", flip=False,
-                                 background=opt.background, max_pixels=opt.max_pixels)
-            return record, pixels, None
+            sample = load_sample(rec.path, rec.size, self.buckets[record], crop="center", flip=False,
+                                 background=opt.background, max_pixels=opt.max_pixels,
+                                 mask=mask_source(rec, opt.masks), latent_factor=opt.latent_factor)
+            return record, sample, None
         except BadImage as exc:  # the caller drops the image and reports it
             return record, None, exc
 
@@ -185,6 +204,7 @@ def cache_latents(dataset, vae, *, mode: str = "memory", cache_dir: str | Path |
     if device is not None or dtype is not None:
         vae.to(device=device, dtype=dtype)
     vae.eval()
+    dataset.options = dataclasses.replace(dataset.options, latent_factor=vae_factor(vae))  # masks match the latents
     flips = (False, True) if dataset.options.flip else (False,)
     vae_id, enc_dtype = vae_fingerprint(vae), next(vae.parameters()).dtype
     store = DiskLatents(Path(cache_dir)) if mode == "disk" else MemoryLatents()
@@ -192,7 +212,7 @@ def cache_latents(dataset, vae, *, mode: str = "memory", cache_dir: str | Path |
     for record in dataset.used_records():
         rec, bucket = dataset.records[record], dataset.record_buckets[record]
         keys[record] = latent_key(rec, bucket, flips=flips, background=dataset.options.background,
-                                  vae_id=vae_id, dtype=enc_dtype)
+                                  vae_id=vae_id, dtype=enc_dtype, masks=dataset.options.masks)
         if not store.reuse(record, rec, bucket, keys[record]):
             todo.append(record)
     loader = DataLoader(_Pixels(dataset, todo), batch_sampler=_bucket_batches(dataset, todo, batch_size),
@@ -215,8 +235,10 @@ def _compute(dataset, vae, loader: DataLoader, keys: dict[int, str], store, flip
             failed.update((record, error) for record, _, error in batch if error is not None)
             good = [s for s in batch if s[1] is not None]
             if good:
-                encoded = _encode(vae, torch.stack([s[1] for s in good]), flips)
-                for (record, _, _), tensors in zip(good, encoded):
+                encoded = _encode(vae, torch.stack([s[1]["pixel_values"] for s in good]), flips)
+                for (record, sample, _), tensors in zip(good, encoded):
+                    if "loss_mask" in sample:
+                        tensors["loss_mask"] = sample["loss_mask"].contiguous()
                     store.add(record, dataset.records[record], dataset.record_buckets[record], keys[record], tensors)
             bar.update(len(batch))
     return failed

@@ -25,7 +25,8 @@ from sdlora.data.buckets import Size, bucket_name
 from sdlora.data.captions import CaptionTransform, tag_frequency
 from sdlora.data.files import shown
 from sdlora.data.images import BadImage
-from sdlora.data.pixels import load_pixels
+from sdlora.data.masks import mask_source
+from sdlora.data.pixels import load_sample
 from sdlora.data.sources import ImageRecord, Skipped
 from sdlora.errors import SdloraError
 
@@ -41,12 +42,14 @@ class SampleOptions:
     background: tuple[int, int, int] = (255, 255, 255)
     max_pixels: int = 100_000_000
     seed: int = 0
+    masks: str = "off"  # data.masks: "off", "alpha" or "folder" (see sdlora.data.masks)
+    latent_factor: int = 8  # the VAE's downsampling factor: loss masks are made at latent resolution
 
 
 class LoRADataset(Dataset):
     """Items are dicts: `pixel_values` (3, H, W) in [-1, 1] or `latents` (4, H/8, W/8) once cached;
-    `input_ids` (77,) int64 or `encoder_hidden_states` (77, D) once cached; `is_class`, `caption`,
-    `bucket` (W, H)."""
+    `loss_mask` (1, H/f, W/f) in [0, 1] when data.masks is on (f = options.latent_factor, as the latents); `input_ids` (77,) int64 or
+    `encoder_hidden_states` (77, D) once cached; `is_class`, `caption`, `bucket` (W, H)."""
 
     def __init__(self, records: list[ImageRecord], buckets: list[Size], items: list[int],
                  transforms: dict[int, CaptionTransform], options: SampleOptions, tokenizer=None, *,
@@ -130,12 +133,13 @@ class LoRADataset(Dataset):
         rec, opt = self.records[record], self.options
         flip = opt.flip and bool(rng.random() < 0.5)
         if self.latents is not None:
-            mean, std = self.latents.get(record, flip)  # (4, h, w) each
+            mean, std, mask = self.latents.get(record, flip)  # (4, h, w) each; mask (1, h, w) or None
             noise = torch.from_numpy(rng.standard_normal(tuple(mean.shape), dtype=np.float32))
-            return {"latents": (mean.float() + std.float() * noise) * self.latent_scale}
-        pixels = load_pixels(rec.path, rec.size, bucket, crop=opt.crop, flip=flip, background=opt.background,
-                             max_pixels=opt.max_pixels, rng=rng)
-        return {"pixel_values": pixels}
+            sample = {"latents": (mean.float() + std.float() * noise) * self.latent_scale}
+            return sample if mask is None else {**sample, "loss_mask": mask}
+        return load_sample(rec.path, rec.size, bucket, crop=opt.crop, flip=flip, background=opt.background,
+                           max_pixels=opt.max_pixels, rng=rng, mask=mask_source(rec, opt.masks),
+                           latent_factor=opt.latent_factor)
 
     def _candidates(self, record: int, bucket: Size) -> Iterator[int]:
         """The record itself, then the others of its bucket (in order after it), then (pixels only,

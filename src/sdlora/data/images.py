@@ -7,9 +7,10 @@ Two entry points:
   uncached and the cached paths all see the same usable images.
 - `read_image_file(path, max_pixels)`: the file's bytes under the reading policy of
   `sdlora.data.files` (regular files only, a byte limit derived from the pixel limit).
-- `load_rgb(path, background=..., max_pixels=..., draft=...)` decodes once for training: EXIF
-  orientation applied, transparency composited on `background`, CMYK / 16-bit / grayscale / palette
-  converted to 8-bit RGB.
+- `decode_image(path, max_pixels=..., draft=...)` decodes once for training: EXIF orientation
+  applied, the file's own mode kept (its alpha channel is a loss mask with `data.masks = "alpha"`).
+- `load_rgb(path, background=..., max_pixels=..., draft=...)`: `decode_image`, then `to_rgb`:
+  transparency composited on `background`, CMYK / 16-bit / grayscale / palette converted to 8-bit RGB.
 
 A bad file raises `BadImage(code, reason)`; callers list it once and go on.
 """
@@ -74,6 +75,7 @@ class ImageInfo:
     height: int
     format: str
     mode: str
+    alpha: bool = False  # has transparency (an alpha channel or a transparent palette colour)
 
 
 def parse_background(text: str) -> tuple[int, int, int]:
@@ -154,7 +156,7 @@ def probe_image(data: bytes, max_pixels: int) -> ImageInfo:
     orientation = _orientation(img, data)
     if orientation in _TRANSPOSED:
         w, h = h, w
-    return ImageInfo(w, h, fmt, mode)
+    return ImageInfo(w, h, fmt, mode, has_alpha(img))
 
 
 def read_image_file(path: str | Path, max_pixels: int) -> bytes:
@@ -163,6 +165,11 @@ def read_image_file(path: str | Path, max_pixels: int) -> bytes:
         return read_regular(path, image_byte_limit(max_pixels))
     except FileRefused as exc:
         raise BadImage.refused(exc) from None
+
+
+def has_alpha(img: Image.Image) -> bool:
+    """True when `img` carries transparency: an alpha channel or a transparent palette/colour entry."""
+    return img.mode in _ALPHA_MODES or "transparency" in img.info
 
 
 def to_rgb(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
@@ -174,16 +181,16 @@ def to_rgb(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
     elif img.mode == "F":
         arr = np.asarray(img)
         img = Image.fromarray(np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8), "L")
-    if img.mode in _ALPHA_MODES or "transparency" in img.info:
+    if has_alpha(img):
         rgba = img.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, background + (255,))
         return Image.alpha_composite(canvas, rgba).convert("RGB")
     return img.convert("RGB") if img.mode != "RGB" else img
 
 
-def load_rgb(path: str | Path, *, background: tuple[int, int, int] = (255, 255, 255),
-             max_pixels: int = 100_000_000, draft: tuple[int, int] | None = None) -> Image.Image:
-    """Decode `path` to an upright 8-bit RGB image, or raise BadImage.
+def decode_image(path: str | Path, *, max_pixels: int = 100_000_000, draft: tuple[int, int] | None = None
+                 ) -> Image.Image:
+    """Decode `path` upright (EXIF orientation applied) in its own mode, or raise BadImage.
 
     `draft` (displayed W, H) lets JPEG decode at 1/2, 1/4 or 1/8 scale when the image is much larger
     than needed: the result is still at least that big.
@@ -199,7 +206,16 @@ def load_rgb(path: str | Path, *, background: tuple[int, int, int] = (255, 255, 
         img.draft("RGB", (dw, dh))
     try:
         img.load()
-        img = ImageOps.exif_transpose(img) if orientation != 1 else img
+        return ImageOps.exif_transpose(img) if orientation != 1 else img
+    except DECODE_ERRORS as exc:
+        raise _decode_error(exc) from None
+
+
+def load_rgb(path: str | Path, *, background: tuple[int, int, int] = (255, 255, 255),
+             max_pixels: int = 100_000_000, draft: tuple[int, int] | None = None) -> Image.Image:
+    """Decode `path` to an upright 8-bit RGB image (see `decode_image`), or raise BadImage."""
+    img = decode_image(path, max_pixels=max_pixels, draft=draft)
+    try:
         return to_rgb(img, background)
     except DECODE_ERRORS as exc:
         raise _decode_error(exc) from None

@@ -17,6 +17,7 @@ from sdlora.data.build import apply_buckets, caption_transforms, counted
 from sdlora.data.buckets import BucketSpec, bucket_name, make_buckets
 from sdlora.data.captions import MAX_CAPTION_TOKENS, split_tags, tag_frequency, token_counts
 from sdlora.data.files import shown
+from sdlora.data.masks import find_masks
 from sdlora.data.sources import ImageRecord, scan_source
 from sdlora.errors import SdloraError
 from sdlora.fileio import atomic_write_text
@@ -91,10 +92,39 @@ def _warnings(report: dict, cfg: DataConfig, upscaled: int) -> list[str]:
     if dupes:
         out.append(f"{counted(dupes, 'image is an exact duplicate', 'images are exact duplicates')} of other images "
                    "(same bytes); duplicates are seen more often in training")
+    out.extend(mask_warnings(report.get("masks")))
     out.extend(report["notes"])
     if report["totals"]["usable"] == 0:
         out.append("no usable image: training would stop with an error")
     return out
+
+
+def mask_warnings(masks: dict | None) -> list[str]:
+    """Warnings about the masks (none when masks are off)."""
+    if not masks:
+        return []
+    out = []
+    if masks["missing"]:
+        what = "no alpha channel" if masks["mode"] == "alpha" else "no mask file"
+        out.append(f"{counted(masks['missing'], 'image has', 'images have')} {what} and will train on the whole image")
+    if masks["mismatched"]:
+        out.append(f"{counted(masks['mismatched'], 'mask differs', 'masks differ')} in size from its image: "
+                   "training would stop with an error; save each mask at its image's size")
+    if masks["bad"]:
+        out.append(f"{counted(masks['bad'], 'mask file', 'mask files')} cannot be read: training would stop with an error")
+    return out
+
+
+def mask_lines(masks: dict | None) -> list[str]:
+    """The masks part of the text report."""
+    if not masks:
+        return []
+    lines = [f"masks ({masks['mode']}): {masks['found']} found, {masks['missing']} missing, "
+             f"{masks['mismatched']} mismatched in size, {masks['bad']} unreadable"]
+    lines += [f"  mask {m['mask']} is {m['mask_size'][0]}x{m['mask_size'][1]}, image {m['image']} is "
+              f"{m['image_size'][0]}x{m['image_size'][1]}" for m in masks["mismatched_list"]]
+    lines += [f"  mask {b['mask']}: {b['reason']}" for b in masks["bad_list"]]
+    return lines
 
 
 def source_rows(scans, cfg: DataConfig, too_small: set[str]) -> list[dict]:
@@ -125,7 +155,7 @@ def inspect_paths(paths: list[str] | None, cfg: DataConfig | None = None, *, cap
     skipped = [k for s in scans for k in s.skipped] + too_small
     report = {
         "settings": {"resolution": cfg.resolution, "buckets": cfg.buckets, "bucket_step": cfg.bucket_step,
-                     "no_upscale": cfg.no_upscale, "max_image_pixels": cfg.max_image_pixels},
+                     "no_upscale": cfg.no_upscale, "max_image_pixels": cfg.max_image_pixels, "masks": cfg.masks},
         "sources": source_rows(scans, cfg, {k.path for k in too_small}),
         "totals": {"files": len(records) + sum(len(s.skipped) for s in scans), "usable": len(kept),
                    "skipped": len(skipped)},
@@ -139,6 +169,7 @@ def inspect_paths(paths: list[str] | None, cfg: DataConfig | None = None, *, cap
         "tag_frequency": tag_frequency((r.subset, r.caption) for r in kept),
         "duplicates": duplicate_groups(records),
         "notes": [f"{shown(s.path)}: {n}" for s in scans for n in s.notes],
+        "masks": find_masks(scans, cfg).summary() if cfg.masks != "off" else None,
     }
     report["warnings"] = _warnings(report, cfg, len(upscaled))
     return report
@@ -165,14 +196,21 @@ def render_report(report: dict) -> str:
         lines.append("top tags: " + ", ".join(f"{tag} ({n})" for tag, n in report["top_tags"]))
     for group in report["duplicates"]:
         lines.append("duplicates: " + " = ".join(group))
+    lines += mask_lines(report.get("masks"))
     lines += [f"warning: {w}" for w in report["warnings"]]
     return "\n".join(lines)
 
 
 def run_inspect(paths: list[str], *, config: str | None = None, resolution: int | None = None,
-                caption_extension: str | None = None, json_path: str | None = None) -> str:
-    """What `sdlora dataset inspect` does: build the settings, inspect, write JSON, return the text."""
+                caption_extension: str | None = None, json_path: str | None = None, masks: str | None = None,
+                mask_dir: str | None = None) -> str:
+    """What `sdlora dataset inspect` does: build the settings, inspect, write JSON, return the text.
+    `mask_dir` alone means masks = "folder"."""
     cfg = load_config(config).data if config else DataConfig()
+    if mask_dir is not None:
+        cfg.mask_dir, cfg.masks = mask_dir, masks or "folder"
+    elif masks is not None:
+        cfg.masks = masks
     if resolution is not None:
         if resolution <= 0 or resolution % 8:
             raise SdloraError(f"--resolution must be a positive multiple of 8, got {resolution}")

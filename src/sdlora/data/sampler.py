@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Sampler
 
 # Tensors stacked by `collate` when present in the samples.
-STACKED_KEYS = ("pixel_values", "latents", "input_ids", "encoder_hidden_states")
+STACKED_KEYS = ("pixel_values", "latents", "loss_mask", "input_ids", "encoder_hidden_states")
 
 
 def split_to_multiple(batches: list[list[int]], replicas: int) -> list[list[int]]:

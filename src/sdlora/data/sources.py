@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 from sdlora.data.captions import read_caption_file
 from sdlora.data.files import FileRefused, name_text, shown
-from sdlora.data.images import IMAGE_EXTENSIONS, BadImage, probe_image, read_image_file
+from sdlora.data.images import IMAGE_EXTENSIONS, BadImage, ImageInfo, probe_image, read_image_file
 from sdlora.data.metadata import read_metadata
 from sdlora.errors import SdloraError
 
@@ -49,6 +49,9 @@ class ImageRecord:
     is_class: bool = False
     caption_empty_file: bool = False  # a sidecar/metadata caption that is empty
     subset: str = ""  # printable name of its kohya folder, else of its source folder (tag frequencies)
+    alpha: bool = False  # the file has transparency (its alpha is the loss mask with data.masks = "alpha")
+    mask: str | None = None  # its mask file (data.masks = "folder"; set by masks.find_masks)
+    mask_digest: str = ""  # sha1 of the mask file's bytes (latent cache key)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -128,7 +131,7 @@ def _not_repeats(root: Path, image: Path) -> set[Path]:
         folder = folder.parent
 
 
-def _check(path: Path, max_pixels: int) -> tuple[Path, str | None, tuple[int, int] | None, BadImage | None]:
+def _check(path: Path, max_pixels: int) -> tuple[Path, str | None, ImageInfo | None, BadImage | None]:
     """Read one file once: hash its bytes and decode it. Never raises for a bad file."""
     try:
         data = read_image_file(path, max_pixels)
@@ -137,7 +140,7 @@ def _check(path: Path, max_pixels: int) -> tuple[Path, str | None, tuple[int, in
         return path, None, None, exc
     except Exception as exc:  # a decoder bug on a hostile file is still just a bad file
         return path, None, None, BadImage("corrupt", f"{type(exc).__name__}: {exc}")
-    return path, hashlib.sha1(data).hexdigest(), (info.width, info.height), None
+    return path, hashlib.sha1(data).hexdigest(), info, None
 
 
 def _caption_for(path: Path, folder: Kohya | None, source, metadata: dict[Path, str], notes: list[str]
@@ -159,7 +162,7 @@ def _caption_for(path: Path, folder: Kohya | None, source, metadata: dict[Path, 
     return "", "none", False
 
 
-def _add_record(scan: SourceScan, root: Path, source, path: Path, digest: str, size: tuple[int, int],
+def _add_record(scan: SourceScan, root: Path, source, path: Path, digest: str, info: ImageInfo,
                 metadata: dict[Path, str]) -> None:
     folder = kohya_folder(root, path)
     caption, origin, empty = _caption_for(path, folder, source, metadata, scan.notes)
@@ -170,9 +173,9 @@ def _add_record(scan: SourceScan, root: Path, source, path: Path, digest: str, s
                                         {"repeats": folder.repeats, "caption": folder.caption, "images": 0})
         entry["images"] += 1
     scan.records.append(ImageRecord(
-        path=str(path), source=scan.index, width=size[0], height=size[1], digest=digest, caption=caption,
+        path=str(path), source=scan.index, width=info.width, height=info.height, digest=digest, caption=caption,
         caption_from=origin, repeats=source.repeats * (folder.repeats if folder else 1),
-        is_class=source.role == "class", caption_empty_file=empty, subset=subset))
+        is_class=source.role == "class", caption_empty_file=empty, subset=subset, alpha=info.alpha))
 
 
 def scan_source(source, index: int, *, max_pixels: int, threads: int = 4) -> SourceScan:
@@ -187,11 +190,11 @@ def scan_source(source, index: int, *, max_pixels: int, threads: int = 4) -> Sou
     paths = list_images(root)
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:  # hashing and file reads release the GIL
         results = list(pool.map(lambda p: _check(p, max_pixels), paths))
-    for path, digest, size, bad in results:
+    for path, digest, info, bad in results:
         if bad is not None:
             scan.skipped.append(Skipped(str(path), bad.code, bad.reason))
         else:
-            _add_record(scan, root, source, path, digest, size, metadata)
+            _add_record(scan, root, source, path, digest, info, metadata)
     ignored = sorted({f for p in paths for f in _not_repeats(root, p)})
     scan.notes += [f"folder {shown(f)}: {f.name.split('_')[0]} is not read as a repeat count (more than "
                    f"{MAX_FOLDER_REPEATS}; a date?): an ordinary folder, no repeats or caption from its name; "

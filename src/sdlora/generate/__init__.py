@@ -13,6 +13,7 @@ EXPORTS: dict[str, str] = {
     **dict.fromkeys(["Parameters", "format_parameters", "parse_parameters", "read_parameters"], "pngmeta"),
     **dict.fromkeys(["PromptSpec", "parse_prompt_line", "read_prompt_file"], "prompts"),
     **dict.fromkeys(["GenerateJob", "GenerateResult", "generate", "load_model"], "job"),
+    **dict.fromkeys(["NoiseSettings", "settings_from_metadata"], "prediction"),
     **dict.fromkeys(["Sample", "Sampler"], "sampling"),
     **dict.fromkeys(["SCHEDULERS", "make_scheduler"], "schedulers"),
 }

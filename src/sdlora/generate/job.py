@@ -12,10 +12,11 @@ from sdlora.config import DEFAULT_MODEL
 from sdlora.errors import SdloraError
 from sdlora.generate import loras as lora_files
 from sdlora.generate.loras import LoadedLora, LoraSpec
+from sdlora.generate.prediction import NoiseSettings, settings_from_metadata
 from sdlora.generate.pngmeta import Parameters, format_pairs, format_parameters, save_png
 from sdlora.generate.prompts import PromptSpec
 from sdlora.generate.sampling import Sample, Sampler, resolve_device, resolve_dtype
-from sdlora.generate.schedulers import sampler_label
+from sdlora.generate.schedulers import check_sampleable, sampler_label
 from sdlora.imaging import contact_sheet
 from sdlora.models import SDComponents
 
@@ -36,6 +37,7 @@ class GenerateJob:
     dtype: str = "auto"
     device: str | None = None
     contact_sheet: bool = True
+    noise: NoiseSettings | None = None  # what it leaves unsaid: what the LoRA files' metadata says
 
 
 @dataclass
@@ -121,7 +123,13 @@ def generate(job: GenerateJob, components: SDComponents | None = None) -> Genera
     prepare_out_dir(job.out_dir)
     components = components or load_model(job.model, job.dtype, job.device)
     loaded = prepare(components, job.loras, job.merge)
-    sampler = Sampler(components)
+    detected = settings_from_metadata([(str(item.spec.path), item.metadata) for item in loaded])
+    noise = (job.noise or NoiseSettings()).over(detected)
+    if noise.overrides():
+        log.info("sampling for %s (the LoRA files' training settings unless given)", noise.describe())
+    for spec in job.prompts:
+        check_sampleable(spec.scheduler, noise)  # before the first image is written
+    sampler = Sampler(components, noise=noise)
     label = model_label(components.source)
     paths, samples = [], []
     for index, spec in enumerate(job.prompts):

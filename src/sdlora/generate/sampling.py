@@ -14,6 +14,7 @@ from PIL import Image
 
 from sdlora.dtypes import SHORT_DTYPES as DTYPES
 from sdlora.errors import SdloraError
+from sdlora.generate.prediction import NoiseSettings
 from sdlora.generate.prompts import PromptSpec, check_spec
 from sdlora.generate.schedulers import make_scheduler
 from sdlora.imaging import to_image
@@ -54,10 +55,11 @@ class Sample:
 class Sampler:
     """Generates images for PromptSpecs with one pipeline built once over `components`."""
 
-    def __init__(self, components: SDComponents, pipeline=None):
+    def __init__(self, components: SDComponents, pipeline=None, noise: NoiseSettings | None = None):
         from sdlora.models import build_pipeline  # the models loader owns pipeline construction
 
         self.components = components
+        self.noise = noise or NoiseSettings()  # what the model was trained for (v-prediction, zero terminal SNR)
         self.pipeline = pipeline if pipeline is not None else build_pipeline(components)
         self.pipeline.set_progress_bar_config(disable=True)
         self._scheduler_config = dict(components.scheduler.config)
@@ -65,7 +67,7 @@ class Sampler:
 
     def _use_scheduler(self, name: str) -> None:
         if name not in self._schedulers:
-            self._schedulers[name] = make_scheduler(name, self._scheduler_config)
+            self._schedulers[name] = make_scheduler(name, self._scheduler_config, self.noise)
         self.pipeline.scheduler = self._schedulers[name]
 
     @torch.no_grad()

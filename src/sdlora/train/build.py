@@ -184,7 +184,8 @@ def make_trainable(cfg: RunConfig, components) -> tuple[dict, dict]:
 
 def step_context(cfg: RunConfig, acc, components, wrapped: dict, params: list) -> StepContext:
     """What train_step needs; `wrapped` are the accelerate-prepared (maybe DDP) trainable networks."""
-    return StepContext(unet=wrapped["unet"], schedule=NoiseSchedule.from_config(components.scheduler.config, acc.device),
+    schedule = NoiseSchedule.from_config(components.scheduler.config, acc.device, cfg.train.zero_terminal_snr)
+    return StepContext(unet=wrapped["unet"], schedule=schedule,
                        cfg=cfg.train, device=acc.device, weight_dtype=DTYPES[acc.mixed_precision],
                        text_encoder=wrapped.get("text_encoder", components.text_encoder),
                        train_text_encoder=cfg.lora.train_text_encoder or new_tokens.enabled(cfg), vae=components.vae,

@@ -30,6 +30,7 @@ from sdlora.formats.apply import extract
 from sdlora.formats.kohya import derived_metadata
 from sdlora.formats.canonical import first_non_finite
 from sdlora.formats.embeddings import save_standalone, standalone_path
+from sdlora.generate.prediction import training_metadata
 from sdlora.lora import lora_modules
 from sdlora.models.components import SDComponents
 from sdlora.train.ema import EMA_SUFFIX
@@ -80,6 +81,14 @@ def lora_metadata(cfg: RunConfig, *, step: int, epoch: int, dataset: dict, base:
         "ss_seed": str(t.seed),
         "ss_noise_offset": f"{t.noise_offset:g}",
         "ss_min_snr_gamma": f"{t.min_snr_gamma:g}" if t.min_snr_gamma else "None",
+        **training_metadata(t.prediction_type, t.zero_terminal_snr),  # `sdlora generate` samples accordingly
+        "ss_loss_type": t.loss_type,
+        "ss_huber_schedule": t.huber_schedule,
+        "ss_huber_c": f"{t.huber_c:g}",
+        "ss_debiased_estimation": str(t.debiased_estimation),
+        "ss_multires_noise_iterations": str(t.multires_noise_iterations),
+        "ss_multires_noise_discount": f"{t.multires_noise_discount:g}",
+        "ss_ip_noise_gamma": f"{t.ip_noise_gamma:g}",
         "ss_prior_loss_weight": f"{t.prior_loss_weight:g}",
         "ss_max_grad_norm": f"{t.max_grad_norm:g}",
         "ss_gradient_checkpointing": str(t.gradient_checkpointing),

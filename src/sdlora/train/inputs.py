@@ -25,9 +25,10 @@ class Data:
 
 def prepare_data(cfg: RunConfig, components: SDComponents, accelerator, cache_dir: str) -> Data:
     """Build the datasets and cache latents / text outputs (the main process writes disk caches first)."""
-    from sdlora.data import build_datasets, cache_latents, cache_text
+    from sdlora.data import build_datasets, cache_latents, cache_text, vae_factor
 
-    train, val = build_datasets(cfg.data, components.tokenizer, seed=cfg.train.seed)
+    train, val = build_datasets(cfg.data, components.tokenizer, seed=cfg.train.seed,
+                                latent_factor=vae_factor(components.vae))  # loss masks at latent resolution
     device, show = accelerator.device, accelerator.is_local_main_process
     latents = cfg.data.cache_latents != "off"
     text = cfg.data.cache_text and not cfg.lora.train_text_encoder and not cfg.embeddings.tokens  # both change it

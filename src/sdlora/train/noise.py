@@ -1,4 +1,4 @@
-"""The DDPM forward process used for training: timesteps, noising, targets and SNR weights.
+"""The DDPM forward process used for training: timesteps, noise, noising, targets and SNR weights.
 
 The schedule comes from the model's own scheduler config (SD 1.4: scaled_linear betas from 0.00085
 to 0.012 over 1000 steps), so `alphas_cumprod` matches what the sampler assumes:
@@ -6,12 +6,19 @@ to 0.012 over 1000 steps), so `alphas_cumprod` matches what the sampler assumes:
     x_t = sqrt(abar_t) * x_0 + sqrt(1 - abar_t) * eps          (B, 4, h, w)
     epsilon target: eps;   v target: sqrt(abar_t) * eps - sqrt(1 - abar_t) * x_0
     SNR(t) = abar_t / (1 - abar_t)
+
+Zero terminal SNR (Lin et al. 2024, diffusers' `rescale_betas_zero_snr`) shifts and scales
+sqrt(abar) so its first value is kept and its last is 0: the last timestep is pure noise, as at
+the start of sampling. Noise variants follow kohya: offset noise, pyramid (multi-resolution) noise,
+and input perturbation (extra noise in the model's input only). Timesteps are drawn uniformly or
+logit-normally (SD3), optionally shifted towards noise.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from sdlora.errors import SdloraError
 
@@ -32,6 +39,13 @@ def make_betas(config: dict) -> torch.Tensor:
     raise SdloraError(f"scheduler beta_schedule {kind!r} is not supported for training (use linear or scaled_linear)")
 
 
+def rescale_zero_terminal_snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """abar (T,) -> abar with sqrt(abar) moved linearly so sqrt(abar_0) is kept and sqrt(abar_T) = 0."""
+    root = alphas_cumprod.sqrt()
+    first, last = root[0].clone(), root[-1].clone()
+    return ((root - last) * (first / (first - last))).pow(2)
+
+
 @dataclass
 class NoiseSchedule:
     """alphas_cumprod (T,) in float32 on a device, and the formulas over it."""
@@ -39,8 +53,11 @@ class NoiseSchedule:
     alphas_cumprod: torch.Tensor
 
     @classmethod
-    def from_config(cls, config: dict, device: str | torch.device = "cpu") -> "NoiseSchedule":
+    def from_config(cls, config: dict, device: str | torch.device = "cpu",
+                    zero_terminal_snr: bool = False) -> "NoiseSchedule":
         abar = torch.cumprod(1.0 - make_betas(dict(config)), dim=0)
+        if zero_terminal_snr:
+            abar = rescale_zero_terminal_snr(abar)
         return cls(abar.to(device=device, dtype=torch.float32))
 
     @property
@@ -79,9 +96,24 @@ class NoiseSchedule:
 
 
 def sample_timesteps(batch: int, generator: torch.Generator, t_min: int = 0, t_max: int = 1000,
-                     device: str | torch.device = "cpu") -> torch.Tensor:
-    """Uniform integer timesteps in [t_min, t_max), (B,) int64."""
-    return torch.randint(t_min, t_max, (batch,), generator=generator, device=device)
+                     device: str | torch.device = "cpu", sampling: str = "uniform", logit_mean: float = 0.0,
+                     logit_std: float = 1.0, shift: float = 1.0) -> torch.Tensor:
+    """Integer timesteps in [t_min, t_max), (B,) int64.
+
+    uniform (no shift): exactly uniform integers. Otherwise a fraction u in [0, 1) is drawn (uniform, or
+    sigmoid(N(logit_mean, logit_std)) for logit_normal), shifted to s*u / (1 + (s-1)*u), and scaled to the range.
+    """
+    if sampling == "uniform" and shift == 1.0:
+        return torch.randint(t_min, t_max, (batch,), generator=generator, device=device)
+    if sampling == "uniform":
+        u = torch.rand(batch, generator=generator, device=device)
+    elif sampling == "logit_normal":
+        u = torch.sigmoid(logit_mean + logit_std * torch.randn(batch, generator=generator, device=device))
+    else:
+        raise SdloraError(f"train.timestep_sampling {sampling!r} is not one of uniform, logit_normal")
+    u = shift * u / (1.0 + (shift - 1.0) * u)
+    t = t_min + (u * (t_max - t_min)).long()
+    return t.clamp(t_min, t_max - 1)
 
 
 def sample_noise(like: torch.Tensor, generator: torch.Generator, offset: float = 0.0) -> torch.Tensor:
@@ -95,3 +127,28 @@ def sample_noise(like: torch.Tensor, generator: torch.Generator, offset: float =
         b, c = like.shape[:2]
         noise = noise + offset * torch.randn((b, c, 1, 1), generator=generator, device=like.device)
     return noise
+
+
+def pyramid_noise(noise: torch.Tensor, generator: torch.Generator, iterations: int,
+                  discount: float) -> torch.Tensor:
+    """Multi-resolution noise (kohya's `pyramid_noise_like`), (B, C, h, w) float32 of unit std.
+
+    Level i adds discount^i * N(0, 1) drawn at the size (h, w) / r_i^i (r_i uniform in [2, 4), at least 1x1) and
+    upsampled bilinearly; it stops after the first 1-pixel level. The sum is divided by its std over the batch.
+    """
+    b, c, h, w = noise.shape
+    out = noise.clone()
+    ratios = (2.0 + 2.0 * torch.rand(iterations, generator=generator, device=noise.device)).tolist()  # one sync
+    for i, r in enumerate(ratios):
+        hn, wn = max(1, int(h / r**i)), max(1, int(w / r**i))
+        level = torch.randn((b, c, hn, wn), generator=generator, device=noise.device)
+        out = out + F.interpolate(level, size=(h, w), mode="bilinear", align_corners=False) * discount**i
+        if hn == 1 or wn == 1:
+            break
+    return out / out.std()
+
+
+def perturb_input(noise: torch.Tensor, generator: torch.Generator, gamma: float) -> torch.Tensor:
+    """Input perturbation (Ning et al. 2023, kohya's ip_noise_gamma): noise + gamma * N(0, 1), used to noise the
+    model's input while the target keeps `noise`."""
+    return noise + gamma * torch.randn(noise.shape, generator=generator, device=noise.device)

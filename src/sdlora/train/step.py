@@ -15,8 +15,8 @@ from torch import nn
 
 from sdlora.config import TrainConfig
 from sdlora.train import rng
-from sdlora.train.loss import diffusion_loss, item_weights
-from sdlora.train.noise import NoiseSchedule, sample_noise, sample_timesteps
+from sdlora.train.loss import debiased_weights, diffusion_loss, huber_threshold, item_weights
+from sdlora.train.noise import NoiseSchedule, perturb_input, pyramid_noise, sample_noise, sample_timesteps
 
 
 @dataclass
@@ -63,19 +63,50 @@ def encode_latents(ctx: StepContext, batch: dict, generator: torch.Generator) ->
     return (dist.sample(generator) * ctx.vae_scaling).float()
 
 
-def compute_loss(ctx: StepContext, batch: dict, generator: torch.Generator) -> torch.Tensor:
-    """The weighted diffusion loss of one micro-batch (a scalar with a graph to the LoRA weights)."""
-    cfg = ctx.cfg
-    latents = encode_latents(ctx, batch, generator)  # (B, 4, h, w)
+def draw_noise(cfg: TrainConfig, latents: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The target noise (B, 4, h, w): Gaussian, plus the configured offset and pyramid levels."""
     noise = sample_noise(latents, generator, cfg.noise_offset)
-    t = sample_timesteps(latents.shape[0], generator, cfg.timestep_min, cfg.timestep_max, ctx.device)
-    noisy = ctx.schedule.add_noise(latents, noise, t)
-    target = ctx.schedule.target(latents, noise, t, cfg.prediction_type)
+    if cfg.multires_noise_iterations:
+        noise = pyramid_noise(noise, generator, cfg.multires_noise_iterations, cfg.multires_noise_discount)
+    return noise
+
+
+def draw_timesteps(cfg: TrainConfig, batch: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    return sample_timesteps(batch, generator, cfg.timestep_min, cfg.timestep_max, device, cfg.timestep_sampling,
+                            cfg.logit_mean, cfg.logit_std, cfg.timestep_shift)
+
+
+def timestep_weights(cfg: TrainConfig, schedule: NoiseSchedule, t: torch.Tensor) -> torch.Tensor | None:
+    """Min-SNR and debiased-estimation weights (B,) multiplied, or None when both are off."""
+    weights = None
+    if cfg.min_snr_gamma:
+        weights = schedule.min_snr_weights(t, cfg.min_snr_gamma, cfg.prediction_type)
+    if cfg.debiased_estimation:
+        debias = debiased_weights(schedule.snr(t), cfg.prediction_type)
+        weights = debias if weights is None else weights * debias
+    return weights
+
+
+def compute_loss(ctx: StepContext, batch: dict, generator: torch.Generator) -> torch.Tensor:
+    """The weighted diffusion loss of one micro-batch (a scalar with a graph to the LoRA weights).
+
+    batch["loss_mask"], when present: float32 (B, 1, h, w) in [0, 1] at latent resolution, weighs each
+    latent pixel (an all-black mask gives its sample a loss of 0 and no gradient)."""
+    cfg, schedule = ctx.cfg, ctx.schedule
+    latents = encode_latents(ctx, batch, generator)  # (B, 4, h, w)
+    noise = draw_noise(cfg, latents, generator)
+    t = draw_timesteps(cfg, latents.shape[0], generator, ctx.device)
+    model_noise = perturb_input(noise, generator, cfg.ip_noise_gamma) if cfg.ip_noise_gamma else noise
+    noisy = schedule.add_noise(latents, model_noise, t)
+    target = schedule.target(latents, noise, t, cfg.prediction_type)
     hidden = encode_text(ctx, batch)
     pred = ctx.unet(noisy.to(ctx.weight_dtype), t, hidden).sample  # (B, 4, h, w)
-    snr_w = ctx.schedule.min_snr_weights(t, cfg.min_snr_gamma, cfg.prediction_type) if cfg.min_snr_gamma else None
-    weights = item_weights(batch.get("is_class"), latents.shape[0], cfg.prior_loss_weight, snr_w, ctx.device)
-    return diffusion_loss(pred, target, weights)
+    weights = item_weights(batch.get("is_class"), latents.shape[0], cfg.prior_loss_weight,
+                           timestep_weights(cfg, schedule, t), ctx.device)
+    huber_c = None
+    if cfg.loss_type in ("huber", "smooth_l1"):
+        huber_c = huber_threshold(cfg.huber_schedule, cfg.huber_c, t, schedule.snr(t), schedule.num_timesteps)
+    return diffusion_loss(pred, target, weights, cfg.loss_type, huber_c, batch.get("loss_mask"))
 
 
 def _no_sync(accelerator, models: list[nn.Module], sync: bool):

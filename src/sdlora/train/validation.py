@@ -63,20 +63,24 @@ class Validator:
 
     def _specs(self):
         from sdlora.generate.prompts import PromptSpec
+        from sdlora.generate.schedulers import DEFAULT_SCHEDULER
 
         v, res = self.cfg.validation, self.cfg.data.resolution
+        scheduler = "ddim" if self.cfg.train.zero_terminal_snr else DEFAULT_SCHEDULER  # PLMS cannot sample zero SNR
         return [PromptSpec(prompt=p, negative_prompt=v.negative_prompt, seed=v.seed, steps=v.num_inference_steps,
-                           cfg=v.guidance_scale, width=v.width or res, height=v.height or res)
+                           cfg=v.guidance_scale, width=v.width or res, height=v.height or res, scheduler=scheduler)
                 for p in v.prompts]
 
     def images(self) -> list[np.ndarray]:
         """One image per prompt, (H, W, 3) float32 in [0, 1]."""
         from sdlora.generate import Sampler
+        from sdlora.generate.prediction import NoiseSettings
         from sdlora.models import build_pipeline
 
-        c = self.components
-        if self._sampler is None:
-            self._sampler = Sampler(c, pipeline=build_pipeline(c))
+        c, t = self.components, self.cfg.train
+        if self._sampler is None:  # sampled as the LoRA is trained: the run's target and noise schedule
+            noise = NoiseSettings(t.prediction_type, t.zero_terminal_snr)
+            self._sampler = Sampler(c, pipeline=build_pipeline(c), noise=noise)
         with sampling_mode([c.unet, c.vae, c.text_encoder], self.device), sampling_autocast(c, self.device):
             return [self._sampler.arrays(spec, [spec.seed])[0] for spec in self._specs()]
 
