@@ -9,6 +9,8 @@ from sdlora.formats.io import load_lora_file, save_lora_file
 from sdlora.formats.merge_model import merge_into_model, save_model
 from sdlora.models import tiny_components
 from sdlora.models.loader import load_components
+from sdlora.models.model_weights import open_weights
+from sdlora.models.tensor_file import TensorFile
 
 PRESETS = ("unet-transformer", "unet-conv")
 
@@ -63,6 +65,18 @@ def test_cli_extract_from_fp32_is_exact_and_reports(tuned, tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
 
 
+def test_single_files_are_read_one_module_at_a_time(tuned):
+    """Neither model is loaded: their module trees are empty (meta) and each module's weight is read
+    once, so at most one module's pair of weights is held."""
+    known, models = tuned
+    base, model = open_weights(models["base"]), open_weights(models["fp16"])
+    lora, report = extract_lora(base, model, rank=4)  # (the fp16 test checks the values, read lazily too)
+    visited = len(list(sites(base, conv=False)))
+    assert all(p.is_meta for net in (base.unet, model.text_encoder) for p in net.parameters())
+    assert base.reads == model.reads == visited < len(TensorFile(models["base"]).keys())
+    assert len(report.modules) == len(C.group(lora)) == len([k for k in C.group(known) if "attentions" in k[1]])
+
+
 def test_dynamic_extract_and_rank_caps(tuned):
     known, models = tuned
     base, model = load_components(models["base"]), load_components(models["fp32"])
@@ -95,3 +109,31 @@ def test_bad_inputs_are_one_line_errors(tuned, tmp_path, capsys):
     assert main(["extract", str(models["base"]), str(tmp_path / "missing.safetensors"), str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "missing.safetensors" in err and not out.exists()
+
+
+@pytest.mark.parametrize("case, message", [("garbage", "not a readable .safetensors file"),
+                                           ("lora", "a LoRA file, not a model"),
+                                           ("no-module", "TUNED has no module"),
+                                           ("shape", "BASE has shape")])
+def test_bad_model_files_are_one_error_line(tuned, tmp_path, capsys, case, message):
+    """Read lazily, a broken or foreign TUNED still ends in one line naming what is wrong, and no file."""
+    from sdlora.cli import main
+    from sdlora.models.checkpoint_io import read_state_dict, write_safetensors
+
+    _, models = tuned
+    bad, out = tmp_path / f"{case}.safetensors", tmp_path / "x.safetensors"
+    if case == "garbage":
+        bad.write_bytes(b"\xff" * 64)
+    elif case == "lora":
+        write_safetensors(bad, {"lora_unet_x.lora_down.weight": torch.zeros(1, 2)})
+    else:
+        state, metadata = read_state_dict(models["fp32"])
+        key = next(k for k in state if k.endswith("attn1.to_q.weight"))  # the first attention's to_q
+        if case == "no-module":
+            state = {k: v for k, v in state.items() if k != key}
+        else:
+            state = {**state, key: state[key][:, 1:]}
+        write_safetensors(bad, state, metadata)
+    assert main(["extract", str(models["base"]), str(bad), str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sdlora: error:") and err.count("\n") == 1 and message in err and not out.exists()

@@ -18,7 +18,7 @@ ZERO = ("unet", "mid_block.attentions.0.transformer_blocks.0.attn1.to_k")
 def reference_rank(method: str, x: float, sigma=SIGMA) -> int:
     """The rules written out over a plain list (independent of sdlora.formats.ranks)."""
     if method == "sv_ratio":
-        return sum(1 for s in sigma if s >= sigma[0] / x)
+        return max(1, sum(1 for s in sigma if s > sigma[0] / x))  # kohya: strictly above
     values = [s * s for s in sigma] if method in ("sv_fro", "energy") else list(sigma)
     target = x * x if method == "sv_fro" else x
     running = 0.0

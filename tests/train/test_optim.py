@@ -300,3 +300,13 @@ def test_a_schedule_free_run_saves_the_averaged_weights_and_keeps_training_ones_
     training = state["lora"][f"unet.{module}.adapters.default.up.weight"]
     averaged = saved[f"lora_unet_{module.replace('.', '_')}.lora_up.weight"]
     assert training.abs().max() > 0 and not torch.equal(averaged, training)
+
+
+def test_adamw_is_fused_on_the_cpu_and_foreach_when_asked():
+    """The fused kernel (the fast one for many small LoRA tensors) unless optimizer_args asks for foreach;
+    fused and foreach are never both passed (torch refuses that)."""
+    groups = param_groups({"unet": _model()}, TrainConfig())
+    fused = build_optimizer(groups, TrainConfig()).defaults
+    assert fused["fused"] is True and not fused["foreach"]
+    asked = build_optimizer(groups, TrainConfig(optimizer_args={"foreach": True})).defaults
+    assert asked["foreach"] is True and not asked["fused"]

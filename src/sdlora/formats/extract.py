@@ -5,7 +5,11 @@ attention and MLP, and with `conv` the LoCon set (ResNet convs, shortcuts, resam
 change is cut to `rank` (`conv_rank` for kxk convs) or by a rank rule (sdlora.formats.ranks); the
 scale is 1 (alpha = rank). A module whose change is within the storage precision of the two
 models (within the epsilon of the narrower dtype, e.g. an fp16 copy of the base) is left out, and the
-text encoder as a whole when none of its modules changed. One module's change is held at a time.
+text encoder as a whole when none of its modules changed.
+
+Memory is bounded: the models are read one module at a time (sdlora.models.model_weights: single
+.safetensors files and diffusers folders lazily, other forms loaded whole), and one module's two
+weights, its change and its SVD are held at a time.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from sdlora.formats.modules import lora_paths
 from sdlora.formats.resize import ModuleResize, ResizeReport, check_rank, svd_factors
 from sdlora.lora import resolve_targets
 from sdlora.models.components import SDComponents
+from sdlora.models.model_weights import ModelWeights, open_weights
 from sdlora.models.names import canonical_te_path
 
 log = logging.getLogger(__name__)
@@ -41,25 +46,33 @@ class ExtractReport(ResizeReport):
         return max(((1 - min(m.energy, 1.0)) ** 0.5 for m in self.modules), default=0.0)
 
 
-def sites(components: SDComponents, conv: bool) -> Iterator[tuple[str, str, str]]:
+def sites(model: SDComponents | ModelWeights, conv: bool) -> Iterator[tuple[str, str, str]]:
     """(component, model path, canonical path) of every module to extract, UNet first."""
     presets = ["unet-transformer", "unet-conv"] if conv else ["unet-transformer"]
-    for path in resolve_targets(presets, lora_paths(components.unet)):
+    for path in resolve_targets(presets, lora_paths(model.unet)):
         yield "unet", path, path
-    for path in resolve_targets("text-encoder", lora_paths(components.text_encoder)):
+    for path in resolve_targets("text-encoder", lora_paths(model.text_encoder)):
         yield "text_encoder", path, canonical_te_path(path)
+
+
+def _missing(path: str, which: str) -> SdloraError:
+    return SdloraError(f"{which} has no module {path}: BASE and TUNED are different architectures")
 
 
 def _weight(model: nn.Module, path: str, which: str) -> torch.Tensor:
     try:
         return model.get_submodule(path).weight
     except AttributeError:
-        raise SdloraError(f"{which} has no module {path}: BASE and TUNED are different architectures") from None
+        raise _missing(path, which) from None
 
 
 def module_change(base: nn.Module, tuned: nn.Module, path: str) -> torch.Tensor | None:
-    """W_tuned - W_base in fp32 (None when within rounding); SdloraError when the shapes differ."""
-    wb, wt = _weight(base, path, "BASE"), _weight(tuned, path, "TUNED")
+    """W_tuned - W_base of module `path` of two loaded networks (see weight_change)."""
+    return weight_change(_weight(base, path, "BASE"), _weight(tuned, path, "TUNED"), path)
+
+
+def weight_change(wb: torch.Tensor, wt: torch.Tensor, path: str) -> torch.Tensor | None:
+    """wt - wb in fp32 (None when within rounding); SdloraError when the shapes differ."""
     if wb.shape != wt.shape:
         raise SdloraError(f"module {path}: BASE has shape {tuple(wb.shape)}, TUNED {tuple(wt.shape)}; "
                           "the two models are different architectures")
@@ -70,6 +83,13 @@ def module_change(base: nn.Module, tuned: nn.Module, path: str) -> torch.Tensor 
     if bool((delta.abs() <= info.eps * (torch.maximum(wb.abs(), wt.abs()) + info.tiny)).all()):
         return None
     return delta
+
+
+def _read(model: ModelWeights, component: str, path: str, which: str) -> torch.Tensor:
+    weight = model.weight(component, path)
+    if weight is None:
+        raise _missing(path, which)
+    return weight
 
 
 def stored_precision(weight: torch.Tensor) -> torch.finfo:
@@ -96,19 +116,21 @@ def fit_module(delta: torch.Tensor, rank: int | None, rule: str | None, threshol
     return params, ModuleResize(name, min(flat.shape), new, kept, total)
 
 
-def extract_lora(base: SDComponents, tuned: SDComponents, *, rank: int | None = 4, conv_rank: int | None = None,
-                 conv: bool = False, rule: str | None = None, threshold: float | None = None):
-    """(canonical LoRA (fp32), ExtractReport) of tuned - base. With `rule`, rank/conv_rank are maxima."""
+def extract_lora(base: SDComponents | ModelWeights, tuned: SDComponents | ModelWeights, *, rank: int | None = 4,
+                 conv_rank: int | None = None, conv: bool = False, rule: str | None = None,
+                 threshold: float | None = None):
+    """(canonical LoRA (fp32), ExtractReport) of tuned - base. With `rule`, rank/conv_rank are maxima.
+    Loaded models (SDComponents) are read in place; ModelWeights one module at a time."""
     check_rank("--rank", rank)
     check_rank("--conv-rank", conv_rank)
     if rule is not None:
         ranks.check_rule(rule, threshold)
     elif rank is None:
         raise SdloraError("give a rank, or a dynamic method with a threshold")
+    base, tuned = (m if isinstance(m, ModelWeights) else ModelWeights.loaded(m) for m in (base, tuned))
     report, modules = ExtractReport(), {}
-    nets = {"unet": (base.unet, tuned.unet), "text_encoder": (base.text_encoder, tuned.text_encoder)}
     for component, path, name in sites(base, conv):
-        delta = module_change(*nets[component], path)
+        delta = weight_change(_read(base, component, path, "BASE"), _read(tuned, component, path, "TUNED"), path)
         if delta is None:
             report.unchanged.append(f"{component}.{name}")
             continue
@@ -127,14 +149,13 @@ def extract_lora(base: SDComponents, tuned: SDComponents, *, rank: int | None = 
 
 def extract_lora_file(base: str | Path, tuned: str | Path, out: str | Path, *, fmt: str = "kohya",
                       dtype: torch.dtype | None = torch.float16, **options) -> ExtractReport:
-    """Load BASE and TUNED (any form sdlora loads: `tiny`, folder, single file), extract, write `out`."""
-    from sdlora.models.loader import load_components, resolve_model
+    """Open BASE and TUNED (any form sdlora loads: `tiny`, folder, single file; read one module at a
+    time where the files allow), extract, write `out`."""
+    from sdlora.models.loader import resolve_model
 
     for model in (base, tuned):  # a missing model is named before the slow loading starts
         resolve_model(model)
-    base_c = load_components(base, dtype=torch.float32)
-    tuned_c = load_components(tuned, dtype=torch.float32)
-    lora, report = extract_lora(base_c, tuned_c, **options)
+    lora, report = extract_lora(open_weights(base), open_weights(tuned), **options)
     metadata = {"sdlora_extracted_from": f"{Path(str(tuned)).name} - {Path(str(base)).name}",
                 "sdlora_extract_energy": f"{report.energy:.6f}", "ss_network_module": "networks.lora"}
     save_lora_file(out, lora, metadata, fmt, dtype)

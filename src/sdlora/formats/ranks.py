@@ -1,15 +1,18 @@
 """How many singular values to keep: a fixed rank, or kohya's dynamic rules, as one table.
 
-Each rule maps the singular values sigma (descending) of a weight change and a threshold X to a rank:
+Each rule maps the singular values sigma (descending) of a weight change and a threshold X to a rank,
+exactly as kohya's sd-scripts resize_lora.py does (its index functions plus its `+ 1`):
 
-    sv_ratio       keep every sigma_i >= sigma_max / X                        X >= 1
-    sv_fro         the smallest r with ||fit_r||_F / ||delta||_F >= X           0 < X <= 1
-                   (sqrt of the squared-sum fraction: kohya's Frobenius rule)
-    sv_cumulative  the smallest r with sum(sigma[:r]) / sum(sigma) >= X        0 < X <= 1
-    energy         the smallest r with sum(sigma[:r]^2) / sum(sigma^2) >= X    0 < X <= 1
+    sv_ratio       the number of sigma_i > sigma_max / X   (strictly greater)   X >= 1
+    sv_fro         the smallest r with sum(sigma[:r]^2) / sum(sigma^2) >= X^2   0 < X <= 1
+                   (||fit_r||_F / ||delta||_F >= X: kohya's Frobenius rule)
+    sv_cumulative  the smallest r with sum(sigma[:r]) / sum(sigma) >= X         0 < X <= 1
+    energy         the smallest r with sum(sigma[:r]^2) / sum(sigma^2) >= X     0 < X <= 1  (sdlora's)
 
-The criteria are those of kohya's sd-scripts resize_lora.py index functions; the result is then
-capped to [1, max_rank] (max_rank: the module's own rank or --rank). A zero change gets rank 1.
+The result is then capped to [1, max_rank] (max_rank: the module's own rank or --rank), and a change
+whose largest singular value is at most MIN_SV gets rank 1 whatever the rule (kohya's zero-matrix
+rule; kohya measures up @ down, sdlora the scaled change). So sv_ratio X = 1 keeps one rank, and
+X = 2 on sigma = (8, 4, 2, 1) keeps one too: 4 is not greater than 8 / 2.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from sdlora.errors import SdloraError
 
 # Relative slack so that a fraction that is 1 in exact arithmetic (0.9999999...) still reaches X = 1.
 _SLACK = 1e-9
+MIN_SV = 1e-6  # kohya's resize_lora: a change with sigma_max <= this is a zero matrix (rank 1)
 
 
 def _first_reaching(fractions: torch.Tensor, x: float) -> int:
@@ -30,12 +34,12 @@ def _first_reaching(fractions: torch.Tensor, x: float) -> int:
 
 
 def _sv_ratio(sigma: torch.Tensor, x: float) -> int:
-    return int((sigma >= sigma[0] / x).sum())
+    return int((sigma > sigma[0] / x).sum())
 
 
 def _sv_fro(sigma: torch.Tensor, x: float) -> int:
     squared = sigma.double().pow(2)
-    return _first_reaching((squared.cumsum(0) / squared.sum()).sqrt(), x)
+    return _first_reaching(squared.cumsum(0) / squared.sum(), x * x)
 
 
 def _sv_cumulative(sigma: torch.Tensor, x: float) -> int:
@@ -71,8 +75,10 @@ def check_rule(method: str, threshold: float | None, flag: str = "--threshold") 
 
 def pick_rank(sigma: torch.Tensor, max_rank: int, method: str | None = None, threshold: float | None = None) -> int:
     """The rank to keep of a change with singular values `sigma` (descending): max_rank without a rule."""
-    if method is None or sigma.numel() == 0 or float(sigma[0]) <= 0:
-        return max(1, min(max_rank, sigma.numel())) if method is None else 1
+    if sigma.numel() == 0 or float(sigma[0]) <= MIN_SV:
+        return 1
+    if method is None:
+        return max(1, min(max_rank, sigma.numel()))
     rule = RULES[method][0]
     return max(1, min(rule(sigma, float(threshold)), max_rank, sigma.numel()))
 

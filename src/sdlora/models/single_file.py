@@ -81,7 +81,7 @@ def file_configs(path: Path, metadata: Mapping[str, str]) -> dict[str, dict] | N
     return configs
 
 
-def _build(path: Path, configs: Mapping[str, dict], from_file: bool) -> tuple[nn.Module, nn.Module, nn.Module]:
+def build_empty(path: Path, configs: Mapping[str, dict], from_file: bool) -> tuple[nn.Module, nn.Module, nn.Module]:
     """Empty-weight (meta) UNet, VAE and text encoder; a config read from the file may be anything."""
     try:
         with init_empty_weights():
@@ -170,7 +170,7 @@ def load_single_file(
     check_sd1_layout(path, ldm.keys())
     if sum(k.startswith("model_ema.") for k in ldm) > 100:
         log.info("%s: has EMA weights too; using the non-EMA ones (model.diffusion_model.*)", path.name)
-    unet, vae, text_encoder = _build(path, configs, from_file)  # first: it checks a config read from the file
+    unet, vae, text_encoder = build_empty(path, configs, from_file)  # first: it checks a config read from the file
     try:
         parts = ldm_to_diffusers(ldm, configs["unet"], configs["vae"])
     except KeyError as exc:
