@@ -44,6 +44,8 @@ def valid_value(action, place) -> str:
         return str(place / "dir")
     if kind in ("output file", "output folder"):
         return str(place / "new-output")
+    if kind == "LoRA output file":
+        return str(place / "new-output.safetensors")
     if action.choices:
         return next(iter(action.choices))
     return "1"
@@ -57,9 +59,11 @@ def hostile_values(kind: str, place) -> dict[str, str]:
         "input folder": {"missing": str(missing), "a file": str(file)},
         "output folder": {"a file": str(file), "under a file": str(file / "sub")},
         "output file": {"a folder": str(folder), "in a missing folder": str(missing), "under a file": str(file / "x")},
+        "LoRA output file": {"not .safetensors": str(place / "out.txt"), "in a missing folder": str(missing) + ".safetensors",
+                             "under a file": str(file / "x.safetensors")},
     }[kind]
     locked = unwritable_folder(place)
-    if kind.startswith("output") and locked is not None:
+    if "output" in kind and locked is not None:
         values["unwritable"] = str(locked / "out")
     return values
 
@@ -92,7 +96,7 @@ CASES = list(cases())
 
 def test_the_walk_finds_the_arguments_of_every_kind():
     kinds = {kind for _, _, kind in CASES}
-    assert kinds == {"input file", "input folder", "output file", "output folder", "number"}
+    assert kinds == {"input file", "input folder", "output file", "LoRA output file", "output folder", "number"}
     flags = {(path[-1], action.option_strings[0] if action.option_strings else action.dest) for path, action, _ in CASES}
     assert {("generate", "--output"), ("generate", "--prompts"), ("generate", "--seed"), ("demo", "--threads"),
             ("convert", "output"), ("inspect", "--json"), ("evaluate", "--train-images")} <= flags
@@ -124,7 +128,7 @@ def test_hostile_values_are_refused_before_any_work(path, action, kind, place, c
         assert err.startswith("sdlora: error: ") and "Traceback" not in err, (label, err)
         name = target.option_strings[0] if target.option_strings else target.metavar
         assert name in err, (label, err)
-    assert not (place / "new-output").exists()
+    assert not (place / "new-output").exists() and not (place / "new-output.safetensors").exists()
 
 
 def test_valid_values_parse(place):

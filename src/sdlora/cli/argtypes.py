@@ -117,6 +117,15 @@ def check_output_file(path: Path) -> None:
     _check_writable_folder(path.parent, path)
 
 
+def check_lora_output(path: Path) -> None:
+    """A LoRA file to write: a `.safetensors` name (what A1111, ComfyUI and diffusers look for), then as
+    check_output_file."""
+    if path.suffix.lower() != ".safetensors":
+        raise argparse.ArgumentTypeError(f"{path}: a LoRA file is written as .safetensors; name it "
+                                         f"{path.with_suffix('.safetensors').name}")
+    check_output_file(path)
+
+
 input_file = input_file_of()
 
 
@@ -146,6 +155,7 @@ lora_arg = LoraArg()
 input_dir = PathType("input folder", _input_dir)
 output_dir = PathType("output folder", check_output_dir)
 output_file = PathType("output file", check_output_file)
+lora_output = PathType("LoRA output file", check_lora_output)
 
 
 def refuse_overwrite(path: Path, overwrite: bool) -> None:

@@ -15,7 +15,7 @@ def register(subparsers) -> None:
                     "layout: BASE = text encoder, IN00..IN11, M00, OUT00..OUT11); modules at weight 0 are "
                     "dropped. The result at weight w gives the images IN gives with --lora IN:w:lbw=...")
     p.add_argument("src", metavar="IN", type=T.input_file, help="LoRA file (any format sdlora reads).")
-    p.add_argument("output", metavar="OUT", type=T.output_file, help="Output .safetensors file.")
+    p.add_argument("output", metavar="OUT", type=T.lora_output, help="Output .safetensors file.")
     p.add_argument("--lbw", required=True, metavar="PRESET|W,W,...",
                    help="A preset (NONE, ALL, INS, IND, INALL, MIDD, OUTD, OUTS, OUTALL, ALL0.5) or 17 or 26 "
                         "comma-separated block weights.")

@@ -18,7 +18,7 @@ def register(subparsers) -> None:
                               description="Read a LoRA in any supported format and write it as --to.")
     p.add_argument("src", metavar="IN", type=T.input_file,
                    help="LoRA file (.safetensors: kohya/A1111/ComfyUI, diffusers/PEFT, sdlora).")
-    p.add_argument("output", metavar="OUT", type=T.output_file, help="Output .safetensors file.")
+    p.add_argument("output", metavar="OUT", type=T.lora_output, help="Output .safetensors file.")
     p.add_argument("--to", required=True, choices=FORMATS, help="Output format.")
     dtype_arg(p, "default: as the input")
     overwrite_arg(p, "OUT")
@@ -36,7 +36,7 @@ def register(subparsers) -> None:
     p.add_argument("--rank", type=T.positive_int, default=None,
                    help="New rank (maximum per module; with --dynamic optional, default each module's rank).")
     p.add_argument("--conv-rank", type=T.positive_int, default=None, help="New rank for 3x3 conv modules (default: --rank).")
-    p.add_argument("output", metavar="OUT", type=T.output_file, help="Output .safetensors file.")
+    p.add_argument("output", metavar="OUT", type=T.lora_output, help="Output .safetensors file.")
     p.add_argument("--to", choices=FORMATS, default=None, help="Output format (default: as the input).")
     dynamic_args(p, "--rank")
     dtype_arg(p, "default: as the input")

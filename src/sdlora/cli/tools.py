@@ -12,7 +12,7 @@ def register(subparsers) -> None:
                               description="Write one LoRA whose change is the weighted sum of the inputs'. Without "
                               "--rank/--energy the ranks add and the result is exact; with them it is cut by SVD.")
     p.add_argument("loras", metavar="LORA[:w]", nargs="+", type=T.lora_arg, help="LoRA files with weights (default 1).")
-    p.add_argument("-o", "--output", metavar="OUT", type=T.output_file, required=True, help="Output .safetensors file.")
+    p.add_argument("-o", "--output", metavar="OUT", type=T.lora_output, required=True, help="Output .safetensors file.")
     p.add_argument("--rank", type=T.positive_int, default=None, help="SVD mode: the merged rank (a maximum with --energy).")
     p.add_argument("--energy", type=T.float_range(0.0, 1.0, low_open=True), default=None,
                    help="SVD mode: per module the smallest rank keeping this fraction of the energy (0 < E <= 1).")
@@ -26,7 +26,7 @@ def register(subparsers) -> None:
                               "layers, the text encoder (left out when unchanged), and with --conv the ResNet convs.")
     p.add_argument("base", metavar="BASE", help="Base model: `tiny`, a diffusers folder, a .safetensors file, or a hub id.")
     p.add_argument("tuned", metavar="TUNED", help="Fine-tuned model of the same architecture (any of those forms).")
-    p.add_argument("output", metavar="OUT", type=T.output_file, help="Output LoRA .safetensors file.")
+    p.add_argument("output", metavar="OUT", type=T.lora_output, help="Output LoRA .safetensors file.")
     p.add_argument("--rank", type=T.positive_int, default=None, help="Rank (default 4; with --dynamic a maximum).")
     p.add_argument("--conv-rank", type=T.positive_int, default=None, help="Rank of 3x3 convs (default: --rank).")
     p.add_argument("--conv", action="store_true", help="Also extract the ResNet convs (LoCon).")
