@@ -1,6 +1,6 @@
 """One typed config tree for a training run: every default and every allowed range lives here.
 
-A run is a TOML file whose tables mirror the dataclasses below (`[model]`, `[lora]`, `[data]`,
+A run is a TOML file whose tables mirror the dataclasses below (`[model]`, `[lora]`, `[embeddings]`, `[data]`,
 `[[data.sources]]`, `[train]`, `[save]`, `[validation]`, `[log]`, `[ema]`). Presets and recipes list only what
 differs. Unknown keys, wrong types and values outside a field's declared rules (`ge=`, `lt=`,
 `length=`, `pattern=`... see `sdlora.typedtree`) raise `SdloraError` naming the dotted key when the
@@ -20,7 +20,8 @@ from sdlora.typedtree import (apply_overrides, from_dict, hints, leaves, merge_t
                               rule_text, to_dict, to_toml, toml_value, tomllib)
 
 __all__ = ["RunConfig", "ModelConfig", "LoRAConfig", "RankOverride", "SourceConfig", "DataConfig", "TrainConfig",
-           "SaveConfig", "ValidationConfig", "LogConfig", "EMAConfig", "load_config", "read_toml", "apply_overrides",
+           "SaveConfig", "ValidationConfig", "LogConfig", "EMAConfig", "EmbeddingsConfig", "load_config", "read_toml",
+           "apply_overrides",
            "parse_override", "validate", "from_dict", "to_dict", "to_toml", "iter_fields", "reference_markdown", "tomllib"]
 
 # Upper bounds: far above any sensible run, low enough that nothing downstream overflows.
@@ -94,6 +95,23 @@ class LoRAConfig:
                                          ge=0.0, le=MAX_LR_WEIGHT)
     train_text_encoder: bool = opt(False, "Also train a LoRA on the CLIP text encoder (72 modules).")
     text_encoder_rank: int | None = opt(None, "Rank of text-encoder adapters (default: lora.rank).", ge=1, le=MAX_RANK)
+
+
+@dataclass
+class EmbeddingsConfig:
+    tokens: list[str] = opt([], "New tokens learned together with the LoRA (pivotal tuning: textual inversion + LoRA), "
+                            "e.g. `[\"<sks>\"]` or `[\"<s0>\", \"<s1>\"]` (one vector each); write them in captions and "
+                            "prompts. Empty: off.", length=(0, 64), pattern=r"[^\s.]{1,64}",
+                            pattern_doc="words of 1-64 characters without spaces or `.`, e.g. `<sks>`")
+    init_word: str = opt("", "Word whose embedding starts every new token (a word of several tokens: their mean); "
+                         "empty: random, with the spread of the embedding table.")
+    lr: float = opt(5e-3, "Learning rate of the new tokens' embeddings.", ge=0.0, le=MAX_LR)
+    stop_step: int = opt(0, "The embeddings stop changing after this optimizer step (the LoRA trains on); 0: never.",
+                         ge=0, le=MAX_STEPS)
+    bundle: bool = opt(True, "Bundle the embeddings into the kohya LoRA file (`bundle_emb.<token>.string_to_param.*`: "
+                       "A1111 and ComfyUI load them with the LoRA; so do `sdlora generate` and `compare`).")
+    standalone: bool = opt(True, "Also write `<name>.emb.safetensors` (an A1111 embedding; diffusers' "
+                           "load_textual_inversion reads it).")
 
 
 @dataclass
@@ -278,6 +296,7 @@ class RunConfig:
     validation: ValidationConfig = opt(None, "Samples and validation loss during training.")
     log: LogConfig = opt(None, "Logging.")
     ema: EMAConfig = opt(None, "Exponential moving average of the LoRA weights.")
+    embeddings: EmbeddingsConfig = opt(None, "New tokens trained with the LoRA (pivotal tuning).")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -325,6 +344,9 @@ def validate(cfg: RunConfig) -> None:
     for i, source in enumerate(d.sources):
         if not source.path:
             raise SdloraError(f"data.sources[{i}].path is required")
+    lowered = [t.lower() for t in cfg.embeddings.tokens]  # CLIP lower-cases prompts: <S> and <s> are one token
+    if len(set(lowered)) < len(lowered):
+        raise SdloraError(f"embeddings.tokens {cfg.embeddings.tokens} names a token twice (case is ignored)")
 
 
 def iter_fields():

@@ -23,6 +23,7 @@ BASE = ['data.sources=[{path = "imgs"}]', "train.steps=10"]
     ("train.mixed_precision=bf16", False), ("data.resolution=256", False), ("train.lr=1e-3", False),
     ("model.name=other", False), ("data.cache_latents=off", False), ("train.lr_scheduler=cosine", False),
     ("ema.use_for_samples=true", True), ("ema.enabled=true", False), ("ema.decay=0.9", False), ("log.wandb=true", True),
+    ('embeddings.tokens=["<x>"]', False), ("embeddings.lr=1e-2", False), ("embeddings.bundle=false", True),
 ])
 def test_what_may_change_on_resume(override, allowed):
     saved, new = load_config(None, BASE), load_config(None, BASE + [override])

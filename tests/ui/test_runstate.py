@@ -50,7 +50,8 @@ def test_failed_run_shows_the_error_line(tmp_path):
 
 def test_samples_and_loras_in_order(tmp_path):
     for name in ("samples/step-000000-base.png", "samples/step-000004.png", "checkpoints/step-000002/lora.safetensors",
-                 "checkpoints/step-000004/lora.safetensors", "lora.safetensors"):
+                 "checkpoints/step-000004/lora.safetensors", "lora.safetensors", "lora.emb.safetensors",
+                 "checkpoints/step-000004/lora.emb.safetensors"):  # embeddings (pivotal tuning) are not LoRAs
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_bytes(b"")
     view = runstate.read_run(tmp_path)

@@ -7,6 +7,7 @@ through it); detach() takes LoRA off; merge() folds it into the base weights.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 import torch
@@ -14,11 +15,15 @@ from torch import nn
 
 from sdlora.errors import SdloraError
 from sdlora.formats import canonical as C
+from sdlora.formats.embeddings import expand_vectors
 from sdlora.lora import (adapter_names, inject_from_state_dict, lora_modules, lora_state_dict, merge_lora, remove,
                          unmerge_lora)
 from sdlora.lora import set_multiplier as set_layer_multiplier
 from sdlora.models.components import SDComponents
 from sdlora.models.names import canonical_te_path, model_te_path
+from sdlora.models.new_tokens import add_tokens, known_token
+
+log = logging.getLogger(__name__)
 
 
 def networks(components: SDComponents) -> dict[str, nn.Module]:
@@ -134,3 +139,20 @@ def bake(components: SDComponents) -> int:
                 base.weight.copy_(weight)
         count += len(merged)
     return count
+
+
+def attach_embeddings(components: SDComponents, embeddings: Mapping[str, torch.Tensor], source: str) -> list[str]:
+    """Teach the model the tokens of `embeddings` ({token: (n, D)}, e.g. bundled in a LoRA file); a token
+    of n vectors becomes `token`, `token_1`, ... (diffusers' pipelines expand `token` in prompts to all).
+    A token the tokenizer already knows (another file bundled it too) keeps its first meaning, with a
+    warning. Returns the tokens added."""
+    fresh = {t: e for t, e in embeddings.items() if not known_token(components.tokenizer, t)}
+    for token in embeddings.keys() - fresh.keys():
+        log.warning("%s: token %s is already known (an earlier file bundled it, or the tokenizer has it); "
+                    "its earlier meaning is kept", source, token)
+    if not fresh:
+        return []
+    tokens, vectors = expand_vectors(fresh)
+    add_tokens(components.tokenizer, components.text_encoder, tokens, vectors,
+               what=f"{source}: bundled embedding")
+    return tokens

@@ -22,6 +22,7 @@ from sdlora.errors import SdloraError
 from sdlora.fileio import atomic_write_bytes, regular_file
 from sdlora.formats import diffusers, kohya, native
 from sdlora.formats.detect import detect_format, refuse_unsupported
+from sdlora.formats.embeddings import is_bundle_key, split_bundle, to_bundle
 from sdlora.formats.modules import ModulePaths
 from sdlora.lora.native import FORMAT_KEY
 
@@ -53,7 +54,9 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
 
 def parse_state(state: Mapping[str, torch.Tensor], metadata: Mapping[str, str], source: str, *,
                 module_paths: ModulePaths | None = None) -> tuple[dict[str, torch.Tensor], dict[str, str], str]:
-    """An in-memory file (state dict + metadata) -> (canonical dict, metadata, format name)."""
+    """An in-memory file (state dict + metadata) -> (canonical dict, metadata, format name).
+    Bundled token embeddings (`bundle_emb.*`, sdlora.formats.embeddings) are not LoRA weights: left out."""
+    state = {k: t for k, t in state.items() if not is_bundle_key(k)}
     refuse_unsupported(state, metadata, source)
     try:
         fmt = detect_format(state, metadata)
@@ -105,10 +108,15 @@ def tensor_hash(blob: bytes) -> str:
 
 
 def save_lora_file(path: str | Path, lora: Mapping[str, torch.Tensor], metadata: Mapping[str, object] | None = None,
-                   fmt: str = "kohya", dtype: torch.dtype | None = torch.float16) -> Path:
-    """Write `lora` (canonical) as a `fmt` safetensors file, atomically; returns the path."""
+                   fmt: str = "kohya", dtype: torch.dtype | None = torch.float16,
+                   embeddings: Mapping[str, torch.Tensor] | None = None) -> Path:
+    """Write `lora` (canonical) as a `fmt` safetensors file, atomically; returns the path.
+    `embeddings` ({token: (n, D)}) are bundled into kohya files (A1111 / ComfyUI read them)."""
     path = Path(path)
     state, meta = encode(lora, metadata, fmt, dtype)
+    if embeddings and fmt == "kohya":
+        state.update({k: (t.to(dtype) if dtype is not None else t).detach().cpu().contiguous()
+                      for k, t in to_bundle(embeddings).items()})
     meta["sdlora_version"] = __version__  # every file sdlora writes says which sdlora wrote it
     if fmt == "kohya":
         meta.setdefault("ss_output_name", path.stem)
@@ -119,9 +127,15 @@ def save_lora_file(path: str | Path, lora: Mapping[str, torch.Tensor], metadata:
 
 def convert_lora_file(src: str | Path, dst: str | Path, fmt: str, *, dtype: torch.dtype | None = None,
                       module_paths: ModulePaths | None = None) -> tuple[str, str]:
-    """Re-write a LoRA file in format `fmt` (dtype None keeps the file's). Returns (from, to) formats."""
-    lora, metadata, src_fmt = load_lora_file(src, module_paths=module_paths)
+    """Re-write a LoRA file in format `fmt` (dtype None keeps the file's). Returns (from, to) formats.
+    Bundled token embeddings go along into kohya files; other formats cannot hold them (a warning)."""
+    state, metadata = read_safetensors(src)
+    _, bundled = split_bundle(state, str(src))
+    lora, metadata, src_fmt = parse_state(state, metadata, str(src), module_paths=module_paths)
     if dtype is None:
         dtype = next((t.dtype for k, t in lora.items() if not k.endswith(".alpha")), None)
-    save_lora_file(dst, lora, metadata, fmt, dtype)
+    if bundled and fmt != "kohya":
+        log.warning("%s: the embeddings bundled in it (%s) are left out: only kohya files carry them",
+                    src, ", ".join(bundled))
+    save_lora_file(dst, lora, metadata, fmt, dtype, embeddings=bundled)
     return src_fmt, fmt

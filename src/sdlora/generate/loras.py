@@ -36,6 +36,7 @@ class LoadedLora:
     format: str = ""
     hash: str = ""  # A1111's short hash (first 12 hex digits), as in its `Lora hashes` field
     modules: list[str] = field(default_factory=list)
+    tokens: list[str] = field(default_factory=list)  # new tokens from embeddings bundled in the file
 
     @property
     def name(self) -> str:
@@ -99,8 +100,11 @@ def check_files(specs: list[LoraSpec]) -> None:
 
 def attach_loras(components: SDComponents, specs: list[LoraSpec]) -> list[LoadedLora]:
     """Load every file and attach it as its own adapter with its weight as multiplier; the adapters
-    take the dtype and device of the layer they wrap (fp16 model: fp16 LoRA)."""
+    take the dtype and device of the layer they wrap (fp16 model: fp16 LoRA). Token embeddings bundled
+    in a file (pivotal tuning, `bundle_emb.*`) are taught to the tokenizer and text encoder; they do
+    not depend on the LoRA's weight."""
     from sdlora.formats import apply, io  # formats depends on models; imported when needed
+    from sdlora.formats.embeddings import split_bundle
     from sdlora.formats.modules import component_paths
 
     # The model's own module paths, so that files for a smaller SD-architecture model (sd-tiny) resolve.
@@ -108,10 +112,13 @@ def attach_loras(components: SDComponents, specs: list[LoraSpec]) -> list[Loaded
     check_files(specs)
     loaded: list[LoadedLora] = []
     for spec in specs:
-        lora, metadata, fmt = io.load_lora_file(spec.path, module_paths=paths)
+        state, metadata = io.read_safetensors(spec.path)
+        state, bundled = split_bundle(state, str(spec.path))
+        lora, metadata, fmt = io.parse_state(state, metadata, str(spec.path), module_paths=paths)
         name = adapter_name(spec.path, {item.adapter for item in loaded})
         modules = apply.attach(components, lora, adapter=name, multiplier=spec.weight)
-        loaded.append(LoadedLora(spec, name, dict(metadata), fmt, short_hash(spec.path), list(modules)))
+        tokens = apply.attach_embeddings(components, bundled, str(spec.path)) if bundled else []
+        loaded.append(LoadedLora(spec, name, dict(metadata), fmt, short_hash(spec.path), list(modules), tokens))
         if spec.lbw is not None:
             set_block_weights(components, name, spec.weight, spec.lbw)
     for net in (components.unet, components.text_encoder):

@@ -21,6 +21,7 @@ from sdlora.config import RunConfig, to_toml
 from sdlora.dtypes import DTYPES
 from sdlora.errors import SdloraError
 from sdlora.train import checkpoint as ckpt
+from sdlora.train import embeddings as new_tokens
 from sdlora.train import rng
 from sdlora.train.adapters import attach_lora, block_lr, lora_parameters, trainable_models
 from sdlora.train.batches import BatchStream
@@ -125,9 +126,11 @@ def open_wandb(cfg: RunConfig, run_dir: Path):
 
 def assemble_run(cfg: RunConfig, acc, run_dir: Path, components, progress: Progress, found, state) -> Run:
     """The data, adapters, optimizer and state phases over the loaded base model."""
+    new_tokens.install(cfg, components)  # pivotal tuning: before any caption is tokenized
     data = load_data(cfg, acc, components, run_dir)
     models, _ = make_trainable(cfg, components)  # the start summary (train/loop.announce) counts modules
-    optimizer = build_optimizer(param_groups(models, cfg.train, block_lr(cfg)), cfg.train)
+    optimizer = build_optimizer(new_tokens.split_groups(param_groups(models, cfg.train, block_lr(cfg)), cfg, components),
+                                cfg.train)
     sampler = make_sampler(cfg, data.train, acc)
     total = total_steps(cfg, len(sampler))
     scheduler = build_scheduler(optimizer, cfg.train, total)
@@ -167,12 +170,13 @@ def make_trainable(cfg: RunConfig, components) -> tuple[dict, dict]:
     """(trainable networks by component, LoRA module counts)."""
     rng.seed_all(cfg.train.seed)  # LoRA init does not depend on what loading and caching drew
     counts = attach_lora(components, cfg)
+    new_tokens.mark_trainable(cfg, components)
     enable_sdpa(components.unet)
     if cfg.train.gradient_checkpointing:
         enable_checkpointing(components, cfg.lora.train_text_encoder)
     t = cfg.train
     speed_up_unet(components.unet, channels_last=t.channels_last, compile=t.compile, backend=t.compile_backend)
-    models = trainable_models(components, cfg)
+    models = new_tokens.trainable_models(cfg, components, trainable_models(components, cfg))
     for model in models.values():
         model.train()
     return models, counts
@@ -184,7 +188,7 @@ def step_context(cfg: RunConfig, acc, components, wrapped: dict, params: list) -
     return StepContext(unet=wrapped["unet"], schedule=schedule,
                        cfg=cfg.train, device=acc.device, weight_dtype=DTYPES[acc.mixed_precision],
                        text_encoder=wrapped.get("text_encoder", components.text_encoder),
-                       train_text_encoder=cfg.lora.train_text_encoder, vae=components.vae,
+                       train_text_encoder=cfg.lora.train_text_encoder or new_tokens.enabled(cfg), vae=components.vae,
                        vae_scaling=float(components.vae.config.scaling_factor), params=params,
                        rank=acc.process_index)
 

@@ -29,10 +29,12 @@ from sdlora.formats import canonical
 from sdlora.formats.apply import extract
 from sdlora.formats.kohya import derived_metadata
 from sdlora.formats.canonical import first_non_finite
+from sdlora.formats.embeddings import save_standalone, standalone_path
 from sdlora.generate.prediction import training_metadata
 from sdlora.lora import lora_modules
 from sdlora.models.components import SDComponents
 from sdlora.train.ema import EMA_SUFFIX
+from sdlora.train.embeddings import trained as trained_embeddings
 
 
 def dataset_dirs(dataset: dict) -> dict[str, dict[str, int]]:
@@ -156,13 +158,22 @@ def check_finite(lora: dict[str, torch.Tensor]) -> None:
 def save_lora(folder: str | Path, components: SDComponents, cfg: RunConfig, metadata: dict[str, str], *,
               step: int | None = None, ema: bool = False) -> list[Path]:
     """Write the LoRA in every configured format into `folder` (step: a checkpoint's; ema: the EMA weights are
-    in the model, named `-ema`); returns the paths."""
+    in the model, named `-ema`); returns the paths. Trained token embeddings (pivotal tuning) are bundled
+    into kohya files and/or written beside them as `<name>.emb.safetensors`, as embeddings.bundle /
+    embeddings.standalone say."""
     lora = extract(components)
+    emb = trained_embeddings(components) if cfg.embeddings.tokens else {}
     dtype = SAVE_DTYPES[cfg.save.precision]
-    check_finite({k: t.to(dtype) for k, t in lora.items()})  # also catches values fp16 cannot hold
+    check_finite({**{k: t.to(dtype) for k, t in lora.items()},  # also catches values fp16 cannot hold
+                  **{f"embedding {k}": t.to(dtype) for k, t in emb.items()}})
     metadata = {**metadata, **derived_metadata(canonical.group(lora))}  # rank/alpha as the tensors say
-    return [save_lora_file(Path(folder) / name, lora, metadata, fmt, dtype)
-            for fmt, name in lora_filenames(cfg, step, ema=ema).items()]
+    bundled = emb if cfg.embeddings.bundle else None
+    paths = [save_lora_file(Path(folder) / name, lora, metadata, fmt, dtype, embeddings=bundled)
+             for fmt, name in lora_filenames(cfg, step, ema=ema).items()]
+    if emb and cfg.embeddings.standalone:
+        paths.append(save_standalone(standalone_path(paths[0]), emb, dtype,
+                                     {"sdlora_version": __version__, "ss_output_name": run_name(cfg)}))
+    return paths
 
 
 @torch.no_grad()

@@ -31,7 +31,7 @@ def prepare_data(cfg: RunConfig, components: SDComponents, accelerator, cache_di
                                 latent_factor=vae_factor(components.vae))  # loss masks at latent resolution
     device, show = accelerator.device, accelerator.is_local_main_process
     latents = cfg.data.cache_latents != "off"
-    text = cfg.data.cache_text and not cfg.lora.train_text_encoder
+    text = cfg.data.cache_text and not cfg.lora.train_text_encoder and not cfg.embeddings.tokens  # both change it
     with accelerator.main_process_first():
         for dataset in (d for d in (train, val) if d is not None):
             if latents:

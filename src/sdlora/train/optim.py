@@ -216,7 +216,8 @@ def lr_factor(step: int, *, kind: str, total: int, warmup: int = 0, cycles: int 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
     """A LambdaLR over lr_factor (its state is just the step count, saved with the checkpoint); an
-    optimizer that schedules itself (schedule-free) does its own warmup."""
+    optimizer that schedules itself (schedule-free) does its own warmup; a group with a `stop_step`
+    (the embeddings', train/embeddings.py) gets rate 0 from that step on."""
     lr_factor(0, kind=cfg.lr_scheduler, total=total_steps)  # validates the name up front
     warmup = 0 if optimizer_spec(cfg.optimizer).own_schedule else cfg.warmup_steps
 
@@ -224,4 +225,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_st
         return lr_factor(step, kind=cfg.lr_scheduler, total=total_steps, warmup=warmup,
                          cycles=cfg.lr_cycles)
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    def until(stop: int):
+        return lambda step: factor(step) if step < stop else 0.0
+
+    stops = [group.get("stop_step") for group in optimizer.param_groups]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, [factor if s is None else until(s) for s in stops])

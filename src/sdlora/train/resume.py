@@ -28,6 +28,8 @@ CHANGEABLE_ON_RESUME: dict[str, str] = {
     "validation.": "samples and validation loss use their own seeds, not the training draws",
     "log.": "what is reported",
     "ema.use_for_samples": "which weights the sample grids use (the average itself is unchanged)",
+    "embeddings.bundle": "where the trained embeddings are written",
+    "embeddings.standalone": "where the trained embeddings are written",
 }
 RESUME_STATE_KEYS = ("version", "step", "stream", "lora", "optimizer", "scheduler", "guard", "rng", "config")
 

@@ -123,6 +123,9 @@ def sample_label(path: Path) -> str:
 def checkpoint_loras(run_dir: str | Path) -> list[Path]:
     """The run's LoRA files, final first, then its checkpoints newest first (for Compare)."""
     run_dir = Path(run_dir)
-    final = sorted(p for p in run_dir.glob("*.safetensors"))
+    from sdlora.formats.embeddings import STANDALONE_SUFFIX  # <name>.emb.safetensors: an embedding, not a LoRA
+
+    final = sorted(p for p in run_dir.glob("*.safetensors") if not p.name.endswith(STANDALONE_SUFFIX))
     steps = sorted((run_dir / CHECKPOINTS).glob("step-*/*.safetensors"), reverse=True)
-    return final + [p for p in steps if ".diffusers." not in p.name and ".native." not in p.name]
+    return final + [p for p in steps if ".diffusers." not in p.name and ".native." not in p.name
+                    and not p.name.endswith(STANDALONE_SUFFIX)]
