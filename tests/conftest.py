@@ -32,7 +32,7 @@ def one_torch_thread():
 # fixtures (a trained run shared by one file's tests) are built once. Groups listed in HEAVY_FIRST start
 # first, so that the longest ones do not end up alone at the tail of the run.
 SHARED_GROUPS = {"tests/tiny/test_demo.py": "demo", "tests/tiny/test_learning.py": "demo"}
-HEAVY_FIRST = ["demo"]
+HEAVY_FIRST = ["demo", "tests/tiny/test_task_learning.py"]
 
 
 def _group(item) -> str:
