@@ -46,3 +46,16 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(pytest.mark.xdist_group(_group(item)))
     rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
     items.sort(key=lambda item: rank.get(_group(item), len(rank)))  # stable: file order otherwise kept
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session):
+    _check_grouped(session.config, session.items)
+
+
+def _check_grouped(config, items):
+    """Under `--dist loadgroup` xdist must have put the group into every node id (it does so through a
+    private attribute of pytest's nodes): otherwise the demo would silently run once per worker."""
+    if getattr(config.option, "loadgroup", False) and items and not all("@" in item.nodeid for item in items):
+        raise pytest.UsageError("pytest-xdist did not group the tests (pytest/pytest-xdist versions that do not "
+                                "fit together: see the pytest pin in pyproject.toml)")
