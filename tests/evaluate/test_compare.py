@@ -69,6 +69,27 @@ def test_compare_grid_images_report_and_base_column_equals_plain_model(tmp_path,
     assert "a green circle" in html and "ss_network_dim" in html and "(5000 characters)" in html
 
 
+@pytest.mark.parametrize("flags, said", [({"ss_v_parameterization": "True"}, "v_prediction"),
+                                         ({"ss_v_parameterization": "True", "ss_zero_terminal_snr": "True"},
+                                          "v_prediction, zero terminal SNR")])
+def test_a_lora_trained_for_another_schedule_is_refused(tmp_path, lora_file, flags, said):
+    """compare samples every column with the base model's scheduler: a v-prediction / zero-terminal-SNR
+    LoRA would come out wrong there without a word, so it is refused (generate samples it correctly)."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(lora_file), "pt") as f:
+        tensors, metadata = {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+    other = tmp_path / "vpred.safetensors"
+    save_file(tensors, str(other), metadata={**metadata, **flags})
+    with pytest.raises(SdloraError, match=f"compare: .*vpred.safetensors was trained for {said}.*sdlora generate"):
+        run_compare(CompareJob(PROMPTS, [LoraSpec(other)], tmp_path / "out"), tiny_components(0))
+    plain = tmp_path / "plain.safetensors"  # the same file saying epsilon / no rescale compares as before
+    save_file(tensors, str(plain), metadata={**metadata, "ss_v_parameterization": "False",
+                                             "ss_zero_terminal_snr": "False"})
+    assert len(run_compare(CompareJob(PROMPTS[:1], [LoraSpec(plain)], tmp_path / "out2"), tiny_components(0)).columns) == 2
+
+
 def test_negative_weights_are_refused(tmp_path, lora_file):
     with pytest.raises(SdloraError, match="weights must be >= 0"):
         run_compare(CompareJob(PROMPTS, [LoraSpec(lora_file)], tmp_path, weights=[-1.0]), tiny_components(0))

@@ -19,6 +19,7 @@ from sdlora.evaluate.report import write_report
 from sdlora.evaluate.sweep import Column, Sweep, sweep_columns, sweep_loras
 from sdlora.generate.job import DEFAULT_MODEL, load_model, model_label, parameters, prepare_out_dir, slug
 from sdlora.generate.loras import LoadedLora, LoraSpec, attach_loras, check_files, set_weights
+from sdlora.generate.prediction import require_own_schedule
 from sdlora.generate.pngmeta import format_parameters, save_png
 from sdlora.generate.prompts import PromptSpec
 from sdlora.generate.sampling import Sample, Sampler
@@ -149,6 +150,7 @@ def run_compare(job: CompareJob, components: SDComponents | None = None) -> Comp
     prepare_out_dir(job.out_dir)
     components = components or load_model(job.model, job.dtype, job.device)
     loaded = attach_loras(components, loras)
+    require_own_schedule([(str(item.spec.path), item.metadata) for item in loaded], "compare")
     columns = sweep_columns(job.sweep, loaded) if job.sweep and job.sweep.kind in ("lbw", "sampler", "cfg") else \
         make_columns(loaded, list(job.sweep.values) if job.sweep and job.sweep.kind == "weight" else job.weights)
     rows = make_rows(job.prompts, job.num_images)

@@ -76,3 +76,14 @@ def settings_from_metadata(files: list[tuple[str, dict]]) -> NoiseSettings:
 def training_metadata(prediction_type: str, zero_terminal_snr: bool) -> dict[str, str]:
     """The metadata entries a trainer writes so that `settings_from_metadata` reads its settings back."""
     return {V_KEY: str(prediction_type == "v_prediction"), ZSNR_KEY: str(bool(zero_terminal_snr))}
+
+
+def require_own_schedule(files: list[tuple[str, dict]], command: str) -> None:
+    """Refuse LoRA files trained for another target or schedule in a command that samples every column
+    with the base model's own scheduler (its images would be wrong without a word)."""
+    for name, metadata in files:
+        said = settings_from_metadata([(name, metadata)])
+        if said != NoiseSettings():
+            raise SdloraError(f"{command}: {name} was trained for {said.describe()}, and {command} samples every "
+                              "column with the base model's own schedule; sample it with `sdlora generate`, "
+                              "which reads these settings from the file")
