@@ -72,6 +72,19 @@ def medium_large_readings() -> dict[str, list[tuple[Scene, Reading]]]:
             for style in ("hollow", "striped")}
 
 
+def test_without_hollow_the_style_is_plain_or_striped_and_the_rest_unchanged():
+    """hollow=False (every measurement whose expected style is not hollow) never reads `hollow`, and reads
+    colour, shape and the striped/plain style of non-hollow images as the full checker does."""
+    rng = np.random.default_rng(2)
+    for style in ("hollow", "striped", "plain"):
+        for scene in ground_truth(style, ALL_SHAPE_NAMES, ("medium", "large"))[:12]:
+            image = degrade(render(scene), rng)
+            full, narrow = check(image), check(image, hollow=False)
+            assert narrow.style in ("plain", "striped")
+            if full.style != "hollow":
+                assert narrow == full
+
+
 def test_hollow_style_is_read_at_least_95_percent_on_medium_and_large_shapes(medium_large_readings):
     pairs = medium_large_readings["hollow"]
     rates = {f: np.mean([getattr(r, f) == getattr(s, f) for s, r in pairs]) for f in FIELDS}

@@ -79,7 +79,7 @@ def score(images, expected: list[tuple[str, str, str]], expected_style: str = "p
     """Checker verdicts on `images` against their (prompt, colour, shape): the share whose colour,
     shape, both, and style match; `n`; colour/shape rates per prompt; and `read`, the share of images
     the checker reads as each shape ("" for no shape)."""
-    readings = [check(image) for image in images]
+    readings = [check(image, hollow=expected_style == "hollow") for image in images]
     colour_ok = np.asarray([r.colour == c for r, (_, c, _) in zip(readings, expected)])
     shape_ok = np.asarray([r.shape == s for r, (_, _, s) in zip(readings, expected)])
     style_ok = np.asarray([r.style == expected_style for r in readings])
