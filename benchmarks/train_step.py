@@ -57,6 +57,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-reference", dest="reference", action="store_false")
     p.add_argument("--impl", choices=["sdlora", "reference"], help=argparse.SUPPRESS)  # child mode
     p.add_argument("--json", action="store_true", help="print one JSON line per measurement")
+    p.add_argument("--profile", action="store_true",
+                   help="after the timed steps, profile one more (torch.profiler, CPU): top operations by self "
+                        "time, and the share of the LoRA's own rank-sized matmuls")
     return p.parse_args(argv)
 
 
@@ -89,6 +92,25 @@ def sync(device) -> None:
 
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def profile_step(step_fn, index: int, rank: int, top: int = 12) -> None:
+    """One more step under torch.profiler: PROFILE lines with the top operations by self CPU time and
+    the time of matmuls that have a `rank`-sized dimension (the LoRA's down/up and their gradients)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        step_fn(index)
+    rows = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in rows)
+    for e in rows[:top]:
+        print(f"PROFILE {e.key:60.60} {e.self_cpu_time_total / 1e6:8.3f} s {100 * e.self_cpu_time_total / total:5.1f}%"
+              f" {e.count:6d} calls", flush=True)
+    lora = [e for e in prof.events() if e.name in ("aten::mm", "aten::addmm", "aten::bmm")
+            and any(rank in shape for shape in e.input_shapes if shape)]
+    spent = sum(e.self_cpu_time_total for e in lora)
+    print(f"PROFILE rank-{rank} (LoRA) matmuls: {len(lora)} calls {spent / 1e6:.3f} s "
+          f"({100 * spent / total:.1f}% of {total / 1e6:.3f} s)", flush=True)
 
 
 def time_steps(step_fn, device, warmup: int, steps: int) -> list[tuple[float, float]]:
@@ -148,8 +170,12 @@ def run_sdlora(args, case: str):
              "is_class": torch.zeros(args.batch_size, dtype=torch.bool)}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    times = time_steps(lambda i: train_step(acc, ctx, [batch], optimizer, scheduler, i), device,
-                       args.warmup, args.steps)
+    def step(i):
+        train_step(acc, ctx, [batch], optimizer, scheduler, i)
+
+    times = time_steps(step, device, args.warmup, args.steps)
+    if args.profile:
+        profile_step(step, args.warmup + args.steps, args.rank)
     return times, acc.mixed_precision
 
 
@@ -207,7 +233,10 @@ def run_reference(args, case: str):
 
     if acc.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    return time_steps(step, acc.device, args.warmup, args.steps), precision
+    times = time_steps(step, acc.device, args.warmup, args.steps)
+    if args.profile:
+        profile_step(step, args.warmup + args.steps, args.rank)
+    return times, precision
 
 
 # ----------------------------------------------------------------------------- reporting
@@ -248,11 +277,15 @@ def measure(args, case: str, impl: str, precision: str) -> dict:
     cmd += ["--gradient-checkpointing"] if args.gradient_checkpointing else []
     cmd += [f"--{flag}" for flag in ("channels-last", "compile") if getattr(args, flag.replace("-", "_"))]
     cmd += ["--threads", str(args.threads)] if args.threads else []
+    cmd += ["--profile"] if args.profile else []
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         raise SystemExit(f"{impl} on {case} failed:\n{proc.stderr[-4000:]}")
+    for line in proc.stdout.splitlines():
+        if line.startswith("PROFILE "):
+            print(f"{case} {impl}: {line[len('PROFILE '):]}", flush=True)
     return json.loads(lines[-1][len("RESULT "):])
 
 
