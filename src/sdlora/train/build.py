@@ -25,6 +25,7 @@ from sdlora.train import embeddings as new_tokens
 from sdlora.train import rng
 from sdlora.train.adapters import attach_lora, block_lr, lora_parameters, trainable_models
 from sdlora.train.batches import BatchStream
+from sdlora.train.convs import choose as choose_convs
 from sdlora.train.ema import EMA, build_ema
 from sdlora.train.guard import NonFiniteGuard
 from sdlora.train.inputs import Data, make_sampler, make_stream, prepare_data, total_steps, val_batches
@@ -190,6 +191,7 @@ def step_context(cfg: RunConfig, acc, components, wrapped: dict, params: list) -
                        text_encoder=wrapped.get("text_encoder", components.text_encoder),
                        train_text_encoder=cfg.lora.train_text_encoder or new_tokens.enabled(cfg), vae=components.vae,
                        vae_scaling=float(components.vae.config.scaling_factor), params=params,
-                       rank=acc.process_index)
+                       rank=acc.process_index,
+                       native_conv=choose_convs(cfg.train.conv_backend, acc.device.type).native)
 
 
