@@ -16,6 +16,7 @@ def test_auto_is_native_on_the_cpu_and_never_touches_a_gpu():
     assert choose("auto", "cpu").native and "auto" in choose("auto", "cpu").reason
     assert choose("native", "cpu").native and not choose("onednn", "cpu").native
     assert not any(choose(s, "cuda").native for s in ("auto", "native", "onednn"))
+    assert not choose("auto", "cpu", "bf16").native and choose("native", "cpu", "bf16").native
     assert load_config(None, []).train.conv_backend == "auto"
     with pytest.raises(SdloraError, match="train.conv_backend"):
         load_config(None, ["train.conv_backend=mkl"])

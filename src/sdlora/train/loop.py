@@ -120,7 +120,7 @@ def announce(run: Run) -> None:
         batch_size=cfg.train.batch_size, grad_accum=cfg.train.grad_accum, processes=acc.num_processes,
         precision=choice.name, device=str(acc.device)))
     run.progress.message(f"precision {choice.name}: {choice.reason}")
-    convs = choose_convs(cfg.train.conv_backend, acc.device.type)
+    convs = choose_convs(cfg.train.conv_backend, acc.device.type, acc.mixed_precision)
     if acc.device.type == "cpu":
         run.progress.message(f"convolutions {convs.name}: {convs.reason}")
     if run.ema is not None:
