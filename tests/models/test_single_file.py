@@ -120,22 +120,20 @@ def _digests(models) -> dict:
 
 @pytest.mark.slow
 def test_full_size_sd14_round_trip(tmp_path, save_lightning_ckpt, ldm_extras):
-    """Random full-size SD 1.4 in the LDM layout, as .safetensors and as a Lightning .ckpt; each loads back
-    bit for bit. Memory: one model copy at a time (the source is fingerprinted, then freed)."""
+    """Random full-size SD 1.4 in the LDM layout, as a Lightning .ckpt (the layout and container of the
+    original sd-v1-4.ckpt), loads back bit for bit. Every key of the real layout is mapped; the
+    .safetensors container reads through the same key mapping and is round-tripped at tiny size above.
+    Memory: one model copy at a time (the source is fingerprinted, then freed)."""
     source = skeleton.SDComponents(None, skeleton.sd14_text_encoder(1), skeleton.sd14_vae(2), skeleton.sd14_unet(3), None, "")
     expected = _digests(source)
     ldm = {**ldm_state_dict(source.unet, source.vae, source.text_encoder), **ldm_extras()}
     assert len(ldm) == 686 + 248 + 196 + len(ldm_extras())
-    write_safetensors(tmp_path / "sd14.safetensors", ldm)
     save_lightning_ckpt(tmp_path / "sd14.ckpt", ldm)
     del source, ldm
     gc.collect()
-    for name in ("sd14.safetensors", "sd14.ckpt"):
-        loaded = load_components(tmp_path / name)
-        assert _digests(loaded) == expected, name
-        assert sum(p.numel() for p in loaded.unet.parameters()) == 859_520_964
-        del loaded
-        gc.collect()
+    loaded = load_components(tmp_path / "sd14.ckpt")
+    assert _digests(loaded) == expected
+    assert sum(p.numel() for p in loaded.unet.parameters()) == 859_520_964
 
 
 def test_a_file_naming_its_architecture_loads_without_configs(tmp_path, tiny_models, tiny_ldm, assert_same_weights):
