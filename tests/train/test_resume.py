@@ -16,7 +16,7 @@ BASE = ['data.sources=[{path = "imgs"}]', "train.steps=10"]
     ("train.steps=20", True), ("train.epochs=3", True), ("save.every_n_steps=5", True), ("save.name=other", True),
     ('save.formats=["kohya", "diffusers"]', True), ('validation.prompts=["a cat"]', True),
     ("validation.every_n_steps=4", True), ("log.every_n_steps=1", True), ("data.num_workers=0", True),
-    ("train.gradient_checkpointing=true", True), ("save.output_dir=elsewhere", True),
+    ("train.gradient_checkpointing=true", True), ("train.conv_backend=onednn", True), ("save.output_dir=elsewhere", True),
     ('data.sources=[{path = "imgs"}, {path = "imgs"}]', False), ('data.sources=[{path = "other"}]', False),
     ("lora.rank=8", False), ("lora.unet_preset=unet-attn", False), ("lora.dora=true", False),
     ("train.optimizer=prodigy", False), ("train.seed=1", False), ("train.batch_size=2", False),

@@ -23,6 +23,7 @@ CHANGEABLE_ON_RESUME: dict[str, str] = {
     "train.channels_last": "memory layout of the UNet",
     "train.compile": "torch.compile of the UNet",
     "train.compile_backend": "torch.compile backend",
+    "train.conv_backend": "CPU convolution kernels (fp32 rounding only)",
     "data.num_workers": "how many processes decode images",
     "save.": "where, how often and in which formats files are written",
     "validation.": "samples and validation loss use their own seeds, not the training draws",
