@@ -17,6 +17,7 @@ from pathlib import Path
 from sdlora.errors import SdloraError
 from sdlora.evaluate.report import write_report
 from sdlora.evaluate.sweep import Column, Sweep, sweep_columns, sweep_loras
+from sdlora.fileio import atomic_write_text
 from sdlora.generate.job import DEFAULT_MODEL, load_model, model_label, parameters, prepare_out_dir, slug
 from sdlora.generate.loras import LoadedLora, LoraSpec, attach_loras, check_files, set_weights
 from sdlora.generate.prediction import require_own_schedule
@@ -192,7 +193,7 @@ def column_summary(column: Column) -> dict:
 
 
 def write_json(path: Path, data: dict) -> Path:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     return path
 
 

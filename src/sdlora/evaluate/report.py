@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sdlora import __version__
+from sdlora.fileio import atomic_write_text
 
 if TYPE_CHECKING:  # the report reads a comparison; it never runs one (compare.py imports this module)
     from sdlora.evaluate.compare import CompareResult
@@ -93,5 +94,5 @@ def render(result: CompareResult, *, title: str, metrics: dict | None = None, no
 
 def write_report(path: Path, result: CompareResult, *, title: str, metrics: dict | None = None,
                  notes: list[str] | None = None) -> Path:
-    path.write_text(render(result, title=title, metrics=metrics, notes=notes), encoding="utf-8")
+    atomic_write_text(path, render(result, title=title, metrics=metrics, notes=notes))
     return path

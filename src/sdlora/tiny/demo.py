@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from sdlora.errors import SdloraError
+from sdlora.fileio import atomic_write_text
 from sdlora.tiny import demo_report
 from sdlora.tiny.demo_eval import eval_seeds
 from sdlora.tiny.demo_measure import BASE_SETS, measure, measure_sets
@@ -287,7 +288,7 @@ def write_outputs(s: DemoSettings, task: Task, out: Path, rates: dict, trained, 
     write_report(out / "report.html", compare_result, title=f"sdlora demo --task {task.name}: {task.title} on sd-tiny",
                  metrics=demo_report.report_metrics(rates, "base", lora_label, task.rows),
                  notes=demo_report.report_notes(targets, rates))
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     say("\n" + demo_report.summary_table(rates, targets, task.rows))
     say(f"\ndone in {timing['total']:.0f} s (" + ", ".join(f"{k} {v:.0f} s" for k, v in timing.items() if k != "total")
         + ")\n" + "\n".join(f"  {name:<16} {path}" for name, path in paths.items()))

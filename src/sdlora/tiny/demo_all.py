@@ -10,6 +10,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from sdlora.fileio import atomic_write_text
 from sdlora.tiny.demo_tasks import TASK_NAMES, TASKS
 
 
@@ -50,7 +51,7 @@ def summary_text(summary: dict) -> str:
 def write_summary(out: Path, summary: dict, grids: dict[str, Path]) -> Path:
     """summary.json and a self-contained summary.html (grids inlined as PNG data)."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     parts = ["<!DOCTYPE html>", "<html><head><meta charset='utf-8'><title>sdlora demo: four applications on "
              "sd-tiny</title><style>body{font-family:sans-serif;max-width:1100px;margin:auto}td,th{padding:2px 8px;"
              "text-align:left}.ok{color:#070}.fail{color:#b00}img{image-rendering:pixelated;max-width:100%}</style>"
@@ -75,5 +76,5 @@ def write_summary(out: Path, summary: dict, grids: dict[str, Path]) -> Path:
             data = base64.b64encode(Path(grid).read_bytes()).decode("ascii")
             parts.append(f"<img alt='{name} grid: base and LoRA' src='data:image/png;base64,{data}'>")
     parts.append("</body></html>")
-    (out / "summary.html").write_text("\n".join(parts) + "\n", encoding="utf-8")
+    atomic_write_text(out / "summary.html", "\n".join(parts) + "\n")
     return out / "summary.html"

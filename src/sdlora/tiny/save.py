@@ -11,10 +11,10 @@ from pathlib import Path
 import diffusers
 import torch
 from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
-from safetensors.torch import save_file
 from transformers import CLIPTextModel
 
 from sdlora.errors import SdloraError
+from sdlora.fileio import atomic_save_safetensors, atomic_write_text
 from sdlora.models.architecture import sd14_config
 
 MAX_BYTES = 20_000_000
@@ -52,9 +52,9 @@ def _save_text_encoder(text_encoder: CLIPTextModel, folder: Path) -> None:
     # Load in fp32 by default, like the diffusers components (the file itself holds fp16).
     config.update(architectures=["CLIPTextModel"], dtype="float32", torch_dtype="float32")
     config.pop("transformers_version", None)
-    (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    save_file(canonical_te_state_dict(text_encoder), str(folder / WEIGHT_FILES["text_encoder"]),
-              metadata={"format": "pt"})
+    atomic_write_text(folder / "config.json", json.dumps(config, indent=2, sort_keys=True) + "\n")
+    atomic_save_safetensors(folder / WEIGHT_FILES["text_encoder"], canonical_te_state_dict(text_encoder),
+                            metadata={"format": "pt"})
 
 
 def save_sd_tiny(out: Path, *, unet: UNet2DConditionModel, vae: AutoencoderKL,
@@ -68,7 +68,7 @@ def save_sd_tiny(out: Path, *, unet: UNet2DConditionModel, vae: AutoencoderKL,
         module.to(device="cpu").half().save_pretrained(out / name, safe_serialization=True)
     _save_text_encoder(text_encoder, out / "text_encoder")
     PNDMScheduler.from_config(sd14_config("scheduler")).save_pretrained(out / "scheduler")
-    (out / "model_index.json").write_text(json.dumps(model_index(), indent=2) + "\n")
+    atomic_write_text(out / "model_index.json", json.dumps(model_index(), indent=2) + "\n")
     sizes = {name: (out / name / file).stat().st_size for name, file in WEIGHT_FILES.items()}
     if sum(sizes.values()) > max_bytes:
         raise SdloraError(f"{out}: sd-tiny weights take {sum(sizes.values()):,} bytes, over the "
