@@ -30,9 +30,21 @@ def one_torch_thread():
 # Tests that share an expensive session fixture run on one xdist worker (`./dev.sh test` runs the suite
 # over the cores with `--dist loadgroup`); every other test is grouped by its file, so module-scoped
 # fixtures (a trained run shared by one file's tests) are built once. Groups listed in HEAVY_FIRST start
-# first, so that the longest ones do not end up alone at the tail of the run.
+# first, longest first (seconds measured on the 2-core machine), so that a long one does not end up alone
+# at the tail of the run while the other worker idles; the many short files fill in behind them.
 SHARED_GROUPS = {"tests/tiny/test_demo.py": "demo", "tests/tiny/test_learning.py": "demo"}
-HEAVY_FIRST = ["demo", "tests/tiny/test_task_learning.py"]
+HEAVY_FIRST = [
+    "demo",  # ~125 s: the shortened demo run
+    "tests/tiny/test_task_learning.py",  # ~105 s: the art-style run
+    "tests/ui/test_browser.py",  # ~65 s
+    "tests/train/test_loop.py",  # ~50 s
+    "tests/tiny/test_base_quality.py",  # ~45 s
+    "tests/models/test_single_file.py",  # ~40 s
+    "tests/train/test_distributed.py",  # ~23 s
+    "tests/tiny/test_checker.py",  # ~22 s
+    "tests/test_package.py",  # ~21 s
+    "tests/test_examples.py",  # ~19 s
+]
 
 
 def _group(item) -> str:
