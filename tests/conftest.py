@@ -34,8 +34,8 @@ def one_torch_thread():
 # at the tail of the run while the other worker idles; the many short files fill in behind them.
 SHARED_GROUPS = {"tests/tiny/test_demo.py": "demo", "tests/tiny/test_learning.py": "demo"}
 HEAVY_FIRST = [
-    "demo",  # ~125 s: the shortened demo run
-    "tests/tiny/test_task_learning.py",  # ~105 s: the art-style run
+    "demo",  # ~105 s: the shortened demo run
+    "tests/tiny/test_task_learning.py",  # ~70 s: the art-style run
     "tests/ui/test_browser.py",  # ~65 s
     "tests/train/test_loop.py",  # ~50 s
     "tests/tiny/test_base_quality.py",  # ~45 s

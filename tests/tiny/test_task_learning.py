@@ -2,20 +2,15 @@
 CI_TASKS): the checker's rate for what the task teaches must rise by 30 points over the base model on
 held-out seeds. A LoRA that does not train (or trains the wrong thing) stays near the base rates and
 fails. Only art-style has a CI run so far (concept and subject: benchmarks/RESULTS.md, issue 15)."""
-import json
-
 import pytest
 
 pytestmark = pytest.mark.slow
 
 
-def rates(run) -> dict:
-    return json.loads((run.result.output / "metrics.json").read_text(encoding="utf-8"))["rates"]
-
-
 def test_art_style_is_learned(art_style_run):
-    r = rates(art_style_run)
+    r = art_style_run.rates
     base, lora = r["base"]["trigger"], r["lora"]["trigger"]
     assert base["style"] <= 0.25, "sd-tiny should not draw hollow shapes on its own"
-    # measured (conftest CI_TASKS): 12.5% -> 75.0%, a 62.5-point rise at 8 images a cell; 30 points leaves room
+    # measured (conftest CI_TASKS): 12.5% -> 87.5% and 100% (two seeds), a 75-point rise or more at 8 images a
+    # cell; 30 points leaves room
     assert lora["style"] - base["style"] >= 0.30, r
