@@ -49,7 +49,8 @@ def test_only_regular_files_are_read(tmp_path):
     os.mkfifo(tmp_path / "fifo.safetensors")
     (tmp_path / "zero.safetensors").symlink_to("/dev/zero")
     assert regular_file(tmp_path / "link.safetensors").name == "link.safetensors"
-    for name, message in [("fifo.safetensors", "not a regular file"), ("zero.safetensors", "not a regular file"),
+    for name, message in [("fifo.safetensors", r"not a regular file \(this is a FIFO\)"),
+                          ("zero.safetensors", r"not a regular file \(this is a character device\)"),
                           ("missing.safetensors", "LoRA file not found"), (".", "is a folder")]:
         with pytest.raises(SdloraError, match=message):
             regular_file(tmp_path / name, "LoRA file")

@@ -7,7 +7,9 @@ a torn one. Files and folders are created with the user's normal permissions (06
 umask), as `open()` would, not the 0600 / 0700 of tempfile.mkstemp / mkdtemp.
 
 Reading: only regular files (or links to them) are opened; a FIFO would block forever, a device
-like /dev/zero never ends. regular_file() refuses them with one line naming the path.
+like /dev/zero never ends. regular_file() refuses them with one line naming the path (for files a
+library opens itself: models, LoRA files); sdlora.data.files reads user data under the same rule
+(is_regular, file_kind) with byte limits added.
 """
 from __future__ import annotations
 
@@ -22,6 +24,24 @@ from typing import IO
 from sdlora.errors import SdloraError
 
 
+def file_kind(mode: int) -> str:
+    """What a file of this st_mode is, in words ("regular file", "FIFO", "character device", ...)."""
+    for test, name in ((stat.S_ISREG, "regular file"), (stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "FIFO"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+                       (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def is_regular(path: str | os.PathLike) -> bool:
+    """True for a regular file (after symlinks); False for anything else, missing or not."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
 def regular_file(path: str | os.PathLike, what: str = "file") -> Path:
     """`path` as a Path when it is a regular file (symlinks followed); SdloraError naming it otherwise."""
     path = Path(path)
@@ -34,7 +54,7 @@ def regular_file(path: str | os.PathLike, what: str = "file") -> Path:
     if stat.S_ISDIR(mode):
         raise SdloraError(f"{path}: is a folder, expected a {what}")
     if not stat.S_ISREG(mode):
-        raise SdloraError(f"{path}: not a regular file (a FIFO, device or socket); give a {what} on disk")
+        raise SdloraError(f"{path}: not a regular file (this is a {file_kind(mode)}); give a {what} on disk")
     return path
 
 

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from sdlora.data.files import (FileRefused, clean_text, image_byte_limit, is_regular, name_text, parse_json,
+from sdlora.data.files import (FileRefused, clean_text, image_byte_limit, name_text, parse_json,
                                read_regular, read_text, relative_inside, shown)
+from sdlora.fileio import is_regular
 
 
 def refusal(path, limit=1 << 20) -> FileRefused:

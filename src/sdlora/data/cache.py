@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from sdlora.data.buckets import Size
-from sdlora.data.files import is_regular
+from sdlora.fileio import is_regular
 from sdlora.data.images import BadImage
 from sdlora.data.masks import mask_identity, mask_source
 from sdlora.data.pixels import load_sample

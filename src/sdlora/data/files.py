@@ -1,5 +1,5 @@
 """The one policy for reading user files (images, captions, metadata): what may be opened, how much
-of it is read, and how its name is shown.
+of it is read, and how its name is shown (built on sdlora.fileio's rule: only regular files).
 
 - Only regular files are read. A path is checked with `os.stat` (symlinks resolved) before it is
   opened, so a FIFO, socket, device (`/dev/zero`, `/dev/tty`) or folder is never opened; it is then
@@ -18,6 +18,8 @@ import json
 import os
 import stat
 from pathlib import Path
+
+from sdlora.fileio import file_kind
 
 MiB = 1 << 20
 MAX_CAPTION_BYTES = 1 * MiB  # CLIP reads 77 tokens; a megabyte of text is not a caption
@@ -65,27 +67,11 @@ def clean_text(text: str) -> str:
     return text.encode("utf-8", errors="replace").decode("utf-8")
 
 
-def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
-                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket")):
-        if test(mode):
-            return name
-    return "special file"
-
-
 def _check(st: os.stat_result, limit: int) -> None:
     if not stat.S_ISREG(st.st_mode):
-        raise FileRefused("not_regular", f"this is a {_kind(st.st_mode)}")
+        raise FileRefused("not_regular", f"this is a {file_kind(st.st_mode)}")
     if st.st_size > limit:
         raise FileRefused("file_too_big", f"{st.st_size:,} bytes > {limit:,}")
-
-
-def is_regular(path: str | os.PathLike) -> bool:
-    """True for a regular file (after symlinks); False for anything else, missing or not."""
-    try:
-        return stat.S_ISREG(os.stat(path).st_mode)
-    except (OSError, ValueError):
-        return False
 
 
 def read_regular(path: str | os.PathLike, limit: int) -> bytes:
