@@ -71,6 +71,32 @@ def test_kohya_files_carry_the_bundle_and_the_lora_reader_skips_it(tmp_path, tin
         assert torch.equal(f.get_tensor("bundle_emb.<sks>.string_to_param.*"), emb["<sks>"])  # kept by convert
 
 
+def _bundled(path) -> dict:
+    with safe_open(str(path), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys() if k.startswith("bundle_emb.")}
+
+
+def test_resize_and_merge_keep_the_bundle_and_refuse_two_versions_of_a_token(tmp_path, tiny, lora_maker, caplog):
+    from sdlora.formats.merge_loras import merge_lora_files
+    from sdlora.formats.resize import resize_lora_file
+
+    lora = lora_maker(tiny, text_encoder=False)
+    a = save_lora_file(tmp_path / "a.safetensors", lora, {}, "kohya", torch.float32, embeddings={"<sks>": vectors(2)})
+    b = save_lora_file(tmp_path / "b.safetensors", lora, {}, "kohya", torch.float32, embeddings={"<ohwx>": vectors(1, 1)})
+    resize_lora_file(a, tmp_path / "small.safetensors", 2)
+    assert torch.equal(_bundled(tmp_path / "small.safetensors")["bundle_emb.<sks>.string_to_param.*"], vectors(2))
+    merge_lora_files([(a, 1.0), (b, 0.5), (a, 0.5)], tmp_path / "merged.safetensors")
+    merged = _bundled(tmp_path / "merged.safetensors")  # every token once, unscaled by the weights
+    assert merged.keys() == {"bundle_emb.<sks>.string_to_param.*", "bundle_emb.<ohwx>.string_to_param.*"}
+    assert torch.equal(merged["bundle_emb.<ohwx>.string_to_param.*"], vectors(1, 1))
+    resize_lora_file(a, tmp_path / "d.safetensors", 2, fmt="diffusers")  # diffusers files cannot hold them
+    assert "<sks>" in caplog.text and "only kohya files carry them" in caplog.text and not _bundled(tmp_path / "d.safetensors")
+    c = save_lora_file(tmp_path / "c.safetensors", lora, {}, "kohya", torch.float32, embeddings={"<sks>": vectors(2, 5)})
+    with pytest.raises(SdloraError, match=r"c\.safetensors: its embedding of token '<sks>' differs from the one bundled in .*a\.safetensors"):
+        merge_lora_files([(a, 1.0), (c, 1.0)], tmp_path / "bad.safetensors")
+    assert not (tmp_path / "bad.safetensors").exists()
+
+
 @pytest.fixture(scope="module")
 def sd_tiny_text():
     from transformers import CLIPTextModel

@@ -125,17 +125,30 @@ def save_lora_file(path: str | Path, lora: Mapping[str, torch.Tensor], metadata:
     return atomic_write_bytes(path, st_save(state, metadata=meta))
 
 
+def load_lora_file_with_embeddings(path: str | Path, *, module_paths: ModulePaths | None = None):
+    """load_lora_file plus the token embeddings bundled in the file: (canonical dict, metadata, format,
+    {token: (n, D)}); for the file tools that re-write a LoRA (convert, resize, merge-loras), so that
+    what a pivotal-tuning file carries besides its LoRA is written out again, not dropped."""
+    state, metadata = read_safetensors(path)
+    _, bundled = split_bundle(state, str(path))
+    lora, metadata, fmt = parse_state(state, metadata, str(path), module_paths=module_paths)
+    return lora, metadata, fmt, bundled
+
+
+def warn_dropped_embeddings(src: str | Path, embeddings: Mapping[str, torch.Tensor], fmt: str) -> None:
+    """Only kohya files hold bundled embeddings: say so when re-writing them into another format."""
+    if embeddings and fmt != "kohya":
+        log.warning("%s: the embeddings bundled in it (%s) are left out: only kohya files carry them",
+                    src, ", ".join(embeddings))
+
+
 def convert_lora_file(src: str | Path, dst: str | Path, fmt: str, *, dtype: torch.dtype | None = None,
                       module_paths: ModulePaths | None = None) -> tuple[str, str]:
     """Re-write a LoRA file in format `fmt` (dtype None keeps the file's). Returns (from, to) formats.
     Bundled token embeddings go along into kohya files; other formats cannot hold them (a warning)."""
-    state, metadata = read_safetensors(src)
-    _, bundled = split_bundle(state, str(src))
-    lora, metadata, src_fmt = parse_state(state, metadata, str(src), module_paths=module_paths)
+    lora, metadata, src_fmt, bundled = load_lora_file_with_embeddings(src, module_paths=module_paths)
     if dtype is None:
         dtype = next((t.dtype for k, t in lora.items() if not k.endswith(".alpha")), None)
-    if bundled and fmt != "kohya":
-        log.warning("%s: the embeddings bundled in it (%s) are left out: only kohya files carry them",
-                    src, ", ".join(bundled))
+    warn_dropped_embeddings(src, bundled, fmt)
     save_lora_file(dst, lora, metadata, fmt, dtype, embeddings=bundled)
     return src_fmt, fmt

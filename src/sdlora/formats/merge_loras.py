@@ -21,7 +21,7 @@ import torch
 from sdlora.errors import SdloraError
 from sdlora.formats import canonical as C
 from sdlora.formats import networks, ranks
-from sdlora.formats.io import load_lora_file, save_lora_file
+from sdlora.formats.io import load_lora_file_with_embeddings, save_lora_file, warn_dropped_embeddings
 from sdlora.formats.resize import ModuleResize, ResizeReport, check_rank, lora_factors, module_kernel
 
 Part = tuple[Mapping[str, torch.Tensor], float]  # (canonical params of one module, weight)
@@ -93,12 +93,32 @@ def merge_loras(loras: Sequence[tuple[Mapping[str, torch.Tensor], float]], *, ra
     return C.ungroup(merged), report
 
 
+def merged_embeddings(files: Sequence[tuple[Mapping[str, torch.Tensor], Path]]) -> dict[str, torch.Tensor]:
+    """The bundled embeddings of several files as one {token: (n, D)}; a token two files give different
+    vectors is refused (which one the merged file should teach is the user's choice)."""
+    out: dict[str, torch.Tensor] = {}
+    source: dict[str, Path] = {}
+    for embeddings, path in files:
+        for token, tensor in embeddings.items():
+            same = token in out and out[token].shape == tensor.shape and torch.equal(out[token].float(), tensor.float())
+            if token in out and not same:
+                raise SdloraError(f"{path}: its embedding of token {token!r} differs from the one bundled in "
+                                  f"{source[token]}; merge LoRA files that bundle one version of each token")
+            out.setdefault(token, tensor)
+            source.setdefault(token, path)
+    return out
+
+
 def merge_lora_files(specs: Sequence[tuple[str | Path, float]], dst: str | Path, *, rank: int | None = None,
                      rule: str | None = None, threshold: float | None = None, fmt: str | None = None,
                      dtype: torch.dtype | None = None) -> tuple[dict[str, torch.Tensor], ResizeReport | None]:
     """Merge LoRA files (path, weight) into `dst` (format: `fmt`, default the first file's; dtype: fp32
-    for an exact concatenation, else the first file's). Returns (merged dict, report)."""
-    files = [(load_lora_file(path), float(weight), Path(path)) for path, weight in specs]
+    for an exact concatenation, else the first file's). Returns (merged dict, report).
+    Token embeddings bundled in the files go into `dst` unchanged (they do not scale with a weight); two
+    files with different vectors for one token are refused."""
+    loaded = [(load_lora_file_with_embeddings(path), float(weight), Path(path)) for path, weight in specs]
+    files = [(parts[:3], weight, path) for parts, weight, path in loaded]  # ((lora, metadata, format), ...)
+    embeddings = merged_embeddings([(parts[3], path) for parts, _, path in loaded])
     merged, report = merge_loras([(lora, w) for (lora, _, _), w, _ in files], rank=rank, rule=rule,
                                  threshold=threshold)
     (first, _, first_fmt), _, _ = files[0]
@@ -108,7 +128,8 @@ def merge_lora_files(specs: Sequence[tuple[str | Path, float]], dst: str | Path,
                 "sdlora_merge_mode": "concat" if report is None else "svd"}
     if report is not None:
         metadata["sdlora_merge_energy"] = f"{report.energy:.6f}"
-    save_lora_file(dst, merged, metadata, fmt or first_fmt, dtype)
+    warn_dropped_embeddings(", ".join(str(p) for _, _, p in files), embeddings, fmt or first_fmt)
+    save_lora_file(dst, merged, metadata, fmt or first_fmt, dtype, embeddings=embeddings)
     if report is not None:
         report.size = Path(dst).stat().st_size
     return merged, report

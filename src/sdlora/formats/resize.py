@@ -21,7 +21,7 @@ from sdlora.errors import SdloraError
 from sdlora.formats import canonical as C
 from sdlora.formats import networks, ranks
 from sdlora.formats.modules import sd14_kernels
-from sdlora.formats.io import load_lora_file, save_lora_file
+from sdlora.formats.io import load_lora_file_with_embeddings, save_lora_file, warn_dropped_embeddings
 
 
 @dataclass
@@ -161,14 +161,16 @@ def module_kernel(component: str, path: str, params: Mapping[str, torch.Tensor])
 def resize_lora_file(src: str | Path, dst: str | Path, rank: int | None, *, conv_rank: int | None = None,
                      fmt: str | None = None, dtype: torch.dtype | None = None, dynamic: str | None = None,
                      threshold: float | None = None) -> ResizeReport:
-    """Re-rank the LoRA file `src` into `dst` (format: `fmt`, default the source's; dtype: default the source's)."""
-    lora, metadata, src_fmt = load_lora_file(src)
+    """Re-rank the LoRA file `src` into `dst` (format: `fmt`, default the source's; dtype: default the source's).
+    Token embeddings bundled in `src` are written into `dst` unchanged (kohya files; a warning otherwise)."""
+    lora, metadata, src_fmt, bundled = load_lora_file_with_embeddings(src)
     if dtype is None:
         dtype = next(t.dtype for k, t in lora.items() if not k.endswith(".alpha"))
     resized, report = resize_lora(lora, rank, conv_rank=conv_rank, dynamic=dynamic, threshold=threshold)
     metadata = {**metadata, "sdlora_resized_from": Path(src).name, "sdlora_resize_energy": f"{report.energy:.6f}"}
     if dynamic is not None:
         metadata.update(sdlora_resize_dynamic=dynamic, sdlora_resize_threshold=f"{threshold:g}")
-    save_lora_file(dst, resized, metadata, fmt or src_fmt, dtype)
+    warn_dropped_embeddings(src, bundled, fmt or src_fmt)
+    save_lora_file(dst, resized, metadata, fmt or src_fmt, dtype, embeddings=bundled)
     report.size = Path(dst).stat().st_size
     return report
