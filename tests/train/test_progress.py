@@ -181,3 +181,31 @@ def test_wandb_without_the_package_is_one_line_naming_the_key(make_cfg, monkeypa
     monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed
     with pytest.raises(SdloraError, match=r"log.wandb: the wandb package is not installed; `pip install sdlora\[wandb\]`"):
         train(make_cfg(**{"log.wandb": True}))
+
+
+def test_a_resumed_run_continues_its_wandb_run_and_a_new_run_starts_another(tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb")
+    from accelerate import PartialState
+
+    from sdlora.config import load_config
+    from sdlora.train.build import open_wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    PartialState()
+    cfg = load_config(None, ['data.sources=[{path = "imgs"}]', f"save.output_dir={tmp_path}", "log.wandb=true"])
+
+    def run_id(resuming: bool) -> str:
+        tracker = open_wandb(cfg, tmp_path, resuming=resuming)
+        tracker.log({"train/loss": 1.0}, step=1)
+        tracker.finish()
+        return tracker.run.id
+
+    first = run_id(False)
+    assert run_id(True) == first  # `--resume`: the same W&B run, its charts continue
+    assert (tmp_path / "wandb" / "sdlora-run-id").read_text().strip() == first
+    fresh = run_id(False)  # the same folder trained anew: a W&B run of its own
+    assert fresh != first and run_id(True) == fresh
+    wandb.teardown()
+    assert sorted(p.name.rsplit("-", 1)[1] for p in (tmp_path / "wandb").glob("offline-run-*")) == \
+        sorted([first, first, fresh, fresh])

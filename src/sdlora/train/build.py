@@ -91,7 +91,7 @@ def build_run(cfg: RunConfig, acc, resume: str | None) -> Run:
         rng.seed_all(cfg.train.seed)
         components = load_model(cfg.model.name, DTYPES[acc.mixed_precision])
         check_sizes(cfg, components)
-        progress = open_run_folder(cfg, acc, run_dir)
+        progress = open_run_folder(cfg, acc, run_dir, resuming=found is not None)
         run = assemble_run(cfg, acc, run_dir, components, progress, found, state)
         run.lock = lock
         return run
@@ -103,26 +103,28 @@ def build_run(cfg: RunConfig, acc, resume: str | None) -> Run:
         raise
 
 
-def open_run_folder(cfg: RunConfig, acc, run_dir: Path) -> Progress:
-    """The first writes to the run folder: the resolved config.toml and the log (main process)."""
+def open_run_folder(cfg: RunConfig, acc, run_dir: Path, *, resuming: bool = False) -> Progress:
+    """The first writes to the run folder: the resolved config.toml and the log (main process); a
+    resumed run continues its W&B run."""
     if acc.is_main_process:
         try:
             ckpt.atomic_write_text(run_dir / CONFIG_FILE, to_toml(cfg))
         except OSError as exc:
             raise SdloraError(f"{run_dir / CONFIG_FILE}: cannot write the run's config ({exc.strerror or exc}); "
                               "choose a writable --output") from None
-    trackers = [open_wandb(cfg, run_dir)] if cfg.log.wandb and acc.is_main_process else []
+    trackers = [open_wandb(cfg, run_dir, resuming=resuming)] if cfg.log.wandb and acc.is_main_process else []
     return Progress(run_dir, enabled=acc.is_main_process, tensorboard=cfg.log.tensorboard, every=cfg.log.every_n_steps,
                     trackers=trackers)
 
 
-def open_wandb(cfg: RunConfig, run_dir: Path):
-    """The W&B run (log.wandb): named after the LoRA unless log.wandb_run_name says otherwise."""
+def open_wandb(cfg: RunConfig, run_dir: Path, *, resuming: bool = False):
+    """The W&B run (log.wandb): named after the LoRA unless log.wandb_run_name says otherwise; a resumed
+    run continues the W&B run its folder started (train/progress.wandb_run_id)."""
     from sdlora.config import to_dict
     from sdlora.train.export import run_name
 
     return wandb_tracker(run_dir, project=cfg.log.wandb_project, name=cfg.log.wandb_run_name or run_name(cfg),
-                         config=to_dict(cfg))
+                         config=to_dict(cfg), resuming=resuming)
 
 
 def assemble_run(cfg: RunConfig, acc, run_dir: Path, components, progress: Progress, found, state) -> Run:

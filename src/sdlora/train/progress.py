@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import secrets
 import sys
 import traceback
 from pathlib import Path
@@ -21,6 +22,7 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from sdlora.errors import SdloraError
+from sdlora.fileio import atomic_write_text, is_regular
 
 log = logging.getLogger("sdlora.train")
 LOG_FILE = "train.log"
@@ -157,12 +159,33 @@ def check_wandb() -> None:
                           "or set log.wandb = false")
 
 
-def wandb_tracker(run_dir: str | Path, *, project: str, name: str, config: dict):
+WANDB_ID_FILE = Path("wandb") / "sdlora-run-id"  # in the run folder: the W&B run a resume continues
+
+
+def wandb_run_id(run_dir: str | Path, resuming: bool) -> str:
+    """The W&B run id for this run: the one the folder's run started with when resuming (a resumed run
+    continues the same W&B run, its charts one line), a new one otherwise (a new run in the folder)."""
+    path = Path(run_dir) / WANDB_ID_FILE
+    if resuming and is_regular(path):
+        run_id = path.read_text(encoding="utf-8").strip()
+        if run_id.isalnum() and len(run_id) <= 64:
+            return run_id
+    run_id = secrets.token_hex(4)  # 8 characters of [0-9a-f], like W&B's own ids
+    atomic_write_text(path, run_id + "\n")
+    return run_id
+
+
+def wandb_tracker(run_dir: str | Path, *, project: str, name: str, config: dict, resuming: bool = False):
     """A started accelerate WandBTracker writing under run_dir/wandb (WANDB_MODE=offline: only there)."""
     import wandb
     from accelerate.tracking import WandBTracker
 
-    tracker = WandBTracker(project, name=name, dir=str(run_dir), config=config,
+    try:
+        run_id = wandb_run_id(run_dir, resuming)
+    except OSError as exc:
+        raise SdloraError(f"{Path(run_dir) / WANDB_ID_FILE}: cannot write the W&B run id ({exc.strerror or exc}); "
+                          "choose a writable --output") from None
+    tracker = WandBTracker(project, name=name, dir=str(run_dir), config=config, id=run_id, resume="allow",
                            settings=wandb.Settings(console="off"))  # tqdm and our log own the console
     try:
         tracker.start()
