@@ -207,5 +207,7 @@ def test_a_resumed_run_continues_its_wandb_run_and_a_new_run_starts_another(tmp_
     fresh = run_id(False)  # the same folder trained anew: a W&B run of its own
     assert fresh != first and run_id(True) == fresh
     wandb.teardown()
-    assert sorted(p.name.rsplit("-", 1)[1] for p in (tmp_path / "wandb").glob("offline-run-*")) == \
-        sorted([first, first, fresh, fresh])
+    # offline-run-<date>_<time>-<id>, with a -N suffix when one id starts twice in the same second
+    ids = [re.fullmatch(r"offline-run-\d{8}_\d{6}-([0-9a-z]+)(-\d+)?", p.name)[1]
+           for p in (tmp_path / "wandb").glob("offline-run-*")]
+    assert sorted(ids) == sorted([first, first, fresh, fresh])
