@@ -1,6 +1,8 @@
-"""A screenshot of the README as a browser shows it (for release notes and reviews).
+"""A screenshot of the README as a browser shows it (for release notes and reviews), or of any HTML page
+sdlora writes (--page: e.g. the summary page of `sdlora demo --task all`, shown in the README).
 
     python scripts/readme_screenshot.py [--out runs/readme.png] [--width 1000]
+    python scripts/readme_screenshot.py --page runs/demo-all/summary.html --out docs/images/demo-summary.png
 
 Renders README.md with Python-Markdown (installed with the `docs` extra) next to the repository, so
 relative images load, and takes a full-page screenshot with headless Chromium through Playwright
@@ -35,10 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "readme.png")
     parser.add_argument("--width", type=int, default=1000)
+    parser.add_argument("--page", type=Path, help="an HTML file to shoot instead of the README")
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
-    page_file = render(ROOT / "README.md")
+    page_file = args.page.resolve() if args.page else render(ROOT / "README.md")
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=os.environ.get("CHROMIUM", "/usr/bin/chromium"))
@@ -48,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
             page.screenshot(path=str(args.out), full_page=True)
             browser.close()
     finally:
-        page_file.unlink()
+        if not args.page:
+            page_file.unlink()
     print(f"wrote {args.out}")
     return 0
 

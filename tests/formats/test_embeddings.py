@@ -82,7 +82,8 @@ def test_resize_and_merge_keep_the_bundle_and_refuse_two_versions_of_a_token(tmp
 
     lora = lora_maker(tiny, text_encoder=False)
     a = save_lora_file(tmp_path / "a.safetensors", lora, {}, "kohya", torch.float32, embeddings={"<sks>": vectors(2)})
-    b = save_lora_file(tmp_path / "b.safetensors", lora, {}, "kohya", torch.float32, embeddings={"<ohwx>": vectors(1, 1)})
+    b = save_lora_file(tmp_path / "b.safetensors", lora, {}, "kohya", torch.float32,
+                       embeddings={"<ohwx>": vectors(1, 1)})
     resize_lora_file(a, tmp_path / "small.safetensors", 2)
     assert torch.equal(_bundled(tmp_path / "small.safetensors")["bundle_emb.<sks>.string_to_param.*"], vectors(2))
     merge_lora_files([(a, 1.0), (b, 0.5), (a, 0.5)], tmp_path / "merged.safetensors")
@@ -90,9 +91,12 @@ def test_resize_and_merge_keep_the_bundle_and_refuse_two_versions_of_a_token(tmp
     assert merged.keys() == {"bundle_emb.<sks>.string_to_param.*", "bundle_emb.<ohwx>.string_to_param.*"}
     assert torch.equal(merged["bundle_emb.<ohwx>.string_to_param.*"], vectors(1, 1))
     resize_lora_file(a, tmp_path / "d.safetensors", 2, fmt="diffusers")  # diffusers files cannot hold them
-    assert "<sks>" in caplog.text and "only kohya files carry them" in caplog.text and not _bundled(tmp_path / "d.safetensors")
-    c = save_lora_file(tmp_path / "c.safetensors", lora, {}, "kohya", torch.float32, embeddings={"<sks>": vectors(2, 5)})
-    with pytest.raises(SdloraError, match=r"c\.safetensors: its embedding of token '<sks>' differs from the one bundled in .*a\.safetensors"):
+    assert "<sks>" in caplog.text and "only kohya files carry them" in caplog.text
+    assert not _bundled(tmp_path / "d.safetensors")
+    c = save_lora_file(tmp_path / "c.safetensors", lora, {}, "kohya", torch.float32,
+                       embeddings={"<sks>": vectors(2, 5)})
+    with pytest.raises(SdloraError, match=r"c\.safetensors: its embedding of token '<sks>' differs from the one "
+                                          r"bundled in .*a\.safetensors"):
         merge_lora_files([(a, 1.0), (c, 1.0)], tmp_path / "bad.safetensors")
     assert not (tmp_path / "bad.safetensors").exists()
 

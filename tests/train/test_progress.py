@@ -206,8 +206,11 @@ def test_a_resumed_run_continues_its_wandb_run_and_a_new_run_starts_another(tmp_
     assert (tmp_path / "wandb" / "sdlora-run-id").read_text().strip() == first
     fresh = run_id(False)  # the same folder trained anew: a W&B run of its own
     assert fresh != first and run_id(True) == fresh
+    (tmp_path / "wandb" / "sdlora-run-id").write_text("../x\n")  # not an id: a new W&B run, not a traceback
+    third = run_id(True)
+    assert third not in (first, fresh, "../x")
     wandb.teardown()
     # offline-run-<date>_<time>-<id>, with a -N suffix when one id starts twice in the same second
     ids = [re.fullmatch(r"offline-run-\d{8}_\d{6}-([0-9a-z]+)(-\d+)?", p.name)[1]
            for p in (tmp_path / "wandb").glob("offline-run-*")]
-    assert sorted(ids) == sorted([first, first, fresh, fresh])
+    assert sorted(ids) == sorted([first, first, fresh, fresh, third])

@@ -31,12 +31,11 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from sdlora.data.buckets import Size
-from sdlora.fileio import is_regular
 from sdlora.data.images import BadImage
 from sdlora.data.masks import mask_identity, mask_source
 from sdlora.data.pixels import load_sample
 from sdlora.errors import SdloraError
-from sdlora.fileio import atomic_save_safetensors
+from sdlora.fileio import atomic_save_safetensors, is_regular
 
 log = logging.getLogger("sdlora.data")
 

@@ -100,8 +100,8 @@ def merged_embeddings(files: Sequence[tuple[Mapping[str, torch.Tensor], Path]]) 
     source: dict[str, Path] = {}
     for embeddings, path in files:
         for token, tensor in embeddings.items():
-            same = token in out and out[token].shape == tensor.shape and torch.equal(out[token].float(), tensor.float())
-            if token in out and not same:
+            if token in out and not (out[token].shape == tensor.shape
+                                     and torch.equal(out[token].float(), tensor.float())):
                 raise SdloraError(f"{path}: its embedding of token {token!r} differs from the one bundled in "
                                   f"{source[token]}; merge LoRA files that bundle one version of each token")
             out.setdefault(token, tensor)

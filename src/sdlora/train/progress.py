@@ -167,9 +167,11 @@ def wandb_run_id(run_dir: str | Path, resuming: bool) -> str:
     continues the same W&B run, its charts one line), a new one otherwise (a new run in the folder)."""
     path = Path(run_dir) / WANDB_ID_FILE
     if resuming and is_regular(path):
-        run_id = path.read_text(encoding="utf-8").strip()
-        if run_id.isalnum() and len(run_id) <= 64:
+        with open(path, "rb") as handle:  # a regular file (checked); at most 65 bytes of it are read
+            run_id = handle.read(65).decode("ascii", errors="replace").strip()
+        if run_id.isascii() and run_id.isalnum() and len(run_id) <= 64:
             return run_id
+        log.warning("%s does not hold a W&B run id; the resumed run starts a new W&B run", path)
     run_id = secrets.token_hex(4)  # 8 characters of [0-9a-f], like W&B's own ids
     atomic_write_text(path, run_id + "\n")
     return run_id
