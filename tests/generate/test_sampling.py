@@ -33,6 +33,25 @@ def test_samples_number_seeds_from_the_spec_seed(sampler):
     assert np.abs(np.asarray(alone, np.int16) - np.asarray(samples[2].image, np.int16)).max() <= 1
 
 
+def test_prompts_sampled_alike_share_a_batch_and_each_image_stays_its_own(sampler, monkeypatch):
+    other = SPEC.replace(prompt="a green star", negative_prompt="", seed=9)
+    jobs = [(SPEC, 5), (other, 9), (SPEC.replace(steps=3), 5), (other, 10)]
+    calls = []
+    batch_arrays = sampler.batch_arrays
+    monkeypatch.setattr(sampler, "batch_arrays", lambda chunk: calls.append(len(chunk)) or batch_arrays(chunk))
+    done = []
+    samples = sampler.many(jobs, batch_size=4, done=done.append)
+    assert calls == [2, 1, 1]  # a change of steps ends a batch: only prompts sampled alike go together
+    assert [len(batch) for batch in done] == calls
+    assert [(s.spec, s.seed) for s in samples] == jobs
+    for sample, (spec, seed) in zip(samples, jobs):  # the same image as sampled on its own, up to rounding
+        alone = to_image(batch_arrays([(spec, seed)])[0])
+        assert np.abs(np.asarray(alone, np.int16) - np.asarray(sample.image, np.int16)).max() <= 1
+    assert np.abs(np.asarray(samples[0].image, np.int16) - np.asarray(samples[1].image, np.int16)).max() > 10
+    with pytest.raises(ValueError, match="same steps"):
+        batch_arrays(jobs[1:3])
+
+
 @pytest.mark.parametrize("scheduler", ["ddim", "euler_a", "dpmpp_2m_karras"])
 def test_scheduler_choice_changes_the_sampler(sampler, scheduler):
     other = sampler.arrays(SPEC.replace(scheduler=scheduler), [5])

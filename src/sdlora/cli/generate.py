@@ -47,7 +47,8 @@ def add_common(parser: argparse.ArgumentParser, out: str) -> None:
                         help="Sampler (default: %(default)s, SD 1.4's own).")
     parser.add_argument("--num-images", type=T.positive_int, default=1,
                         help="Images per prompt, seeds seed, seed+1, ... (default: 1).")
-    parser.add_argument("--batch-size", type=T.positive_int, default=1, help="Images per pipeline call (default: 1).")
+    parser.add_argument("--batch-size", type=T.positive_int, default=1, help="Images per pipeline call, across prompts sampled alike (default: 1; raise it on a CPU "
+                             "or a large GPU: one call for many small images is faster).")
     parser.add_argument("--dtype", default="auto", choices=DTYPES, help="Weights' precision; auto: fp16 on CUDA, fp32 on CPU.")
     parser.add_argument("--device", default=None, help="Device: cpu, cuda, cuda:1 (default: CUDA when available).")
     parser.add_argument("--output", "--out", dest="output", type=T.output_dir, default=Path(out), metavar="DIR",

@@ -120,17 +120,16 @@ class Progress:
 
 def sweep(sampler: Sampler, components: SDComponents, columns: list[Column], prompts: list[PromptSpec],
           num_images: int, batch_size: int) -> list[list[Sample]]:
-    """Samples [row][column]; a column sets the multipliers once, then runs every prompt."""
+    """Samples [row][column]; a column sets the multipliers once, then runs every prompt (up to
+    `batch_size` images per pipeline call, across prompts sampled alike)."""
     by_column: list[list[Sample]] = []
     progress = Progress(len(columns) * len(prompts) * num_images)
     for column in columns:
         if column.weights:
             set_weights(components, column.weights, column.lbw)
-        samples = []
-        for spec in prompts:
-            samples += sampler.samples(spec.replace(**column.settings), num_images, batch_size)
-            progress.advance(num_images, f"{column.label}: {spec.prompt[:40]}")
-        by_column.append(samples)
+        jobs = [(spec.replace(**column.settings), spec.seed + i) for spec in prompts for i in range(num_images)]
+        by_column.append(sampler.many(jobs, batch_size, done=lambda batch, label=column.label: progress.advance(
+            len(batch), f"{label}: {batch[-1].spec.prompt[:40]}")))
     return [list(row) for row in zip(*by_column)]
 
 

@@ -132,12 +132,16 @@ def generate(job: GenerateJob, components: SDComponents | None = None) -> Genera
     sampler = Sampler(components, noise=noise)
     label = model_label(components.source)
     paths, samples = [], []
-    for index, spec in enumerate(job.prompts):
-        log.info("prompt %d/%d: %s", index + 1, len(job.prompts), spec.prompt)
-        for sample in sampler.samples(spec, job.num_images, job.batch_size):
-            name = f"{len(paths):05d}-{sample.seed}-{slug(spec.prompt)}.png"
+    jobs = [(spec, spec.seed + i) for spec in job.prompts for i in range(job.num_images)]
+
+    def save(batch: list) -> None:  # each batch is written as soon as it is sampled
+        for sample in batch:
+            name = f"{len(paths):05d}-{sample.seed}-{slug(sample.spec.prompt)}.png"
             paths.append(save_png(sample.image, job.out_dir / name, format_parameters(parameters(sample, label, loaded))))
             samples.append(sample)
+        log.info("image %d/%d: %s", len(paths), len(jobs), batch[-1].spec.prompt)
+
+    sampler.many(jobs, job.batch_size, done=save)
     sheet = None
     if job.contact_sheet:
         sheet = job.out_dir / "contact_sheet.png"

@@ -23,7 +23,7 @@ from pathlib import Path
 from sdlora.errors import SdloraError
 from sdlora.fileio import atomic_write_text
 from sdlora.tiny import demo_report
-from sdlora.tiny.demo_eval import eval_seeds
+from sdlora.tiny.demo_eval import EVAL_BATCH, eval_seeds
 from sdlora.tiny.demo_measure import BASE_SETS, measure, measure_sets
 from sdlora.tiny.demo_tasks import TASK_NAMES, TASKS, Task
 
@@ -238,7 +238,7 @@ def compare_grid(s: DemoSettings, task: Task, out: Path, lora_file: Path):
 
     components = load_model("tiny", "fp32")
     job = CompareJob(prompts=grid_specs(s, task), loras=[LoraSpec(Path(lora_file))], out_dir=out, model="tiny",
-                     dtype="fp32")
+                     dtype="fp32", batch_size=EVAL_BATCH)
     return run_compare(job, components), components
 
 

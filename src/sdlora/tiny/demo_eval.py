@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 EVAL_SEED = 10_000
 SEED_STRIDE = 1_000  # seed offset between rounds; more prompts than this would overlap
 RATES = ("style", "colour", "shape", "both")
+EVAL_BATCH = 20  # images per pipeline call when scoring and in the demo's grid (64 px: a few MB each)
 
 
 def eval_prompts(template: str, count: int = len(COLOURS) * len(SHAPE_NAMES)) -> list[tuple[str, str, str]]:
@@ -44,7 +45,7 @@ def eval_seeds(count: int, rounds: int = 1) -> list[int]:
 
 
 def rates(components: "SDComponents", prompts: list[tuple[str, str, str]], *, expected_style: str, seeds: list[int],
-          guidance: float, steps: int, batch_size: int = 20, desc: str = "sampling") -> dict:
+          guidance: float, steps: int, batch_size: int = EVAL_BATCH, desc: str = "sampling") -> dict:
     """Generate one image per seed (prompts repeat round by round) and score them with the checker:
     {style, colour, shape, both, n, read} (read: share read as each shape; per-prompt detail left out)."""
     from tqdm.auto import tqdm
@@ -62,7 +63,8 @@ def rates(components: "SDComponents", prompts: list[tuple[str, str, str]], *, ex
 
 
 def style_metrics(components: "SDComponents", adapter: str, *, trigger_template: str, plain_template: str,
-                  style: str, prompts: int, rounds: int, guidance: float, steps: int, batch_size: int = 20) -> dict:
+                  style: str, prompts: int, rounds: int, guidance: float, steps: int,
+                  batch_size: int = EVAL_BATCH) -> dict:
     """{"base": {"trigger": rates}, "lora": {"trigger": rates, "no_trigger": rates}} for the LoRA
     attached to `components` as `adapter`: base is the same model at multiplier 0, the LoRA at 1.
     The adapter's multiplier is as it was afterwards."""
