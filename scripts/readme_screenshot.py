@@ -2,7 +2,8 @@
 sdlora writes (--page: e.g. the summary page of `sdlora demo --task all`, shown in the README).
 
     python scripts/readme_screenshot.py [--out runs/readme.png] [--width 1000]
-    python scripts/readme_screenshot.py --page runs/demo-all/summary.html --out docs/images/demo-summary.png
+    python scripts/readme_screenshot.py --page runs/demo-all/summary.html --height 250 \
+        --out docs/images/demo-summary.png
 
 Renders README.md with Python-Markdown (installed with the `docs` extra) next to the repository, so
 relative images load, and takes a full-page screenshot with headless Chromium through Playwright
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "readme.png")
     parser.add_argument("--width", type=int, default=1000)
     parser.add_argument("--page", type=Path, help="an HTML file to shoot instead of the README")
+    parser.add_argument("--height", type=int, help="shoot only the top HEIGHT pixels (default: the whole page)")
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
@@ -45,10 +47,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=os.environ.get("CHROMIUM", "/usr/bin/chromium"))
-            page = browser.new_page(viewport={"width": args.width, "height": 800})
+            page = browser.new_page(viewport={"width": args.width, "height": args.height or 800})
             page.goto(page_file.as_uri())
             args.out.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(args.out), full_page=True)
+            page.screenshot(path=str(args.out), full_page=not args.height)
             browser.close()
     finally:
         if not args.page:
