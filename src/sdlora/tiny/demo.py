@@ -39,7 +39,7 @@ RECIPE = {"images": 32, "steps": 300, "rank": 8, "lr": 3e-3, "eval_prompts": 40,
 @dataclass
 class DemoSettings:
     """What the demo does; None fields take the task's tuned recipe (RECIPE + Task.recipe; the style
-    task takes about 4.5 minutes on 2 CPU cores, 2.5 of them training)."""
+    task takes about 3.5 minutes on 2 CPU cores, 2 of them training)."""
 
     output: Path = Path("runs/demo")
     task: str = "style"  # one of demo_tasks.TASK_NAMES
