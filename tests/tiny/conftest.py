@@ -51,9 +51,8 @@ def art_style_run(tmp_path_factory) -> TaskRun:
     and on. The grid, report and leak set every demo task writes are tested on the style run above."""
     from sdlora.generate.job import load_model
     from sdlora.generate.loras import LoraSpec, attach_loras
-    from sdlora.lora import multiplier
     from sdlora.tiny.demo import DemoSettings, train_lora
-    from sdlora.tiny.demo_measure import measure_sets
+    from sdlora.tiny.demo_measure import measure
     from sdlora.tiny.demo_tasks import TASKS
 
     out = tmp_path_factory.mktemp("art-style")
@@ -63,9 +62,6 @@ def art_style_run(tmp_path_factory) -> TaskRun:
     trained = train_lora(s, task, out, say=lambda line: None)
     components = load_model("tiny", "fp32")
     adapter = attach_loras(components, [LoraSpec(trained.lora_files[0])])[0].adapter
-    sampling = dict(eval_prompts=s.eval_prompts, rounds=s.eval_rounds, guidance=s.guidance, steps=s.sample_steps)
-    rates = {}
-    for model, weight in (("base", 0.0), ("lora", 1.0)):
-        with multiplier([components.unet, components.text_encoder], adapter, weight):
-            rates[model] = measure_sets(components, task, ("trigger",), label=model, **sampling)
+    rates = measure(components, adapter, task, eval_prompts=s.eval_prompts, rounds=s.eval_rounds,
+                    guidance=s.guidance, steps=s.sample_steps, lora_sets=("trigger",))
     return TaskRun(rates, s)

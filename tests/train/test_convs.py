@@ -7,7 +7,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from sdlora.config import load_config
 from sdlora.errors import SdloraError
-from sdlora.train.convs import choose, conv_kernels
+from sdlora.train.convs import ConvChoice, choose, conv_kernels
 from sdlora.train.step import train_step
 from tests.train.test_step import _cached_batch, _setup, acc  # noqa: F401 (the accelerator fixture)
 
@@ -38,7 +38,7 @@ def conv_ops(acc, native: bool):  # noqa: F811
     """(loss, LoRA weights after one step, the convolution operators the step ran)."""
     torch.manual_seed(0)
     _, ctx, opt, sched = _setup()
-    ctx = dataclasses.replace(ctx, native_conv=native)
+    ctx = dataclasses.replace(ctx, convs=ConvChoice(native, "test"))
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         result = train_step(acc, ctx, [_cached_batch()], opt, sched, 0)
     ops = {e.name for e in prof.events() if "conv" in e.name}

@@ -50,9 +50,10 @@ def _derive(task: Task, sets: dict) -> dict:
 
 
 def measure(components, adapter: str, task: Task, *, eval_prompts: int, rounds: int, guidance: float,
-            steps: int) -> dict:
+            steps: int, lora_sets=None) -> dict:
     """{"base": {set: rates}, "lora": {set: rates}} (plus "change" for the concept task) for the LoRA
-    attached as `adapter`; its multiplier is as it was afterwards."""
+    attached as `adapter`, measured on `lora_sets` (default: every set of the task); its multiplier is
+    as it was afterwards."""
     from sdlora.lora import multiplier
 
     nets = [components.unet, components.text_encoder]
@@ -60,7 +61,7 @@ def measure(components, adapter: str, task: Task, *, eval_prompts: int, rounds: 
     with multiplier(nets, adapter, 0.0):
         base = measure_sets(components, task, BASE_SETS[task.name], label="base", **settings)
     with multiplier(nets, adapter, 1.0):
-        lora = measure_sets(components, task, task.prompt_sets, label="LoRA", **settings)
+        lora = measure_sets(components, task, lora_sets or task.prompt_sets, label="LoRA", **settings)
     result = {"base": base, "lora": lora}
     if task.name == "concept":
         result["change"] = {"original": {k: lora["original"][k] - base["original"][k] for k in ("shape", "colour")}}

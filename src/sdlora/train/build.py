@@ -194,7 +194,6 @@ def step_context(cfg: RunConfig, acc, components, wrapped: dict, params: list) -
                        train_text_encoder=cfg.lora.train_text_encoder or new_tokens.enabled(cfg), vae=components.vae,
                        vae_scaling=float(components.vae.config.scaling_factor), params=params,
                        rank=acc.process_index,
-                       native_conv=choose_convs(cfg.train.conv_backend, acc.device.type,
-                                                acc.mixed_precision).native)
+                       convs=choose_convs(cfg.train.conv_backend, acc.device.type, acc.mixed_precision))
 
 

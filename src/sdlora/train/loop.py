@@ -24,7 +24,6 @@ from sdlora.lora import lora_modules
 from sdlora.train import checkpoint as ckpt
 from sdlora.train import rng
 from sdlora.train.build import CONFIG_FILE, Run, build_run
-from sdlora.train.convs import choose as choose_convs
 from sdlora.train.ema import ema_metadata
 from sdlora.train.export import (base_norm, caption_warning, delta_norm, lora_metadata, save_lora, tag_frequency,
                                  uncaptioned)
@@ -120,9 +119,8 @@ def announce(run: Run) -> None:
         batch_size=cfg.train.batch_size, grad_accum=cfg.train.grad_accum, processes=acc.num_processes,
         precision=choice.name, device=str(acc.device)))
     run.progress.message(f"precision {choice.name}: {choice.reason}")
-    convs = choose_convs(cfg.train.conv_backend, acc.device.type, acc.mixed_precision)
     if acc.device.type == "cpu":
-        run.progress.message(f"convolutions {convs.name}: {convs.reason}")
+        run.progress.message(f"convolutions {run.ctx.convs.name}: {run.ctx.convs.reason}")
     if run.ema is not None:
         e = cfg.ema
         run.progress.message(f"EMA of the LoRA weights: decay {e.decay:g}{' with warm-up' if e.warmup else ''}, every "

@@ -15,7 +15,7 @@ from torch import nn
 
 from sdlora.config import TrainConfig
 from sdlora.train import rng
-from sdlora.train.convs import conv_kernels
+from sdlora.train.convs import ConvChoice, conv_kernels
 from sdlora.train.loss import debiased_weights, diffusion_loss, huber_threshold, item_weights
 from sdlora.train.noise import NoiseSchedule, perturb_input, pyramid_noise, sample_noise, sample_timesteps
 
@@ -35,7 +35,7 @@ class StepContext:
     vae_scaling: float = 0.18215
     params: list[torch.Tensor] = field(default_factory=list)  # trainable, fp32
     rank: int = 0
-    native_conv: bool = False  # CPU: PyTorch's native convolutions instead of oneDNN's (train/convs.py)
+    convs: ConvChoice = ConvChoice(False, "PyTorch's default")  # the CPU convolution kernels (train/convs.py)
 
 
 @dataclass
@@ -127,7 +127,7 @@ def train_step(accelerator, ctx: StepContext, micro_batches: list[dict], optimiz
     losses = []
     for i, batch in enumerate(micro_batches):
         g = rng.generator(ctx.cfg.seed, "noise", step, i, ctx.rank, device=ctx.device)
-        with _no_sync(accelerator, models, sync=i == len(micro_batches) - 1), conv_kernels(ctx.native_conv):
+        with _no_sync(accelerator, models, sync=i == len(micro_batches) - 1), conv_kernels(ctx.convs.native):
             with accelerator.autocast():
                 loss = compute_loss(ctx, batch, g)
             accelerator.backward(loss / len(micro_batches))
