@@ -190,6 +190,7 @@ class TrainConfig:
     compile: bool = opt(False, "torch.compile the UNet with its LoRA: faster steps on GPUs; the first step (and each new batch shape, e.g. a bucket) compiles for a while.")
     compile_backend: str = opt("inductor", "torch.compile backend (see torch._dynamo.list_backends(); `aot_eager` compiles without code generation).")
     conv_backend: Literal["auto", "onednn", "native"] = opt("auto", "CPU convolution kernels of the training step: auto = native on the CPU in fp32 (PyTorch's im2col + GEMM: 1.3x faster than oneDNN for the full-size UNet at 256 px, batch 1, one thread; the same on small models); onednn; no effect on GPUs. The train.log says which.")
+    low_memory: Literal["auto", "on", "off"] = opt("auto", "A lower peak memory for the CPU training step, same gradients: frozen convolutions keep no input, the top-level transformer blocks are recomputed in backward, the heap is trimmed each step. auto = on for a large UNet (>= 300M parameters, e.g. SD 1.x) on the CPU in fp32, off for small models, bf16/fp16 and GPUs. The train.log says which.")
     prediction_type: Literal["epsilon", "v_prediction"] = opt("epsilon", "Training target; SD 1.4 predicts epsilon.")
     min_snr_gamma: float | None = opt(None, "Min-SNR loss weighting gamma (5.0 is common); unset disables.",
                                        gt=0.0, le=1e6)

@@ -26,6 +26,8 @@ from sdlora.train import rng
 from sdlora.train.adapters import attach_lora, block_lr, lora_parameters, trainable_models
 from sdlora.train.batches import BatchStream
 from sdlora.train.convs import choose as choose_convs
+from sdlora.train import lowmem
+from sdlora.train.lowmem import choose as choose_memory
 from sdlora.train.ema import EMA, build_ema
 from sdlora.train.guard import NonFiniteGuard
 from sdlora.train.inputs import Data, make_sampler, make_stream, prepare_data, total_steps, val_batches
@@ -139,6 +141,8 @@ def assemble_run(cfg: RunConfig, acc, run_dir: Path, components, progress: Progr
     scheduler = build_scheduler(optimizer, cfg.train, total)
     *wrapped, optimizer = acc.prepare(*models.values(), optimizer)
     ctx = step_context(cfg, acc, components, dict(zip(models, wrapped)), lora_parameters(models))
+    if ctx.memory.on:  # (its recomputation must keep no convolution inputs either)
+        lowmem.apply(components.unet, checkpoint_everything=cfg.train.gradient_checkpointing)
     guard = NonFiniteGuard(cfg.train.max_nonfinite_steps, acc.mixed_precision)
     ema = build_ema(cfg, models)
     step, stream_state = 0, {"epoch": 0, "global_position": 0}
@@ -194,6 +198,8 @@ def step_context(cfg: RunConfig, acc, components, wrapped: dict, params: list) -
                        train_text_encoder=cfg.lora.train_text_encoder or new_tokens.enabled(cfg), vae=components.vae,
                        vae_scaling=float(components.vae.config.scaling_factor), params=params,
                        rank=acc.process_index,
-                       convs=choose_convs(cfg.train.conv_backend, acc.device.type, acc.mixed_precision))
+                       convs=choose_convs(cfg.train.conv_backend, acc.device.type, acc.mixed_precision),
+                       memory=choose_memory(cfg.train.low_memory, acc.device.type, acc.mixed_precision,
+                                            sum(p.numel() for p in components.unet.parameters())))
 
 

@@ -121,6 +121,7 @@ def announce(run: Run) -> None:
     run.progress.message(f"precision {choice.name}: {choice.reason}")
     if acc.device.type == "cpu":
         run.progress.message(f"convolutions {run.ctx.convs.name}: {run.ctx.convs.reason}")
+        run.progress.message(f"memory {run.ctx.memory.name}: {run.ctx.memory.reason}")
     if run.ema is not None:
         e = cfg.ema
         run.progress.message(f"EMA of the LoRA weights: decay {e.decay:g}{' with warm-up' if e.warmup else ''}, every "

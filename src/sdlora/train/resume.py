@@ -24,6 +24,7 @@ CHANGEABLE_ON_RESUME: dict[str, str] = {
     "train.compile": "torch.compile of the UNet",
     "train.compile_backend": "torch.compile backend",
     "train.conv_backend": "CPU convolution kernels (fp32 rounding only)",
+    "train.low_memory": "memory vs speed of the CPU step; the same gradients",
     "data.num_workers": "how many processes decode images",
     "save.": "where, how often and in which formats files are written",
     "validation.": "samples and validation loss use their own seeds, not the training draws",

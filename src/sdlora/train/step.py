@@ -16,6 +16,7 @@ from torch import nn
 from sdlora.config import TrainConfig
 from sdlora.train import rng
 from sdlora.train.convs import ConvChoice, conv_kernels
+from sdlora.train.lowmem import MemoryChoice, forward_mode, trim_heap
 from sdlora.train.loss import debiased_weights, diffusion_loss, huber_threshold, item_weights
 from sdlora.train.noise import NoiseSchedule, perturb_input, pyramid_noise, sample_noise, sample_timesteps
 
@@ -36,6 +37,7 @@ class StepContext:
     params: list[torch.Tensor] = field(default_factory=list)  # trainable, fp32
     rank: int = 0
     convs: ConvChoice = ConvChoice(False, "PyTorch's default")  # the CPU convolution kernels (train/convs.py)
+    memory: MemoryChoice = MemoryChoice(False, "PyTorch's default")  # the CPU step's memory savings (train/lowmem.py)
 
 
 @dataclass
@@ -127,9 +129,12 @@ def train_step(accelerator, ctx: StepContext, micro_batches: list[dict], optimiz
     losses = []
     for i, batch in enumerate(micro_batches):
         g = rng.generator(ctx.cfg.seed, "noise", step, i, ctx.rank, device=ctx.device)
+        low = ctx.memory.on
         with _no_sync(accelerator, models, sync=i == len(micro_batches) - 1), conv_kernels(ctx.convs.native):
-            with accelerator.autocast():
+            _trim(low)  # the heap's free blocks from the last step (or caching) are not kept resident
+            with accelerator.autocast(), forward_mode(low):
                 loss = compute_loss(ctx, batch, g)
+            _trim(low)  # nor the forward's freed temporaries while backward runs
             accelerator.backward(loss / len(micro_batches))
         losses.append(loss.detach().float())
     # one all-reduce: mean loss over processes (NaN anywhere makes it NaN everywhere, so all skip together)
@@ -144,6 +149,11 @@ def train_step(accelerator, ctx: StepContext, micro_batches: list[dict], optimiz
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return StepResult(mean_loss, grad_norm, skipped=False)
+
+
+def _trim(on: bool) -> None:
+    if on:
+        trim_heap()
 
 
 def _skip(optimizer, scheduler, loss: float, grad_norm: float | None) -> StepResult:
