@@ -47,6 +47,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "the reference runs `auto` as fp32, the diffusers script's default")
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--channels-last", action="store_true", help="sdlora's train.channels_last")
+    p.add_argument("--low-memory", choices=["auto", "on", "off"], default="auto", help="sdlora's train.low_memory")
+    p.add_argument("--conv-backend", choices=["auto", "onednn", "native"], default="auto",
+                   help="sdlora's train.conv_backend")
     p.add_argument("--compile", action="store_true", help="sdlora's train.compile (raise --warmup: compiling)")
     p.add_argument("--steps", type=int, default=None, help="timed steps (default: 30 tiny, 5 sd14 on CPU, 20 CUDA)")
     p.add_argument("--warmup", type=int, default=None, help="excluded first steps (default: 5 tiny, 2 sd14, 5 CUDA)")
@@ -135,17 +138,18 @@ def run_sdlora(args, case: str):
     from sdlora.data.cache import encode_latents
     from sdlora.data.text_cache import encode_captions
     from sdlora.train.adapters import lora_parameters
-    from sdlora.train.build import make_trainable, place_models
-    from sdlora.train.noise import NoiseSchedule
+    from sdlora.train import lowmem
+    from sdlora.train.build import make_trainable, place_models, step_context
     from sdlora.train.optim import build_optimizer, build_scheduler, param_groups
     from sdlora.train.setup import DTYPES, make_accelerator
-    from sdlora.train.step import StepContext, train_step
+    from sdlora.train.step import train_step
 
     cfg = RunConfig()
     cfg.lora.rank, cfg.lora.unet_preset = args.rank, args.preset
     cfg.train.batch_size, cfg.train.mixed_precision = args.batch_size, args.mixed_precision
     cfg.train.gradient_checkpointing = args.gradient_checkpointing
     cfg.train.channels_last, cfg.train.compile, cfg.train.seed = args.channels_last, args.compile, 0
+    cfg.train.low_memory, cfg.train.conv_backend = args.low_memory, args.conv_backend
     acc = make_accelerator(cfg)
     device, dtype = acc.device, DTYPES[acc.mixed_precision]
     components = build_components(case).to(dtype=dtype)
@@ -164,8 +168,10 @@ def run_sdlora(args, case: str):
     scheduler = build_scheduler(optimizer, cfg.train, 10_000)
     unet, optimizer = acc.prepare(components.unet, optimizer)
     unet.train()
-    ctx = StepContext(unet=unet, schedule=NoiseSchedule.from_config(components.scheduler.config, device),
-                      cfg=cfg.train, device=device, weight_dtype=dtype, params=lora_parameters(models))
+    ctx = step_context(cfg, acc, components, {"unet": unet}, lora_parameters(models))  # the loop's own choices
+    if ctx.memory.on:
+        lowmem.apply(components.unet, checkpoint_everything=cfg.train.gradient_checkpointing)
+    print(f"# convolutions {ctx.convs.name} ({ctx.convs.reason}); memory {ctx.memory.name} ({ctx.memory.reason})")
     batch = {"latents": latents.cpu(), "encoder_hidden_states": hidden.cpu(),
              "is_class": torch.zeros(args.batch_size, dtype=torch.bool)}
     if device.type == "cuda":

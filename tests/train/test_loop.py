@@ -50,6 +50,7 @@ def test_run_writes_kohya_lora_logs_samples_and_config(make_cfg, tiny_data):
     assert "step 1: loss" in log and "step 4: loss" in log and "done: 4 steps" in log
     assert re.search(r"training [\d,]+ LoRA parameters in 32 UNet modules, 4 steps, batch 2, fp32 on the CPU\n", log)
     assert "convolutions native: auto: native on the CPU" in log  # the kernels the step ran, as chosen for it
+    assert "memory default: auto: off for a UNet of" in log  # the tiny model's step is left as it was
     assert log.rstrip().endswith(f"The LoRA is {run / 'run.safetensors'}")
     assert any(p.name.startswith("events.out.tfevents") for p in (run / "logs").iterdir())
     assert (run / "samples" / "step-000000-base.png").is_file() and (run / "samples" / "step-000004.png").is_file()
