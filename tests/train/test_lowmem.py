@@ -21,6 +21,7 @@ def test_auto_is_on_only_for_a_large_unet_on_the_cpu_in_fp32():
     assert choose("auto", "cpu", "no", SD14_UNET).on and "860M" in choose("auto", "cpu", "no", SD14_UNET).reason
     assert not choose("auto", "cpu", "no", 2_000_000).on  # sd-tiny, the test models: unchanged
     assert not choose("auto", "cuda", "no", SD14_UNET).on and not choose("auto", "cpu", "bf16", SD14_UNET).on
+    assert not choose("auto", "cpu", "no", SD14_UNET, compile=True).on
     assert choose("on", "cpu", "no", 1).on and not choose("off", "cpu", "no", SD14_UNET).on
     assert load_config(None, []).train.low_memory == "auto"
     with pytest.raises(SdloraError, match="train.low_memory"):
@@ -45,13 +46,13 @@ def test_frozen_convolution_keeps_no_input_and_gives_the_same_input_gradient(pad
     g = torch.Generator().manual_seed(0)
     weight, bias = torch.randn(8, 4 // groups, 3, 3, generator=g), torch.randn(8, generator=g)
     x = torch.randn(2, 4, 9, 9, generator=g, requires_grad=True)
-    grad_out = None
+    grad_out = torch.randn(2, 8, (9 + 2 * padding - 3) // stride + 1, (9 + 2 * padding - 3) // stride + 1,
+                           generator=g)
     grads, saved = [], []
     for mode in (FrozenConvInputs, contextlib.nullcontext):
         with conv_kernels(True):  # the native kernels the CPU fp32 step runs
             with mode():
                 y, n = saved_bytes(lambda: F.conv2d(x, weight, bias, stride, padding, 1, groups))
-            grad_out = torch.randn(y.shape, generator=torch.Generator().manual_seed(1)) if grad_out is None else grad_out
             (gx,) = torch.autograd.grad(y, x, grad_out)
         grads.append(gx)
         saved.append(n)

@@ -192,6 +192,7 @@ def make_trainable(cfg: RunConfig, components) -> tuple[dict, dict]:
 def step_context(cfg: RunConfig, acc, components, wrapped: dict, params: list) -> StepContext:
     """What train_step needs; `wrapped` are the accelerate-prepared (maybe DDP) trainable networks."""
     schedule = NoiseSchedule.from_config(components.scheduler.config, acc.device, cfg.train.zero_terminal_snr)
+    unet_size = sum(p.numel() for p in components.unet.parameters())
     return StepContext(unet=wrapped["unet"], schedule=schedule,
                        cfg=cfg.train, device=acc.device, weight_dtype=DTYPES[acc.mixed_precision],
                        text_encoder=wrapped.get("text_encoder", components.text_encoder),
@@ -200,6 +201,6 @@ def step_context(cfg: RunConfig, acc, components, wrapped: dict, params: list) -
                        rank=acc.process_index,
                        convs=choose_convs(cfg.train.conv_backend, acc.device.type, acc.mixed_precision),
                        memory=choose_memory(cfg.train.low_memory, acc.device.type, acc.mixed_precision,
-                                            sum(p.numel() for p in components.unet.parameters())))
+                                            unet_size, cfg.train.compile))
 
 

@@ -4,7 +4,7 @@
 
     CPU, fp32, UNet >= 300M parameters   on   (the full-size SD 1.x UNet: issue 19's 0.8x peak-RSS target)
     CPU, small UNet (sd-tiny, tests)      off  (nothing to gain: its weights and activations are small)
-    CUDA, or bf16/fp16 autocast           off  (only the fp32 CPU step was measured)
+    CUDA, bf16/fp16 autocast, compile     off  (only the eager fp32 CPU step was measured)
 
 "on" does three things, none of which changes a result beyond what fp32 already guarantees
 (the frozen convolutions' input gradient is the kernel call autograd makes; recomputation repeats
@@ -47,7 +47,7 @@ class MemoryChoice:
         return "low" if self.on else "default"
 
 
-def choose(setting: str, device_type: str, precision: str, unet_params: int) -> MemoryChoice:
+def choose(setting: str, device_type: str, precision: str, unet_params: int, compile: bool = False) -> MemoryChoice:
     """`auto` / `on` / `off` -> whether the step saves memory as above, and why."""
     if setting == "on":
         return MemoryChoice(True, "train.low_memory = on")
@@ -57,6 +57,8 @@ def choose(setting: str, device_type: str, precision: str, unet_params: int) -> 
         return MemoryChoice(False, f"auto: off on {device_type} (measured for the CPU step only)")
     if precision != "no":
         return MemoryChoice(False, f"auto: off for {precision} autocast (measured in fp32 only)")
+    if compile:
+        return MemoryChoice(False, "auto: off with train.compile (measured in eager mode only)")
     if unet_params < LARGE_UNET:
         return MemoryChoice(False, f"auto: off for a UNet of {unet_params / 1e6:.0f}M parameters (small: nothing "
                                    "to gain)")
