@@ -120,3 +120,19 @@ def test_grid_prompts_reuse_the_evaluation_seeds():
     assert [sp.prompt for sp in specs][:3] == ["a red circle in sks style", "an orange square in sks style",
                                                "a yellow triangle in sks style"]
     assert specs[3].prompt == "a red circle" and {(sp.width, sp.cfg) for sp in specs} == {(64, SD_TINY_GUIDANCE)}
+
+
+def test_the_grid_images_the_measurements_reuse_are_what_they_would_draw(demo_run):
+    """The measurements score the grid's images instead of drawing them again (demo.grid_images): the
+    grid's base column must be the image the measurement's own sampler gives for that prompt and seed."""
+    from sdlora.generate.job import load_model
+    from sdlora.tiny.quality import as_pipeline, generate
+
+    out, s = demo_run.result.output, demo_run.settings
+    summary = json.loads((out / "compare.json").read_text())
+    rows = summary["rows"][:2]
+    drawn = generate(as_pipeline(load_model("tiny", "fp32")), [r["prompt"] for r in rows], [r["seed"] for r in rows],
+                     steps=s.sample_steps, guidance=s.guidance)
+    for image, paths in zip(drawn, summary["images"]):
+        grid = np.asarray(Image.open(out / paths[0]), dtype=np.float32) / 255.0
+        assert np.abs(grid - image).max() <= 1 / 255  # PNG rounding only

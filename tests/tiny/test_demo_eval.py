@@ -1,6 +1,7 @@
 from collections import Counter
 from itertools import product
 
+import numpy as np
 import pytest
 import torch
 from diffusers import PNDMScheduler
@@ -10,7 +11,9 @@ from sdlora.models import SDComponents, load_tokenizer
 from sdlora.models.skeleton import sd14_config
 from sdlora.tiny.arch import build_models
 from sdlora.tiny.demo_data import DATA_SEED
-from sdlora.tiny.demo_eval import EVAL_SEED, RATES, SEED_STRIDE, eval_prompts, eval_seeds, style_metrics
+from sdlora.tiny.demo_eval import EVAL_SEED, RATES, SEED_STRIDE, eval_prompts, eval_seeds, rates, style_metrics
+from sdlora.tiny.render import render_image
+from sdlora.tiny.world import Scene
 from sdlora.tiny.world import COLOURS, SHAPE_NAMES
 
 
@@ -61,3 +64,18 @@ def test_style_metrics_reports_base_and_lora_rates_and_leaves_the_lora_on(micro_
         assert group["n"] == 8 and all(0.0 <= group[k] <= 1.0 for k in RATES)
         assert group["both"] <= min(group["colour"], group["shape"])
     assert all(w.adapters["style"].multiplier == 1.0 for w in lora_modules(micro_with_lora.unet).values())
+
+
+def test_rates_score_known_images_instead_of_drawing_them(micro_with_lora):
+    """The micro model draws no shapes; ground-truth images given as `known` for some (prompt, seed)
+    pairs are scored in their place, the rest are drawn."""
+    prompts = eval_prompts("{a} {colour} {shape}", 8)
+    seeds = eval_seeds(8)
+    truth = {(p, seed): np.asarray(render_image(Scene(shape, colour, "white" if colour != "white" else "black",
+                                                      "large", 32.0, 32.0, 21.0)), dtype=np.float32) / 255.0
+             for (p, colour, shape), seed in list(zip(prompts, seeds))[:6]}
+    settings = dict(expected_style="plain", seeds=seeds, guidance=2.0, steps=2, batch_size=4)
+    drawn = rates(micro_with_lora, prompts, **settings)
+    mixed = rates(micro_with_lora, prompts, known=truth, **settings)
+    assert drawn["n"] == mixed["n"] == 8 and drawn["both"] == 0.0
+    assert mixed["both"] == pytest.approx(6 / 8) and mixed["shape"] >= 6 / 8

@@ -25,6 +25,9 @@ def test_concept_set_names_its_shape_and_holds_out_some_colours(tmp_path):
     scenes = write_concept_dataset(tmp_path, 20)
     replay = sorted(tmp_path.glob("replay-*.txt"))
     assert len(replay) == 10 and all(CONCEPT_SHAPE not in p.read_text() for p in replay)
+    assert len({check(Image.open(p.with_suffix(".png"))).colour for p in replay}) > len(CONCEPT_COLOURS)
+    write_concept_dataset(tmp_path, 20, replay_colours=CONCEPT_COLOURS)  # none in a held-out colour
+    assert {check(Image.open(p)).colour for p in tmp_path.glob("replay-*.png")} <= set(CONCEPT_COLOURS)
     assert {s.shape for s in scenes} == {CONCEPT_SHAPE} and {s.colour for s in scenes} == set(CONCEPT_COLOURS)
     assert held_out(CONCEPT_COLOURS) and set(held_out(CONCEPT_COLOURS)) == set(COLOURS) - set(CONCEPT_COLOURS)
     captions = [p.read_text(encoding="utf-8") for p in sorted(tmp_path.glob("concept-*.txt"))]

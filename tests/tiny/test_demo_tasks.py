@@ -5,7 +5,7 @@ import pytest
 from sdlora.tiny.demo_measure import BASE_SETS, _derive
 from sdlora.tiny.demo_report import check_targets
 from sdlora.tiny.demo_sets import SUBJECT_COLOURS, SUBJECT_SHAPE
-from sdlora.tiny.demo_tasks import TASK_NAMES, TASKS, PromptSet
+from sdlora.tiny.demo_tasks import TASK_NAMES, TASKS, PromptSet, concept_task, subject_task
 from sdlora.tiny.world import COLOURS, SHAPE_NAMES
 
 
@@ -42,6 +42,18 @@ def test_drift_is_the_share_read_as_the_subject_pooled_over_the_drift_sets():
     out = _derive(TASKS["subject"], sets)
     assert out["drift"]["drift"] == 0.25 and out["bare_class"]["drift"] == 0.0
     assert out["all"] == {"drift": pytest.approx(2 / 12), "n": 12}
+
+
+def test_a_task_built_for_another_new_shape_prompts_writes_and_reads_that_shape(tmp_path):
+    subject, concept = subject_task("arrow", ("blue",)), concept_task("crescent", ("red", "green"))
+    assert subject.shape == "arrow" and concept.shape == "crescent" and concept.lora_name == "crescent-concept"
+    assert {(c, s) for _, c, s in subject.prompt_sets["recontext"].prompts(7)} == {(c, "arrow") for c in COLOURS
+                                                                                    if c != "blue"}
+    assert {s for _, _, s in concept.prompt_sets["held_out"].prompts(6)} == {"crescent"}
+    assert {s.shape for s in subject.data(tmp_path / "s", 4)} == {"arrow"}
+    assert {(s.shape, s.colour in ("red", "green")) for s in concept.data(tmp_path / "c", 6)} == {("crescent", True)}
+    out = _derive(subject, {"drift": {"read": {"arrow": 0.5, SUBJECT_SHAPE: 0.5}, "n": 4}})
+    assert out["drift"]["drift"] == 0.5
 
 
 @pytest.mark.parametrize("drift, passed", [(0.05, True), (0.2, False)])

@@ -45,20 +45,26 @@ def eval_seeds(count: int, rounds: int = 1) -> list[int]:
 
 
 def rates(components: "SDComponents", prompts: list[tuple[str, str, str]], *, expected_style: str, seeds: list[int],
-          guidance: float, steps: int, batch_size: int = EVAL_BATCH, desc: str = "sampling") -> dict:
+          guidance: float, steps: int, batch_size: int = EVAL_BATCH, desc: str = "sampling",
+          known: dict[tuple[str, int], np.ndarray] | None = None) -> dict:
     """Generate one image per seed (prompts repeat round by round) and score them with the checker:
-    {style, colour, shape, both, n, read} (read: share read as each shape; per-prompt detail left out)."""
+    {style, colour, shape, both, n, read} (read: share read as each shape; per-prompt detail left out).
+    `known`: images already made with this model and these sampling settings, by (prompt, seed), as
+    float (H, W, 3) in [0, 1] (the demo's grid): scored as they are instead of being drawn again."""
     from tqdm.auto import tqdm
 
     from sdlora.tiny.quality import as_pipeline, generate, score  # diffusers: imported when sampling
     jobs = [prompts[i % len(prompts)] for i in range(len(seeds))]
-    pipe = as_pipeline(components)
-    images = []
-    for start in tqdm(range(0, len(jobs), batch_size), desc=desc, unit="batch", leave=False):
-        chunk = slice(start, start + batch_size)
-        images.append(generate(pipe, [p for p, _, _ in jobs[chunk]], seeds[chunk], steps=steps,
-                               guidance=guidance, batch_size=batch_size))
-    report = score(np.concatenate(images), jobs, expected_style)
+    known = known or {}
+    todo = [i for i, ((prompt, _, _), seed) in enumerate(zip(jobs, seeds)) if (prompt, seed) not in known]
+    pipe, made = as_pipeline(components), {}
+    for start in tqdm(range(0, len(todo), batch_size), desc=desc, unit="batch", leave=False):
+        chunk = todo[start:start + batch_size]
+        drawn = generate(pipe, [jobs[i][0] for i in chunk], [seeds[i] for i in chunk], steps=steps,
+                         guidance=guidance, batch_size=batch_size)
+        made.update(zip(chunk, drawn))
+    images = np.stack([made[i] if i in made else known[(jobs[i][0], seeds[i])] for i in range(len(jobs))])
+    report = score(images, jobs, expected_style)
     return {**{k: report[k] for k in RATES}, "n": report["n"], "read": report["read"]}
 
 
