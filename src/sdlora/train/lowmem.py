@@ -19,8 +19,9 @@ the same deterministic kernels):
     and the backward, and before the backward: the step's freed temporaries leave free blocks that
     glibc keeps resident (0.2-0.4 GB of the full-size step's peak, measured with mallinfo2)
 Full-size SD 1.4 architecture, 256 px, batch 1, one thread, this project's 2-core AMD EPYC (issue 19,
-benchmarks/RESULTS.md): `sdlora train`'s peak RSS 4.97-5.00 -> 4.61-4.66 GB, ~15% more CPU time per
-step (in-process, 7.2-7.4 against 6.0-6.7 s), the same losses to the last digit.
+benchmarks/RESULTS.md): `sdlora train`'s peak RSS 4.97-5.00 -> 4.59-4.66 GB, ~20% more CPU time per
+step (in-process: 6.4-6.5 against 5.3-5.4 s; half recomputation, half page faults after the trims),
+the same losses to the last digit.
 """
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ def choose(setting: str, device_type: str, precision: str, unet_params: int, com
                                    "to gain)")
     return MemoryChoice(True, f"auto: on for a {unet_params / 1e6:.0f}M-parameter UNet on the CPU (frozen "
                               "convolutions keep no input, top-level transformer blocks recomputed, heap trimmed: "
-                              "a lower peak RSS for ~15% more time; train.low_memory = off to disable)")
+                              "a lower peak RSS for ~20% more time; train.low_memory = off to disable)")
 
 
 # ----------------------------------------------------------------------------- frozen convolutions
