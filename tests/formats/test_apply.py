@@ -66,6 +66,19 @@ def test_two_adapters_add_their_deltas_and_merge_unmerge_round_trip(tiny, probe,
     assert max(diff(_layer_weight(tiny, *m), w0) for m, w0 in before.items()) < 1e-6
 
 
+def test_merged_block_gives_the_attached_outputs_and_unmerges_even_on_an_error(tiny, probe, lora_maker, diff):
+    apply.attach(tiny, lora_maker(tiny, ("unet-transformer", "unet-conv")), multiplier=0.8)
+    attached = probe(tiny.unet, tiny.text_encoder)
+    with apply.merged(tiny):
+        assert all(w.merged for w in lora_modules(tiny.unet).values())
+        assert max(diff(x, y) for x, y in zip(probe(tiny.unet, tiny.text_encoder), attached)) < 1e-4
+    assert not any(w.merged for w in lora_modules(tiny.unet).values())
+    with pytest.raises(RuntimeError), apply.merged(tiny):
+        raise RuntimeError("sampling failed")
+    assert not any(w.merged for w in lora_modules(tiny.unet).values())
+    assert max(diff(x, y) for x, y in zip(probe(tiny.unet, tiny.text_encoder), attached)) < 1e-5
+
+
 def test_detach_one_adapter_keeps_the_other(tiny, probe, lora_maker):
     a, b = lora_maker(tiny, seed=1), lora_maker(tiny, seed=2)
     apply.attach(tiny, a, adapter="a")

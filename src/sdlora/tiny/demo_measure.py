@@ -54,6 +54,7 @@ def measure(components, adapter: str, task: Task, *, eval_prompts: int, rounds: 
     """{"base": {set: rates}, "lora": {set: rates}} (plus "change" for the concept task) for the LoRA
     attached as `adapter`, measured on `lora_sets` (default: every set of the task); its multiplier is
     as it was afterwards. `known`: {"base" | "lora": {(prompt, seed): image}} already drawn (the grid's)."""
+    from sdlora.formats.apply import merged
     from sdlora.lora import multiplier
 
     nets = [components.unet, components.text_encoder]
@@ -61,7 +62,7 @@ def measure(components, adapter: str, task: Task, *, eval_prompts: int, rounds: 
     with multiplier(nets, adapter, 0.0):
         base = measure_sets(components, task, BASE_SETS[task.name], label="base", known=(known or {}).get("base"),
                             **settings)
-    with multiplier(nets, adapter, 1.0):
+    with multiplier(nets, adapter, 1.0), merged(components):  # merged: the same images, drawn faster
         lora = measure_sets(components, task, lora_sets or task.prompt_sets, label="LoRA",
                             known=(known or {}).get("lora"), **settings)
     result = {"base": base, "lora": lora}

@@ -129,10 +129,8 @@ TASKS: dict[str, Task] = {
                          TRIGGER, "{a} {colour} {shape}", {}),
     # The checker reads hollow outlines on medium and large shapes (a small shape's inside closes up), so
     # the prompts ask for large shapes; the training set (medium + large) is the style demo's.
-    # Art-style keeps the longer recipe: 240 steps at 3.75e-3 read 45-70% hollow on three seeds (GPU sweep).
     "art-style": _style_task("art-style", "art-style", "a LoRA learns a second style (hollow outlines)",
-                             "ohwx-hollow", ART_STYLE, ART_TRIGGER, "a large {colour} {shape}",
-                             {"steps": 300, "lr": 3e-3}),
+                             "ohwx-hollow", ART_STYLE, ART_TRIGGER, "a large {colour} {shape}", {}),
     "subject": subject_task(SUBJECT_SHAPE, SUBJECT_COLOURS),
     "concept": concept_task(CONCEPT_SHAPE, CONCEPT_COLOURS),
 }
