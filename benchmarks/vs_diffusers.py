@@ -76,9 +76,22 @@ def parse_args(argv=None) -> argparse.Namespace:
 # ----------------------------------------------------------------------------- inputs
 
 def build_model(case: str, folder: Path) -> Path:
-    """A diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)."""
-    if (folder / "model_index.json").is_file():
-        return folder
+    """A diffusers folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/), built in
+    a separate process: a child's ru_maxrss counts the pages it shares with this process when forked
+    (Linux keeps the high-water mark across exec), so this process must stay small. Building the
+    full-size model here once raised every later child's peak to this process's 5.35 GB."""
+    if not (folder / "model_index.json").is_file():
+        import multiprocessing
+
+        child = multiprocessing.get_context("spawn").Process(target=_build_model, args=(case, folder))
+        child.start()
+        child.join()
+        if child.exitcode != 0:
+            raise SystemExit(f"building the {case} model into {folder} failed (exit code {child.exitcode})")
+    return folder
+
+
+def _build_model(case: str, folder: Path) -> None:
     import torch
 
     from sdlora.models import SDComponents, load_tokenizer
@@ -95,7 +108,6 @@ def build_model(case: str, folder: Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     build_pipeline(components).save_pretrained(tmp, safe_serialization=True)
     tmp.rename(folder)
-    return folder
 
 
 def build_data(folder: Path, size: int) -> Path:

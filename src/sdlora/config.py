@@ -184,7 +184,7 @@ class TrainConfig:
     warmup_steps: int = opt(0, "Linear warmup steps.", ge=0, le=MAX_STEPS)
     lr_cycles: int = opt(1, "Restarts for cosine_with_restarts.", ge=1, le=10_000)
     max_grad_norm: float = opt(1.0, "Gradient-norm clipping; 0 disables.", ge=0.0, le=1e6)
-    mixed_precision: Precision = opt("auto", "auto: bf16 on CUDA GPUs that support it, else fp16 on CUDA; fp32 on the CPU (bf16 autocast measured slower there; `bf16` opts in). The train.log says which and why.")
+    mixed_precision: Precision = opt("auto", "auto: bf16 on CUDA GPUs that support it, else fp16 on CUDA; on the CPU fp32, or bf16 for a large UNet (SD 1.x) where one block of it timed both ways trains clearly faster in bf16 (it did on an AMD Zen 4, not on an Intel Xeon; emulated bf16 is never used). A resumed run keeps the precision it started in. The train.log says which and why.")
     gradient_checkpointing: bool = opt(False, "Recompute UNet activations in backward: much less VRAM, ~30% slower.")
     channels_last: bool = opt(False, "UNet weights and activations in channels-last memory format (faster convolutions on recent GPUs in bf16/fp16).")
     compile: bool = opt(False, "torch.compile the UNet with its LoRA: faster steps on GPUs; the first step (and each new batch shape, e.g. a bucket) compiles for a while.")

@@ -84,3 +84,48 @@ def test_a_lora_file_is_not_a_model(tmp_path):
     write_safetensors(path, {"lora_unet_x.lora_down.weight": torch.zeros(1, 2)})
     with pytest.raises(SdloraError, match="lora.safetensors: this is a LoRA file"):
         open_weights(path)
+
+
+def test_a_low_precision_unet_is_read_one_tensor_at_a_time(tiny_folder):
+    """load_folder's bf16 UNet (read_network: each tensor read and cast alone) is diffusers' own bf16 load."""
+    from diffusers import UNet2DConditionModel
+
+    from sdlora.models.folder import load_folder
+
+    ours = load_folder(tiny_folder, torch.bfloat16).unet
+    theirs = UNet2DConditionModel.from_pretrained(tiny_folder / "unet", torch_dtype=torch.bfloat16)
+    a, b = ours.state_dict(), theirs.state_dict()
+    assert list(a) == list(b) and all(a[k].dtype == torch.bfloat16 and torch.equal(a[k], b[k]) for k in a)
+    public = lambda config: {k: v for k, v in config.items() if not k.startswith("_")}  # noqa: E731
+    assert not ours.training and public(ours.config) == public(theirs.config)
+
+
+def test_a_unet_with_other_keys_is_left_to_diffusers(tmp_path, tiny_folder):
+    """Keys that are not the network's own (an older layout diffusers converts) -> None, not a half-load."""
+    from sdlora.models.architecture import build_unet
+    from sdlora.models.model_weights import read_network
+
+    part = tmp_path / "unet"
+    shutil.copytree(tiny_folder / "unet", part)
+    weights = part / "diffusion_pytorch_model.safetensors"
+    from safetensors.torch import load_file
+    tensors = load_file(weights)
+    tensors["conv_in.old_name"] = tensors.pop("conv_in.weight")
+    write_safetensors(weights, tensors)
+    assert read_network(part, build_unet, torch.bfloat16) is None
+    assert read_network(tiny_folder / "unet", build_unet, torch.bfloat16) is not None
+
+
+def test_the_empty_unet_of_each_model_form(tmp_path, tiny_folder, tiny_ldm, tiny_configs, tiny_models):
+    """empty_unet: the architecture (meta tensors) of a folder or a single .safetensors, None for a .ckpt."""
+    from sdlora.models.model_weights import empty_unet
+
+    size = sum(p.numel() for p in tiny_models.unet.parameters())
+    single = tmp_path / "model.safetensors"
+    write_safetensors(single, tiny_ldm, architecture_metadata(tiny_configs))
+    for model in (tiny_folder, single):
+        unet = empty_unet(model)
+        assert all(p.is_meta for p in unet.parameters()) and sum(p.numel() for p in unet.parameters()) == size
+    pickle = tmp_path / "model.ckpt"
+    torch.save({"state_dict": {}}, pickle)
+    assert empty_unet(pickle) is None

@@ -133,6 +133,7 @@ def test_ema_files_in_every_format_and_checkpoint_with_the_average(ema_run):
     assert (run / "checkpoints" / "step-000002" / "full-000002-ema.safetensors").is_file()
     states = {c.step: load_state(c) for c in find_checkpoints(run)}
     assert sorted(states) == [1, 2, 3, 4] and states[4]["ema"]["updates"] == 2 and states[1]["ema"]["updates"] == 0
+    assert states[4]["precision"] == "no"  # the mode the run trained in (a resume of `auto` keeps it)
     shadow, lora = states[4]["ema"]["shadow"], {s: states[s]["lora"] for s in states}
     ups = [k for k in shadow if k.endswith(".up.weight")]
     assert ups and all(torch.count_nonzero(lora[4][k]) for k in ups)

@@ -28,7 +28,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from sdlora.errors import SdloraError
 from sdlora.fileio import regular_file
 from sdlora.models.components import SDComponents
-from sdlora.models.architecture import sd14_scheduler
+from sdlora.models.architecture import build_unet, sd14_scheduler
 from sdlora.models.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -97,11 +97,23 @@ def load_scheduler(part: Path):
     return cls.from_config(config)
 
 
+def _read_unet(part: Path, dtype: torch.dtype):
+    """The UNet cast to a low precision one tensor at a time (sdlora.models.model_weights.read_network);
+    fp32 keeps diffusers' memory-mapped load (no copy at all)."""
+    if dtype == torch.float32:
+        return None
+    from sdlora.models.model_weights import read_network  # (it imports this module)
+
+    unet = read_network(part, build_unet, dtype)
+    return unet.eval() if unet is not None else None
+
+
 def load_folder(folder: str | Path, dtype: torch.dtype = torch.float32, source: str | None = None) -> SDComponents:
     """SDComponents from a diffusers-layout folder, weights cast to `dtype`."""
     folder = Path(folder)
     check_folder(folder)
-    unet = _load_part(UNet2DConditionModel, folder / "unet", torch_dtype=dtype, variant=_variant(folder / "unet"))
+    unet = _read_unet(folder / "unet", dtype) or _load_part(UNet2DConditionModel, folder / "unet", torch_dtype=dtype,
+                                                          variant=_variant(folder / "unet"))
     vae = _load_part(AutoencoderKL, folder / "vae", torch_dtype=dtype, variant=_variant(folder / "vae"))
     # transformers 4 and 5 disagree on the dtype keyword; the text encoder is small, cast it after.
     text_encoder = _load_part(CLIPTextModel, folder / "text_encoder", variant=_variant(folder / "text_encoder"))

@@ -146,3 +146,45 @@ def folder_weights(folder: Path) -> ModelWeights | None:
     unet = _empty_network(folder / "unet", build_unet)
     text_encoder = _empty_network(folder / "text_encoder", build_text_encoder)
     return ModelWeights(unet, text_encoder, str(folder), index)
+
+
+def empty_unet(model: str | Path) -> nn.Module | None:
+    """`model`'s UNet built empty (meta tensors: its architecture and size, no weights, nothing read but
+    configs and headers), or None for a .ckpt pickle, whose architecture is only known once loaded."""
+    kind, where = resolve_model(model)
+    if kind == "hub":
+        kind, where = "folder", hub.fetch(where)
+    if kind == "folder":
+        check_folder(where)
+        return _empty_network(where / "unet", build_unet)
+    if where.suffix.lower() != SAFETENSORS_SUFFIX:
+        return None
+    named = file_configs(where, TensorFile(where).metadata)
+    with init_empty_weights():
+        return build_unet((named or sd14_configs())["unet"])
+
+
+def read_network(part: Path, build, dtype: torch.dtype) -> nn.Module | None:
+    """A network from a diffusers component folder, each tensor read and cast to `dtype` on its own:
+    the peak is the cast network plus one tensor. diffusers' loader memory-maps the file, so casting
+    the full-size UNet to bf16 held its 3.4 GB of fp32 pages beside the 1.7 GB cast (a 6.2 GB peak
+    for `sdlora train` in bf16 on the CPU, against 3.3-3.7 GB while training). None when the folder
+    is not a plain set of .safetensors whose keys are exactly the network's (then diffusers loads it)."""
+    files = weight_files(part)
+    if files is None:
+        return None
+    network = _empty_network(part, build)
+    expected = set(network.state_dict())
+    state = {}
+    for path in files:
+        tensors = TensorFile(path)
+        if not set(tensors.keys()) <= expected:
+            return None  # an older key layout: diffusers' loader converts it
+        for key in tensors.keys():
+            state[key] = tensors.read(key).to(dtype)
+    if set(state) != expected:
+        return None
+    network.load_state_dict(state, strict=True, assign=True)
+    if any(t.is_meta for t in (*network.parameters(), *network.buffers())):
+        return None  # a buffer the files do not hold (not in SD's UNet); diffusers builds those
+    return network

@@ -35,6 +35,7 @@ from sdlora.train.model import (check_compile_backend, check_sizes, enable_check
                                 place_models, speed_up_unet)
 from sdlora.train.noise import NoiseSchedule
 from sdlora.train.optim import build_optimizer, build_scheduler, param_groups
+from sdlora.train.precision import Choice
 from sdlora.train.progress import Progress, check_wandb, wandb_tracker
 from sdlora.train.resume import complete_message, open_resume
 from sdlora.train.runlock import RunLock
@@ -71,6 +72,7 @@ class Run:
     started: float = field(default_factory=time.time)
     lock: RunLock | None = None
     ema: EMA | None = None  # the moving average of the LoRA (ema.enabled)
+    precision: Choice | None = None  # the run's precision and why (train/setup.run_precision)
 
     def close(self) -> None:
         """Release what the run holds outside itself: the log file and the run folder's lock."""

@@ -31,7 +31,7 @@ from sdlora.train.guard import StopRequest, is_oom, oom_message
 from sdlora.train.optim import averaged_weights
 from sdlora.train.precision import choose as choose_precision
 from sdlora.train.progress import continue_command, plural, start_summary
-from sdlora.train.setup import make_accelerator, release_accelerator
+from sdlora.train.setup import make_accelerator, release_accelerator, resumed_precision, run_precision
 from sdlora.train.state import training_state
 from sdlora.train.step import StepResult, train_step
 from sdlora.train.validation import lora_multiplier, validation_loss
@@ -57,10 +57,12 @@ class TrainResult:
 def train(cfg: RunConfig, *, resume: str | None = None,
           on_step: Callable[[int, StepResult], None] | None = None) -> TrainResult:
     """Train a LoRA as `cfg` says (resume: "latest", a run folder or a checkpoint folder)."""
-    acc = make_accelerator(cfg)
+    precision = run_precision(cfg, resumed_precision(cfg, resume))
+    acc = make_accelerator(cfg, precision)
     run = None
     try:
         run = build_run(cfg, acc, resume)
+        run.precision = precision
         status = run_loop(run, on_step)
         return finish(run, status)
     except Exception as exc:
@@ -113,7 +115,7 @@ def announce(run: Run) -> None:
     modules = {"unet": len(lora_modules(run.components.unet))}
     if cfg.lora.train_text_encoder:
         modules["text_encoder"] = len(lora_modules(run.components.text_encoder))
-    choice = choose_precision(cfg.train.mixed_precision, acc.device.type)
+    choice = run.precision or choose_precision(cfg.train.mixed_precision, acc.device.type)
     run.progress.message(start_summary(
         params=sum(p.numel() for p in run.ctx.params), modules=modules, steps=run.total, start=run.step,
         batch_size=cfg.train.batch_size, grad_accum=cfg.train.grad_accum, processes=acc.num_processes,
@@ -171,7 +173,7 @@ def save_checkpoint(run: Run) -> Path | None:
             state = training_state(step=run.step, stream=run.stream.state(), models=run.models,
                                    optimizer=run.optimizer, scheduler=run.scheduler, scaler=run.acc.scaler,
                                    guard=run.guard, num_processes=run.acc.num_processes, config=to_toml(cfg),
-                                   ema=run.ema)
+                                   ema=run.ema, precision=run.acc.mixed_precision)
             ckpt.atomic_torch_save(folder / ckpt.STATE_FILE, state)
 
     written = ckpt.write_checkpoint(run.run_dir, run.step, write)

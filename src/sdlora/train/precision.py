@@ -4,14 +4,18 @@
 
     CUDA, bf16 supported   bf16   (tensor cores compute bf16 at fp16 speed; no loss scaling)
     CUDA, older GPU        fp16
-    CPU                    no     (fp32)
+    CPU without native bf16                  no     (emulated bf16)
+    CPU with native bf16, large UNet         bf16 if a timed probe of the run's UNet says it is
+                                             clearly faster, else no (train/precision_probe.py)
+    CPU with native bf16, small UNet         no     (not timed: results stay machine-independent)
 
 On the CPU, bf16 autocast is not reliably faster: issue 19 measured it 1.7-1.8x *slower* than fp32 on
 an Intel Xeon with AMX and AVX512-BF16 (full-size SD 1.4 at 256 px and the small SD model at 64 px),
-2x faster on an AMD Zen 4, and on a CPU without native bf16 (this project's AMD EPYC, AVX2 only) it
+2.5x faster on an AMD Zen 4 EPYC, and on a CPU without native bf16 (an AVX2-only AMD EPYC) it
 is emulated: `benchmarks/train_step.py --case tiny --no-reference --threads 1` measured 4.91 s of CPU
 time per step in bf16 against 1.47 s in fp32 (3.3x). CPU flags cannot tell these apart, so `auto`
-never picks bf16 on the CPU; `bf16` stays available to opt in. fp16 on the CPU is refused: there is no CPU
+measures where it matters (the run's own UNet, one block, both ways) and otherwise stays in fp32;
+`bf16` stays available to opt in. fp16 on the CPU is refused: there is no CPU
 loss scaler in the trainer and fp16 matmuls are emulated there.
 
 A run in fp16/bf16 keeps its frozen weights in that precision and its LoRA in fp32; sampling from
@@ -23,12 +27,14 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
 
 from sdlora.dtypes import DTYPES  # noqa: F401 (re-exported: mixed-precision mode -> weight dtype)
 from sdlora.errors import SdloraError
+from sdlora.train.precision_probe import ProbeResult
 
 NAMES = {"no": "fp32", "fp16": "fp16", "bf16": "bf16"}  # what a person reads for each mode
 
@@ -45,8 +51,11 @@ class Choice:
         return NAMES[self.mode]
 
 
-def choose(setting: str, device_type: str, *, cuda_bf16: bool | None = None) -> Choice:
-    """Resolve train.mixed_precision (`auto`, no, fp16, bf16) for a device type ("cuda" or "cpu")."""
+def choose(setting: str, device_type: str, *, cuda_bf16: bool | None = None,
+           probe: Callable[[], ProbeResult] | None = None) -> Choice:
+    """Resolve train.mixed_precision (`auto`, no, fp16, bf16) for a device type ("cuda" or "cpu");
+    `probe` times bf16 against fp32 for the run's UNet on this CPU (train/precision_probe.py), or is
+    None where that is not measured (a small UNet: fp32)."""
     if setting != "auto":
         if setting == "fp16" and device_type == "cpu":
             raise SdloraError('train.mixed_precision = "fp16" needs a GPU; on the CPU use "no" (fp32, the '
@@ -57,9 +66,17 @@ def choose(setting: str, device_type: str, *, cuda_bf16: bool | None = None) -> 
         if supported:
             return Choice("bf16", "auto: this GPU computes bf16 natively")
         return Choice("fp16", "auto: this GPU has no bf16, fp16 with loss scaling")
-    native = "computes bf16 natively, but " if cpu_has_native_bf16() else "has no native bf16, and "
-    return Choice("no", f"auto: fp32 on the CPU (this CPU {native}bf16 autocast measured slower than fp32 on "
-                        "several CPUs; --mixed-precision bf16 to opt in)")
+    if not cpu_has_native_bf16():
+        return Choice("no", "auto: fp32 on the CPU (this CPU has no native bf16: emulated, it measured 3.3x slower; "
+                            "--mixed-precision bf16 to opt in)")
+    if probe is None:
+        return Choice("no", "auto: fp32 on the CPU (bf16 autocast measured slower than fp32 on some CPUs with native "
+                            "bf16; it is timed here only for a large UNet; --mixed-precision bf16 to opt in)")
+    result = probe()
+    if result.bf16_faster:
+        return Choice("bf16", f"auto: bf16 autocast measured {result.fp32_s / result.bf16_s:.1f}x faster than fp32 on "
+                              f"this CPU ({result.describe()}); --mixed-precision no for fp32")
+    return Choice("no", f"auto: fp32, bf16 autocast was not clearly faster on this CPU ({result.describe()})")
 
 
 def cpu_has_native_bf16() -> bool:

@@ -2,7 +2,8 @@
 
     {"version", "step", "stream": {epoch, global_position, num_replicas}, "lora": {name: fp32 tensor},
      "optimizer", "scheduler", "scaler", "guard", "rng", "num_processes", "config": resolved TOML,
-     "ema": {"updates", "shadow": {name: fp32 tensor}} or None (train/ema.py)}
+     "ema": {"updates", "shadow": {name: fp32 tensor}} or None (train/ema.py),
+     "precision": the mode the run trained in ("no", "bf16", "fp16"; older states lack it)}
 
 Everything is tensors, numbers, strings, lists and dicts, so it loads with torch.load(weights_only=True)
 (no pickle code execution). LoRA tensors are keyed "<component>.<parameter name>" and restored strictly.
@@ -49,7 +50,7 @@ def load_lora_tensors(models: dict[str, nn.Module], saved: dict[str, torch.Tenso
 
 
 def training_state(*, step: int, stream: dict, models: dict[str, nn.Module], optimizer, scheduler, scaler,
-                   guard, num_processes: int, config: str, ema=None) -> dict:
+                   guard, num_processes: int, config: str, ema=None, precision: str | None = None) -> dict:
     return {
         "version": STATE_VERSION,
         "step": step,
@@ -63,6 +64,7 @@ def training_state(*, step: int, stream: dict, models: dict[str, nn.Module], opt
         "num_processes": num_processes,
         "config": config,
         "ema": ema.state_dict() if ema is not None else None,
+        "precision": precision,  # the mode `auto` resolved to (a resume keeps it: it may be timed)
     }
 
 
