@@ -34,6 +34,7 @@ def one_torch_thread():
 # at the tail of the run while the other worker idles; the many short files fill in behind them.
 SHARED_GROUPS = {"tests/tiny/test_demo.py": "demo", "tests/tiny/test_learning.py": "demo"}
 HEAVY_FIRST = [
+    "tests/tiny/test_subject_learning.py",  # ~155 s: the subject task trained twice (with and without prior)
     "demo",  # ~105 s: the shortened demo run
     "tests/tiny/test_task_learning.py",  # ~70 s: the art-style run
     "tests/ui/test_browser.py",  # ~65 s
