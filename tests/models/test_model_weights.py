@@ -7,7 +7,8 @@ from torch import nn
 
 from sdlora.errors import SdloraError
 from sdlora.models.checkpoint_io import write_safetensors
-from sdlora.models.model_weights import ModelWeights, open_weights, weight_files
+from sdlora.models.component_files import weight_files
+from sdlora.models.model_weights import ModelWeights, open_weights
 from sdlora.models.single_file import architecture_metadata
 
 
@@ -103,7 +104,7 @@ def test_a_low_precision_unet_is_read_one_tensor_at_a_time(tiny_folder):
 def test_a_unet_with_other_keys_is_left_to_diffusers(tmp_path, tiny_folder):
     """Keys that are not the network's own (an older layout diffusers converts) -> None, not a half-load."""
     from sdlora.models.architecture import build_unet
-    from sdlora.models.model_weights import read_network
+    from sdlora.models.component_files import read_network
 
     part = tmp_path / "unet"
     shutil.copytree(tiny_folder / "unet", part)

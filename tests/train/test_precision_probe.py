@@ -1,7 +1,6 @@
 """`auto` precision on the CPU: bf16 only where a timed probe of the run's UNet says it is clearly faster
 (train/precision_probe.py, train/precision.py, train/setup.py)."""
 import pytest
-import torch
 
 from sdlora.config import RunConfig
 from sdlora.models import skeleton

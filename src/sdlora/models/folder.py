@@ -26,7 +26,7 @@ from safetensors import SafetensorError
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from sdlora.errors import SdloraError
-from sdlora.fileio import regular_file
+from sdlora.models.component_files import read_network, regular_files_only
 from sdlora.models.components import SDComponents
 from sdlora.models.architecture import build_unet, sd14_scheduler
 from sdlora.models.tokenizer import load_tokenizer
@@ -66,13 +66,6 @@ def _variant(part: Path) -> str | None:
     return "fp16" if not plain and any(".fp16." in n for n in files) else None
 
 
-def regular_files_only(part: Path) -> None:
-    """Every file in a component folder is a regular file: diffusers would block on a FIFO forever."""
-    for child in part.iterdir():
-        if not child.is_dir():
-            regular_file(child, f"{part.name} file")
-
-
 def _load_part(cls, part: Path, **kwargs):
     regular_files_only(part)
     try:
@@ -98,12 +91,10 @@ def load_scheduler(part: Path):
 
 
 def _read_unet(part: Path, dtype: torch.dtype):
-    """The UNet cast to a low precision one tensor at a time (sdlora.models.model_weights.read_network);
+    """The UNet cast to a low precision one tensor at a time (sdlora.models.component_files.read_network);
     fp32 keeps diffusers' memory-mapped load (no copy at all)."""
     if dtype == torch.float32:
         return None
-    from sdlora.models.model_weights import read_network  # (it imports this module)
-
     unet = read_network(part, build_unet, dtype)
     return unet.eval() if unet is not None else None
 

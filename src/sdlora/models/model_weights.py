@@ -10,7 +10,6 @@ are loaded whole, in fp32, behind the same interface.
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -18,12 +17,12 @@ import torch
 from accelerate import init_empty_weights
 from torch import nn
 
-from sdlora.errors import SdloraError
 from sdlora.models import hub
 from sdlora.models.architecture import build_text_encoder, build_unet
 from sdlora.models.checkpoint_io import SAFETENSORS_SUFFIX
 from sdlora.models.components import SDComponents
-from sdlora.models.folder import check_folder, regular_files_only
+from sdlora.models.component_files import empty_network, weight_files
+from sdlora.models.folder import check_folder
 from sdlora.models.ldm_keys import map_key, split_ldm, unet_table
 from sdlora.models.loader import load_components, resolve_model
 from sdlora.models.names import canonical_te_path
@@ -106,31 +105,6 @@ def single_file_weights(path: Path) -> ModelWeights:
     return ModelWeights(unet, text_encoder, str(path), index)
 
 
-def weight_files(part: Path) -> list[Path] | None:
-    """The .safetensors files diffusers would load from a component folder (shards included; the
-    fp16 variant only when there are no plain weights), or None when it loads .bin files."""
-    regular_files_only(part)
-    files = sorted(p for p in part.iterdir() if p.suffix in (SAFETENSORS_SUFFIX, ".bin"))
-    if not files:
-        raise SdloraError(f"{part}: no weight files (*.safetensors or *.bin); not a complete diffusers model folder")
-    plain = [p for p in files if p.name.count(".") == 1]
-    fp16 = [p for p in files if ".fp16." in p.name and p.suffix == SAFETENSORS_SUFFIX]
-    chosen = plain or fp16
-    return chosen if chosen and all(p.suffix == SAFETENSORS_SUFFIX for p in chosen) else None
-
-
-def _empty_network(part: Path, build) -> nn.Module:
-    config_file = part / "config.json"
-    try:
-        config = json.loads(config_file.read_text())
-        with init_empty_weights():
-            return build(config)
-    except Exception as err:  # noqa: BLE001 (an untrusted config reaches third-party constructors)
-        first = (str(err).strip().splitlines() or [""])[0][:120]
-        what = f"{type(err).__name__}: {first}"
-        raise SdloraError(f"{config_file}: not a buildable {part.name} config ({what})") from None
-
-
 def folder_weights(folder: Path) -> ModelWeights | None:
     """A diffusers folder read lazily; None when its UNet or text encoder is stored as .bin."""
     check_folder(folder)
@@ -143,8 +117,8 @@ def folder_weights(folder: Path) -> ModelWeights | None:
             tensors = TensorFile(path)
             for key in tensors.keys():
                 index.setdefault((name, key if name == "unet" else canonical_te_path(key)), (tensors, key))
-    unet = _empty_network(folder / "unet", build_unet)
-    text_encoder = _empty_network(folder / "text_encoder", build_text_encoder)
+    unet = empty_network(folder / "unet", build_unet)
+    text_encoder = empty_network(folder / "text_encoder", build_text_encoder)
     return ModelWeights(unet, text_encoder, str(folder), index)
 
 
@@ -156,35 +130,9 @@ def empty_unet(model: str | Path) -> nn.Module | None:
         kind, where = "folder", hub.fetch(where)
     if kind == "folder":
         check_folder(where)
-        return _empty_network(where / "unet", build_unet)
+        return empty_network(where / "unet", build_unet)
     if where.suffix.lower() != SAFETENSORS_SUFFIX:
         return None
     named = file_configs(where, TensorFile(where).metadata)
     with init_empty_weights():
         return build_unet((named or sd14_configs())["unet"])
-
-
-def read_network(part: Path, build, dtype: torch.dtype) -> nn.Module | None:
-    """A network from a diffusers component folder, each tensor read and cast to `dtype` on its own:
-    the peak is the cast network plus one tensor. diffusers' loader memory-maps the file, so casting
-    the full-size UNet to bf16 held its 3.4 GB of fp32 pages beside the 1.7 GB cast (a 6.2 GB peak
-    for `sdlora train` in bf16 on the CPU, against 3.3-3.7 GB while training). None when the folder
-    is not a plain set of .safetensors whose keys are exactly the network's (then diffusers loads it)."""
-    files = weight_files(part)
-    if files is None:
-        return None
-    network = _empty_network(part, build)
-    expected = set(network.state_dict())
-    state = {}
-    for path in files:
-        tensors = TensorFile(path)
-        if not set(tensors.keys()) <= expected:
-            return None  # an older key layout: diffusers' loader converts it
-        for key in tensors.keys():
-            state[key] = tensors.read(key).to(dtype)
-    if set(state) != expected:
-        return None
-    network.load_state_dict(state, strict=True, assign=True)
-    if any(t.is_meta for t in (*network.parameters(), *network.buffers())):
-        return None  # a buffer the files do not hold (not in SD's UNet); diffusers builds those
-    return network
