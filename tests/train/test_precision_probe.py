@@ -38,6 +38,16 @@ def test_without_native_bf16_nothing_is_timed(monkeypatch):
     assert choice.mode == "no" and "no native bf16" in choice.reason
 
 
+def test_a_probe_that_fails_leaves_the_run_in_fp32(monkeypatch):
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+
+    def probe():
+        raise TypeError("forward() got an unexpected keyword argument")
+
+    choice = precision.choose("auto", "cpu", probe=probe)
+    assert choice.mode == "no" and "timing bf16 failed: TypeError: forward() got" in choice.reason
+
+
 def _cfg(model: str, **train) -> RunConfig:
     cfg = RunConfig()
     cfg.model.name, cfg.data.resolution = model, 64

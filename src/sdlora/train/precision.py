@@ -72,7 +72,11 @@ def choose(setting: str, device_type: str, *, cuda_bf16: bool | None = None,
     if probe is None:
         return Choice("no", "auto: fp32 on the CPU (bf16 autocast measured slower than fp32 on some CPUs with native "
                             "bf16; it is timed here only for a large UNet; --mixed-precision bf16 to opt in)")
-    result = probe()
+    try:
+        result = probe()
+    except Exception as exc:  # noqa: BLE001 (a UNet block the probe cannot run: keep the safe choice)
+        return Choice("no", f"auto: fp32 on the CPU (timing bf16 failed: {type(exc).__name__}: "
+                            f"{(str(exc).splitlines() or [''])[0][:100]})")
     if result.bf16_faster:
         return Choice("bf16", f"auto: bf16 autocast measured {result.fp32_s / result.bf16_s:.1f}x faster than fp32 on "
                               f"this CPU ({result.describe()}); --mixed-precision no for fp32")
