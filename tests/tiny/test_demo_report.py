@@ -47,3 +47,12 @@ def test_summary_table_and_notes():
     notes = report_notes(check_targets(r), r)
     assert notes[0].startswith("some targets NOT met") and "30.0%" in notes[1]
     assert report_notes(check_targets(rates()), rates())[0].startswith("all targets met")
+
+
+def test_a_change_exactly_at_its_threshold_passes():
+    """0.95 - 1.0 is -0.050000000000000044 in floats: the concept task's "within 5 points" read FAIL at -5.0%."""
+    target = (("colour change", ("change", "original", "colour"), ">=", -0.05),)
+    rates = {"change": {"original": {"colour": 0.95 - 1.0}}}
+    assert check_targets(rates, target)[0]["passed"]
+    rates["change"]["original"]["colour"] = 0.925 - 1.0
+    assert not check_targets(rates, target)[0]["passed"]
