@@ -239,6 +239,7 @@ class SaveConfig:
                     pattern_doc="a plain file name (no folder, at most 200 characters), or empty")
     every_n_steps: int = opt(0, "Save a checkpoint every N steps; 0 disables.", ge=0, le=MAX_STEPS)
     every_n_epochs: int = opt(1, "Save a checkpoint every N epochs; 0 disables.", ge=0, le=1_000_000)
+    min_epoch_steps: int = opt(50, "An epoch checkpoint is skipped until this many steps have passed since the last checkpoint (or the start): a small dataset's epoch is a few steps, and a checkpoint every few steps costs time and disk for nothing; 0 saves every epoch.", ge=0, le=MAX_STEPS)
     keep_last: int = opt(3, "Keep this many intermediate checkpoints (the final LoRA is always kept); 0 keeps all.",
                          ge=0, le=1_000_000)
     formats: list[Literal["kohya", "diffusers", "native"]] = opt(["kohya"], "File formats written: kohya (A1111/ComfyUI/diffusers), diffusers (PEFT keys), native.",

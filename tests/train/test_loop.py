@@ -175,3 +175,14 @@ def test_a_failed_build_releases_the_log_file(make_cfg, monkeypatch):
         train(cfg)
     assert "ERROR stopped: broken on purpose" in (Path(cfg.save.output_dir) / "train.log").read_text()
     assert not any(isinstance(h, logging.FileHandler) for h in logging.getLogger("sdlora").handlers)
+
+
+@pytest.mark.parametrize("floor, saved", [(0, [3, 6, 8]), (4, [6, 8])])
+def test_epoch_checkpoints_wait_for_save_min_epoch_steps(make_cfg, floor, saved):
+    """6 images at batch 2: an epoch every 3 steps. With save.min_epoch_steps = 4 the epoch checkpoint at
+    step 3 is skipped (3 steps since the start), the one at step 6 is written; the final step always is."""
+    cfg = make_cfg(**{"train.steps": 8, "save.every_n_epochs": 1, "save.min_epoch_steps": floor,
+                      "save.keep_last": 0, "save.save_state": False})
+    result = train(cfg)
+    assert [c.step for c in find_checkpoints(result.run_dir)] == saved
+    assert (result.run_dir / "run.safetensors").is_file()
