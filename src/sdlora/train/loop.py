@@ -144,8 +144,9 @@ def after_step(run: Run, *, epoch_done: bool) -> None:
     if run.ema is not None:
         run.ema.update(run.models, step)
     by_steps = s.every_n_steps > 0 and step % s.every_n_steps == 0
-    by_epochs = epoch_done and s.every_n_epochs > 0 and run.stream.epoch % s.every_n_epochs == 0 \
-        and step - max(run.last_saved, 0) >= s.min_epoch_steps  # (last_saved: -1 until a save or resume)
+    since_saved = step - max(run.last_saved, 0)  # (last_saved: -1 until a save or a resume)
+    by_epochs = (epoch_done and s.every_n_epochs > 0 and run.stream.epoch % s.every_n_epochs == 0
+                 and since_saved >= s.min_epoch_steps)
     if (by_steps or by_epochs) and step < run.total:
         save_checkpoint(run)
     if run.validator.enabled and v.every_n_steps > 0 and step % v.every_n_steps == 0 and step < run.total:

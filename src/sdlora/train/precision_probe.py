@@ -20,8 +20,7 @@ import torch
 from torch import nn
 
 from sdlora.train.convs import conv_kernels
-
-PROBE_MIN_PARAMS = 300_000_000  # the SD 1.x UNet has 860M parameters, sd-tiny a few million
+from sdlora.train.lowmem import LARGE_UNET as PROBE_MIN_PARAMS  # one notion of an SD-sized UNet (300M)
 BF16_MARGIN = 0.8  # bf16 is chosen when a step takes at most this share of fp32's time
 TEXT_TOKENS = 77
 
