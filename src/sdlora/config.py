@@ -126,6 +126,11 @@ class SourceConfig:
     caption_suffix: str = opt("", "Text put after every caption.")
     num_images: int = opt(0, "For role=class: generate images with the base model until the folder holds this many.",
                          ge=0, le=100_000)
+    class_prompts: list[str] = opt([], "For role=class: generate the images from these prompts in turn instead of "
+                                   "`prompt`, each written with a caption file holding its prompt; e.g. the class "
+                                   "and its variants as the instance captions show them without the trigger "
+                                   "(`a dog`, `a brown dog`).", length=(0, 1000), pattern=r"\S.{0,999}",
+                                   pattern_doc="a prompt of 1-1000 characters, not starting with a space")
     mask_dir: str | None = opt(None, "This source's mask folder for `data.masks = \"folder\"` (default: data.mask_dir).")
 
 
@@ -347,6 +352,9 @@ def validate(cfg: RunConfig) -> None:
     for i, source in enumerate(d.sources):
         if not source.path:
             raise SdloraError(f"data.sources[{i}].path is required")
+        if source.class_prompts and source.role != "class":
+            raise SdloraError(f"data.sources[{i}].class_prompts is only for class images: set role = \"class\" "
+                              f"or remove it")
     lowered = [t.lower() for t in cfg.embeddings.tokens]  # CLIP lower-cases prompts: <S> and <s> are one token
     if len(set(lowered)) < len(lowered):
         raise SdloraError(f"embeddings.tokens {cfg.embeddings.tokens} names a token twice (case is ignored)")
