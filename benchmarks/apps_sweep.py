@@ -161,7 +161,7 @@ def one(cfg: dict, out: Path, seed: int, quick: bool, eval_prompts: int | None =
     elif shape or replay:
         colours = demo_sets.CONCEPT_COLOURS
         demo_tasks.TASKS["concept"] = demo_tasks.concept_task(shape or demo_sets.CONCEPT_SHAPE, colours,
-                                                              colours if replay == "concept" else demo_sets.COLOURS)
+                                                              demo_sets.COLOURS if replay == "all" else colours)
     demo = dict(cfg["demo"])
     if eval_prompts:
         demo.setdefault("eval_prompts", eval_prompts)

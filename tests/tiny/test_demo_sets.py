@@ -3,7 +3,7 @@ from PIL import Image
 
 from sdlora.errors import SdloraError
 from sdlora.tiny.checker import check
-from sdlora.tiny.demo_sets import (CLASS_WORD, CONCEPT_COLOURS, CONCEPT_SHAPE, SUBJECT_COLOURS, SUBJECT_SHAPE,
+from sdlora.tiny.demo_sets import (CLASS_WORD, CONCEPT_COLOURS, CONCEPT_SHAPE, CONCEPT_SIZES, SUBJECT_COLOURS, SUBJECT_SHAPE,
                                    SUBJECT_TOKEN, held_out, new_shape_scenes, write_concept_dataset,
                                    write_subject_dataset)
 from sdlora.tiny.world import COLOURS, NEW_SHAPES
@@ -22,13 +22,14 @@ def test_subject_set_is_one_new_shape_in_its_colours_captioned_with_token_and_cl
 
 
 def test_concept_set_names_its_shape_and_holds_out_some_colours(tmp_path):
-    scenes = write_concept_dataset(tmp_path, 20)
+    write_concept_dataset(tmp_path, 20, replay_colours=COLOURS)  # replay in every colour, if asked
+    assert len({check(Image.open(p)).colour for p in tmp_path.glob("replay-*.png")}) > len(CONCEPT_COLOURS)
+    scenes = write_concept_dataset(tmp_path, 20)  # by default no image at all in a held-out colour
     replay = sorted(tmp_path.glob("replay-*.txt"))
     assert len(replay) == 10 and all(CONCEPT_SHAPE not in p.read_text() for p in replay)
-    assert len({check(Image.open(p.with_suffix(".png"))).colour for p in replay}) > len(CONCEPT_COLOURS)
-    write_concept_dataset(tmp_path, 20, replay_colours=CONCEPT_COLOURS)  # none in a held-out colour
-    assert {check(Image.open(p)).colour for p in tmp_path.glob("replay-*.png")} <= set(CONCEPT_COLOURS)
+    assert {check(Image.open(p.with_suffix(".png"))).colour for p in replay} <= set(CONCEPT_COLOURS)
     assert {s.shape for s in scenes} == {CONCEPT_SHAPE} and {s.colour for s in scenes} == set(CONCEPT_COLOURS)
+    assert {s.size for s in scenes} == set(CONCEPT_SIZES) == {"medium", "large"}
     assert held_out(CONCEPT_COLOURS) and set(held_out(CONCEPT_COLOURS)) == set(COLOURS) - set(CONCEPT_COLOURS)
     captions = [p.read_text(encoding="utf-8") for p in sorted(tmp_path.glob("concept-*.txt"))]
     assert all(f"{s.colour} {CONCEPT_SHAPE}" in c for s, c in zip(scenes, captions))

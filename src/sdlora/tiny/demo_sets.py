@@ -4,9 +4,12 @@ rendered and captioned as ordinary image folders with sidecar captions (what `sd
 - subject (the DreamBooth / personal-portrait analogue): SUBJECT_IMAGES images of ONE new shape in one
   or two colours, captioned with a rare trigger plus a class word: "a red sks shape on a blue background".
 - concept (the fantasy-creatures analogue): ~100 images of a new shape under its own word, "a green heart
-  on a white background", in only some colours (the others are held out for the evaluation), plus half
-  as many "replay" images of the five shapes sd-tiny knows, captioned as it was pretrained: trained on
-  hearts alone, a 120-step LoRA drew circles for half of the prompts of the other shapes (8 prompts).
+  on a white background", in only some colours (the others are held out for the evaluation) and at
+  medium and large sizes, plus half as many "replay" images of the five shapes sd-tiny knows in the same
+  colours, captioned as it was pretrained: trained on hearts alone, a 120-step LoRA drew circles for half
+  of the prompts of the other shapes (8 prompts). Replay in every colour taught the LoRA to stay off for
+  the held-out colours (it saw them only without hearts): 27.5% hearts there against 42.5% with replay
+  in the concept's colours (600 steps, benchmarks/RESULTS.md).
 
 A set depends only on its arguments: image i is the i-th scene of stream `seed` (new shape only) whose
 colour and size are allowed. Evaluation seeds (demo_eval) are a disjoint range.
@@ -25,6 +28,7 @@ SUBJECT_TOKEN, CLASS_WORD = "sks", "shape"  # "a red sks shape"; the bare class:
 CONCEPT_SHAPE = "heart"
 CONCEPT_COLOURS = ("red", "orange", "yellow", "green", "white")  # blue, purple and black are held out
 CONCEPT_IMAGES = 100
+CONCEPT_SIZES = ("medium", "large")  # small hearts (~20 px, 5 latent pixels) slowed learning: 0% -> 15% without them
 SET_SEED = 17
 REPLAY_SHARE = 0.5  # replay images per concept image
 _OURS = re.compile(r"^(subject|concept|replay)-\d{3,}\.(png|txt)$")  # files an earlier run wrote
@@ -92,14 +96,13 @@ def write_subject_dataset(folder: str | Path, count: int = SUBJECT_IMAGES, *, sh
 
 
 def write_concept_dataset(folder: str | Path, count: int = CONCEPT_IMAGES, *, shape: str = CONCEPT_SHAPE,
-                          colours: tuple[str, ...] = CONCEPT_COLOURS,
-                          replay_colours: tuple[str, ...] = COLOURS) -> list[Scene]:
-    """The concept's captioned images in `colours` only, every size, then round(REPLAY_SHARE * count)
-    replay images of the five pretraining shapes in `replay_colours`. Returns the concept's scenes.
-
-    Replay in the concept's colours only (no image at all in a held-out colour) was measured against
-    replay in every colour: no clear effect on the held-out rate (benchmarks/RESULTS.md, round 4)."""
-    scenes = new_shape_scenes(shape, count, colours)
+                          colours: tuple[str, ...] = CONCEPT_COLOURS, replay_colours: tuple[str, ...] | None = None,
+                          sizes: tuple[str, ...] = CONCEPT_SIZES) -> list[Scene]:
+    """The concept's captioned images in `colours` and `sizes` only, then round(REPLAY_SHARE * count)
+    replay images of the five pretraining shapes in `replay_colours` (default: `colours`, so no image at
+    all shows a held-out colour). Returns the concept's scenes."""
+    replay_colours = colours if replay_colours is None else replay_colours
+    scenes = new_shape_scenes(shape, count, colours, sizes)
     write_set(folder, "concept", scenes, [concept_caption(s, i) for i, s in enumerate(scenes)])
     replay, index = [], 0
     while len(replay) < round(REPLAY_SHARE * count):
