@@ -37,6 +37,7 @@ HEAVY_FIRST = [
     "tests/tiny/test_subject_learning.py",  # ~155 s: the subject task trained twice (with and without prior)
     "demo",  # ~105 s: the shortened demo run
     "tests/tiny/test_task_learning.py",  # ~70 s: the art-style run
+    "tests/tiny/test_concept_learning.py",  # ~70 s: the concept run
     "tests/ui/test_browser.py",  # ~65 s
     "tests/train/test_loop.py",  # ~50 s
     "tests/tiny/test_base_quality.py",  # ~45 s

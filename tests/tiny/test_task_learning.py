@@ -1,8 +1,7 @@
 """The demo tasks beyond `style` learn on sd-tiny (shortened runs shared per task, see conftest.py
 CI_TASKS): the checker's rate for what the task teaches must rise by 30 points over the base model on
 held-out seeds. A LoRA that does not train (or trains the wrong thing) stays near the base rates and
-fails. The subject task's run is test_subject_learning.py; the concept task has no CI run (its new shape
-is not learned in a short run: benchmarks/RESULTS.md, issue 15)."""
+fails. The subject task's run is test_subject_learning.py, the concept task's test_concept_learning.py."""
 import pytest
 
 pytestmark = pytest.mark.slow
