@@ -84,7 +84,7 @@ SUBJECT_PROMPT = "{a} {colour} " + f"{SUBJECT_TOKEN} {CLASS_WORD}"
 def class_prompts(colours: tuple[str, ...]) -> tuple[str, ...]:
     """The class images' prompts: the bare class and the class in each of the subject's colours, i.e. the
     instance captions without the token. With the bare class alone ("a shape") the LoRA drew the subject
-    for "a red shape" (class drift 25%, the bare-class prompts 50%); with these, 8.3% (benchmarks/RESULTS.md)."""
+    for "a red shape" (class drift 25%, the bare-class prompts 50%); with these, 12.5% (benchmarks/RESULTS.md)."""
     return (f"a {CLASS_WORD}",) + tuple(f"{article(c)} {c} {CLASS_WORD}" for c in colours)
 
 
