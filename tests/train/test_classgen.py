@@ -29,7 +29,7 @@ def test_tops_up_class_folder_once(tmp_path):
 
 
 def test_missing_prompt_is_an_error(tmp_path):
-    with pytest.raises(SdloraError, match=r"data.sources\[1\].prompt is needed to generate class images"):
+    with pytest.raises(SdloraError, match=r"data.sources\[1\].prompt \(or class_prompts\) is needed to generate"):
         missing_class_images(_cfg(tmp_path, prompt=None))
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Callable
 
-from sdlora.tiny.demo_data import DEMO_STYLE, TRIGGER, write_style_dataset
+from sdlora.tiny.demo_data import DEMO_SIZES, DEMO_STYLE, TRIGGER, write_style_dataset
 from sdlora.tiny.demo_sets import (CLASS_WORD, CONCEPT_COLOURS, CONCEPT_SHAPE, SUBJECT_COLOURS, SUBJECT_SHAPE,
                                    SUBJECT_TOKEN, held_out, write_concept_dataset, write_subject_dataset)
 from sdlora.tiny.world import COLOURS, SHAPE_NAMES, article
@@ -64,7 +64,7 @@ class Task:
     shape: str | None = None  # the new shape a subject or concept task teaches (class drift is read against it)
 
 
-def _style_task(name, application, title, lora_name, style, trigger, template, recipe) -> Task:
+def _style_task(name, application, title, lora_name, style, trigger, template, recipe, sizes=DEMO_SIZES) -> Task:
     return Task(
         name, application, title, lora_name, recipe,
         {"trigger": PromptSet(template + " in " + trigger, style=style),
@@ -75,7 +75,7 @@ def _style_task(name, application, title, lora_name, style, trigger, template, r
         (("style, trigger prompts", "trigger", "style"), ("colour, trigger prompts", "trigger", "colour"),
          ("shape, trigger prompts", "trigger", "shape"), ("style, prompts without trigger (leak)", "no_trigger", "style"),
          ("colour, prompts without trigger", "no_trigger", "colour")),
-        partial(write_style_dataset, style=style, trigger=trigger))
+        partial(write_style_dataset, style=style, trigger=trigger, sizes=sizes))
 
 
 SUBJECT_PROMPT = "{a} {colour} " + f"{SUBJECT_TOKEN} {CLASS_WORD}"
@@ -137,9 +137,11 @@ TASKS: dict[str, Task] = {
     "style": _style_task("style", "anime-style", "a LoRA learns a new style (striped)", "sks-striped", DEMO_STYLE,
                          TRIGGER, "{a} {colour} {shape}", {}),
     # The checker reads hollow outlines on medium and large shapes (a small shape's inside closes up), so
-    # the prompts ask for large shapes; the training set (medium + large) is the style demo's.
+    # the prompts ask for large shapes, and the training set shows large ones only: 64 of them, 400 steps
+    # (32 medium and large, 300 steps: style 67.5%, colour 80.0%; 64 large, 400 steps: 82.5% / 70.0%, seed 42).
     "art-style": _style_task("art-style", "art-style", "a LoRA learns a second style (hollow outlines)",
-                             "ohwx-hollow", ART_STYLE, ART_TRIGGER, "a large {colour} {shape}", {}),
+                             "ohwx-hollow", ART_STYLE, ART_TRIGGER, "a large {colour} {shape}",
+                             {"images": 64, "steps": 400}, sizes=("large",)),
     "subject": subject_task(SUBJECT_SHAPE, SUBJECT_COLOURS),
     "concept": concept_task(CONCEPT_SHAPE, CONCEPT_COLOURS),
 }

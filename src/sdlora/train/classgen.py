@@ -42,7 +42,7 @@ def missing_class_images(cfg: RunConfig) -> dict[int, int]:
             have = len(existing_images(source.path))
             if have < source.num_images:
                 if not (source.prompt or source.class_prompts):
-                    raise SdloraError(f"data.sources[{i}].prompt is needed to generate class images "
+                    raise SdloraError(f"data.sources[{i}].prompt (or class_prompts) is needed to generate class images "
                                       f"(e.g. \"a photo of a dog\"); {source.path} holds {have} of "
                                       f"num_images = {source.num_images}")
                 missing[i] = source.num_images - have
@@ -89,7 +89,8 @@ def _fill(cfg: RunConfig, source: SourceConfig, index: int, count: int, sampler:
     k = 0
     for prompt, js in plan.items():
         for start in range(0, len(js), batch_size):
-            seeds = [rng.derive_seed(cfg.train.seed, "class", index, j) % (1 << 31) for j in js[start:start + batch_size]]
+            chunk = js[start:start + batch_size]
+            seeds = [rng.derive_seed(cfg.train.seed, "class", index, j) % (1 << 31) for j in chunk]
             spec = PromptSpec(prompt=prompt, negative_prompt=v.negative_prompt, seed=seeds[0],
                               steps=v.num_inference_steps, cfg=v.guidance_scale, width=res, height=res)
             for array in sampler.arrays(spec, seeds):
