@@ -114,6 +114,22 @@ def test_train_flags_are_valid_sdlora_train_settings(tmp_path):
     assert [src.path for src in cfg.data.sources] == [str(tmp_path / "data")]
 
 
+def test_the_concept_task_trains_on_masks_for_every_image_it_writes(tmp_path):
+    from sdlora.tiny.demo import mask_flags, write_dataset
+    from sdlora.tiny.demo_tasks import TASKS
+    from sdlora.train.entry import resolve_config
+
+    task = TASKS["concept"]
+    write_dataset(task, tmp_path, 8)
+    flags = {**train_flags(DemoSettings(task="concept").resolved(), tmp_path / "run"), **task.train,
+             **mask_flags(task, tmp_path)}
+    cfg = resolve_config(None, [], flags, [str(tmp_path / "data")])
+    assert (cfg.data.masks, cfg.data.mask_dir) == ("folder", str(tmp_path / "masks"))
+    images = sorted(p.name for p in (tmp_path / "data").glob("*.png"))
+    assert images and sorted(p.name for p in (tmp_path / "masks").glob("*.png")) == images
+    assert mask_flags(TASKS["style"], tmp_path) == {} and not TASKS["subject"].masks
+
+
 def test_grid_prompts_reuse_the_evaluation_seeds():
     specs = grid_specs(DemoSettings(grid_prompts=3))
     assert [sp.seed for sp in specs] == eval_seeds(3) + eval_seeds(2)
