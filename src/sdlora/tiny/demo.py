@@ -177,10 +177,12 @@ def _run(s: DemoSettings, task: Task, say) -> DemoResult:
         timing[name] = round(time.perf_counter() - started, 1)
 
     t = time.perf_counter()
-    scenes = write_dataset(task, out, s.images)
+    write_dataset(task, out, s.images)
     lap("dataset", t)
     first = sorted((out / "data").glob("*.txt"))[0].read_text(encoding="utf-8").strip()
-    say(f"[1/4] dataset: {len(scenes)} images in {out / 'data'}, captioned like '{first}'")
+    masks = f"; loss masks (the shapes weigh most) in {out / 'masks'}" if task.masks else ""
+    images = len(list((out / "data").glob("*.png")))  # the task's scenes and any replay images
+    say(f"[1/4] dataset: {images} images in {out / 'data'}, captioned like '{first}'{masks}")
     t = time.perf_counter()
     trained = train_lora(s, task, out, say)
     lap("train", t)
