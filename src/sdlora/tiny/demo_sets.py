@@ -20,10 +20,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from sdlora.errors import SdloraError
 import numpy as np
 from PIL import Image, ImageFilter
 
+from sdlora.errors import SdloraError
 from sdlora.tiny.render import render_image, shape_alpha
 from sdlora.tiny.world import COLOURS, NEW_SHAPES, SIZES, Scene, caption, scene_for_seed
 
@@ -88,8 +88,8 @@ def concept_caption(scene: Scene, index: int) -> str:
 def loss_mask(scene: Scene, background: float = MASK_BACKGROUND, grow: int = MASK_GROW) -> Image.Image:
     """The scene's loss mask (`data.masks = "folder"`): 255 on its shape's silhouette grown by `grow` px
     (the anti-aliased edge and the outline's surroundings included), round(255 * background) elsewhere."""
-    inside = Image.fromarray(((shape_alpha(scene.shape, scene.cx, scene.cy, scene.radius) > 0) * 255).astype(np.uint8))
-    inside = np.asarray(inside.filter(ImageFilter.MaxFilter(2 * grow + 1))) > 0
+    silhouette = (shape_alpha(scene.shape, scene.cx, scene.cy, scene.radius) > 0).astype(np.uint8) * 255
+    inside = np.asarray(Image.fromarray(silhouette).filter(ImageFilter.MaxFilter(2 * grow + 1))) > 0
     return Image.fromarray(np.where(inside, 255, round(255 * background)).astype(np.uint8), "L")
 
 
