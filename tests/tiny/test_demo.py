@@ -114,7 +114,7 @@ def test_train_flags_are_valid_sdlora_train_settings(tmp_path):
     assert [src.path for src in cfg.data.sources] == [str(tmp_path / "data")]
 
 
-def test_the_concept_task_trains_on_masks_for_every_image_it_writes(tmp_path):
+def test_the_concept_task_trains_on_masks_for_every_image_it_writes_at_noisy_timesteps(tmp_path):
     from sdlora.tiny.demo import mask_flags, write_dataset
     from sdlora.tiny.demo_tasks import TASKS
     from sdlora.train.entry import resolve_config
@@ -125,6 +125,7 @@ def test_the_concept_task_trains_on_masks_for_every_image_it_writes(tmp_path):
              **mask_flags(task, tmp_path)}
     cfg = resolve_config(None, [], flags, [str(tmp_path / "data")])
     assert (cfg.data.masks, cfg.data.mask_dir) == ("folder", str(tmp_path / "masks"))
+    assert (cfg.train.timestep_sampling, cfg.train.logit_mean, cfg.data.caption_dropout) == ("logit_normal", 1.0, 0.0)
     images = sorted(p.name for p in (tmp_path / "data").glob("*.png"))
     assert images and sorted(p.name for p in (tmp_path / "masks").glob("*.png")) == images
     assert mask_flags(TASKS["style"], tmp_path) == {} and not TASKS["subject"].masks

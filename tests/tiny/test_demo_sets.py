@@ -27,7 +27,7 @@ def test_concept_set_names_its_shape_and_holds_out_some_colours(tmp_path):
     assert {check(Image.open(p)).colour for p in tmp_path.glob("replay-*.png")} - set(CONCEPT_COLOURS)
     scenes = write_concept_dataset(tmp_path, 20)  # by default no image at all in a held-out colour
     replay = sorted(tmp_path.glob("replay-*.txt"))
-    assert len(replay) == round(REPLAY_SHARE * 20) == 5 and all(CONCEPT_SHAPE not in p.read_text() for p in replay)
+    assert len(replay) == round(REPLAY_SHARE * 20) == 10 and all(CONCEPT_SHAPE not in p.read_text() for p in replay)
     assert {check(Image.open(p.with_suffix(".png"))).colour for p in replay} <= set(CONCEPT_COLOURS)
     assert {s.shape for s in scenes} == {CONCEPT_SHAPE} and {s.colour for s in scenes} == set(CONCEPT_COLOURS)
     assert {s.size for s in scenes} == set(CONCEPT_SIZES) == {"medium", "large"}
@@ -41,14 +41,14 @@ def test_sets_are_deterministic_and_a_rerun_replaces_its_files(tmp_path):
     a = write_concept_dataset(tmp_path, 12)
     first = (tmp_path / "concept-005.png").read_bytes()
     assert write_concept_dataset(tmp_path, 6) == a[:6]
-    assert len(list(tmp_path.glob("concept-*.png"))) == 6 and len(list(tmp_path.glob("replay-*.png"))) == 2 and (tmp_path / "concept-005.png").read_bytes() == first
+    assert len(list(tmp_path.glob("concept-*.png"))) == 6 and len(list(tmp_path.glob("replay-*.png"))) == 3 and (tmp_path / "concept-005.png").read_bytes() == first
 
 
 def test_loss_masks_weigh_the_shape_and_its_edge_fully_and_the_background_less(tmp_path):
     scenes = write_concept_dataset(tmp_path / "data", 8, mask_dir=tmp_path / "masks")
     images = sorted((tmp_path / "data").glob("*.png"))
     masks = sorted((tmp_path / "masks").glob("*.png"))
-    assert len(images) == 10 and [p.name for p in masks] == [p.name for p in images]
+    assert len(images) == 12 and [p.name for p in masks] == [p.name for p in images]
     background = round(255 * MASK_BACKGROUND)
     for scene, path in zip(scenes, images):
         mask = np.asarray(Image.open(tmp_path / "masks" / path.name))
@@ -60,7 +60,7 @@ def test_loss_masks_weigh_the_shape_and_its_edge_fully_and_the_background_less(t
                            .filter(ImageFilter.MaxFilter(2 * MASK_GROW + 3)))
         assert not (mask[grown == 0] == 255).any(), path.name  # grown by MASK_GROW px, not more
     write_concept_dataset(tmp_path / "data", 4, mask_dir=tmp_path / "masks")  # a smaller rerun leaves no stale masks
-    assert len(list((tmp_path / "masks").glob("*.png"))) == 5
+    assert len(list((tmp_path / "masks").glob("*.png"))) == 6
 
 
 @pytest.mark.parametrize("shape, colours, words", [("circle", ("red",), "new shapes"), ("heart", ("pink",), "colours"),
