@@ -232,6 +232,11 @@ class TrainConfig:
     timestep_max: int = opt(1000, "Largest training timestep (exclusive).", ge=1, le=1000)
     prior_loss_weight: float = opt(1.0, "Weight of the prior-preservation loss on class images.",
                                      ge=0.0, le=1000.0)
+    prior_target: Literal["noise", "base"] = opt("noise", "What the class images are trained towards: `noise` "
+                                                 "(DreamBooth: their own denoising target) or `base` (the frozen "
+                                                 "model's prediction for the same noisy class image, prompt and "
+                                                 "timestep, i.e. the LoRA is trained to change nothing there; one "
+                                                 "extra forward pass over the class images a step).")
     max_nonfinite_steps: int = opt(10, "Stop after this many consecutive steps with a NaN/inf loss.",
                                   ge=1, le=1_000_000)
 

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from sdlora.config import SourceConfig
-from sdlora.data.build import build_datasets, expand_items, split_validation
+from sdlora.data.build import build_datasets, class_order, expand_items, split_validation
+from sdlora.data.dataset import LoRADataset, SampleOptions
 from sdlora.data.sources import ImageRecord
 from sdlora.errors import SdloraError
 
@@ -43,6 +44,36 @@ def test_dreambooth_pairs_class_items_with_instance_items(n_inst, repeats, n_cla
         uses = Counter(cls)
         assert max(uses.values()) - min(uses.values()) <= 1  # cycled evenly
         assert len(uses) == min(n_class, n_inst * repeats)
+
+
+def test_class_slots_take_every_class_image_over_the_epochs_within_their_bucket():
+    """9 class images for 3 instance items: epoch 0 uses expand_items' three, the next epochs the next
+    ones in the seeded order, so every class image is trained on; a slot only takes class images of its
+    own bucket (batch shapes stay fixed)."""
+    records = [rec(i, 0) for i in range(3)] + [rec(i, 1, True) for i in range(9)]
+    buckets = [(64, 64)] * 3 + [(64, 64)] * 6 + [(64, 32)] * 3
+    indices = list(range(len(records)))
+    items = expand_items(records, indices, seed=0)
+    ds = LoRADataset(records, buckets, items, {}, SampleOptions(), class_pool=class_order(records, indices, 0))
+    slots = [i for i, r in enumerate(items) if records[r].is_class]
+    one_bucket = LoRADataset(records, [(64, 64)] * 12, items, {}, SampleOptions(),
+                             class_pool=class_order(records, indices, 0))
+    assert [one_bucket.record_of(i) for i in range(len(items))] == items  # epoch 0: expand_items' pairing
+    taken = []
+    for epoch in range(3):
+        one_bucket.set_epoch(epoch)
+        taken += [one_bucket.record_of(i) for i in slots]
+    assert sorted(taken) == list(range(3, 12))  # three epochs of three slots: each class image once
+    seen = Counter()
+    for epoch in range(6):
+        ds.set_epoch(epoch)
+        taken = [ds.record_of(i) for i in slots]
+        assert all(buckets[r] == ds.bucket_of(i) for i, r in zip(slots, taken))  # the slot's own bucket
+        assert all(ds.record_of(i) == items[i] for i in range(len(items)) if i not in slots)
+        seen.update(taken)
+    used_buckets = {ds.bucket_of(i) for i in slots}
+    assert set(seen) == {r for r in range(3, 12) if buckets[r] in used_buckets}
+    assert set(ds.used_records()) == set(range(12))  # cached and captioned: every class image
 
 
 def test_build_repeats_dreambooth_and_validation(tmp_path, mk, tokenizer):

@@ -38,8 +38,10 @@ def demo_run(tmp_path_factory) -> DemoRun:
 # model), once with prior preservation and once without, 160 steps at 6e-3 (the recipe: 300 at 3e-3).
 # Measured with `sdlora demo --task subject --steps 160 --lr 6e-3 --eval-prompts 8 --class-images 16`
 # (2 threads, seed 42), class images of `a shape` only: identity 0% -> 12.5% with prior, 50.0% without; class
-# drift 25.0% with prior, 43.8% without (100 steps: identity 0% / 37.5%, drift 0% / 43.8%). With the class
-# prompts now (the test itself, seed 42): identity 25.0% with prior, drift 6.2% with vs 43.8% without.
+# drift 25.0% with prior, 43.8% without (100 steps: identity 0% / 37.5%, drift 0% / 43.8%). With the recipe
+# now (class prompts with the known shapes, every class image used, base-model targets, logit-normal
+# timesteps; `sdlora demo --task subject --steps 160 --lr 6e-3 --eval-prompts 8 --class-images 16`, seed
+# 42): identity 0% -> 50.0% with prior, 100% without; drift 12.5% with vs 62.5% without.
 # The concept task's CI run: 250 steps at 5e-3 (the recipe: 600 at 3e-3), 16 prompts a cell. Measured (seed
 # 42) with the recipe (loss masks, 50 replay images, logit-normal timesteps), `sdlora demo --task concept
 # --steps 250 --lr 5e-3 --eval-prompts 16`: the heart in held-out colours 0% -> 68.8%, colour 93.8%, the

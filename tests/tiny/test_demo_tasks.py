@@ -47,8 +47,9 @@ def test_drift_is_the_share_read_as_the_subject_pooled_over_the_drift_sets():
 def test_a_task_built_for_another_new_shape_prompts_writes_and_reads_that_shape(tmp_path):
     subject, concept = subject_task("arrow", ("blue",)), concept_task("crescent", ("red", "green"))
     assert subject.shape == "arrow" and concept.shape == "crescent" and concept.lora_name == "crescent-concept"
-    assert subject.class_prompts == ("a shape", "a blue shape")  # the instance captions without the token
-    assert TASKS["subject"].class_prompts == ("a shape", "a red shape", "a yellow shape")
+    known = ("a circle", "a square", "a triangle", "a star", "a cross")
+    assert subject.class_prompts == ("a shape", "a blue shape") + known  # the captions without the token
+    assert TASKS["subject"].class_prompts == ("a shape", "a red shape", "a yellow shape") + known
     assert {(c, s) for _, c, s in subject.prompt_sets["recontext"].prompts(7)} == {(c, "arrow") for c in COLOURS
                                                                                     if c != "blue"}
     assert {s for _, _, s in concept.prompt_sets["held_out"].prompts(6)} == {"crescent"}

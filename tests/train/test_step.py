@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from sdlora.config import RunConfig
-from sdlora.lora import inject, mark_only_lora_trainable
+from sdlora.lora import inject, lora_modules, mark_only_lora_trainable, multiplier
 from sdlora.models import tiny_components
 from sdlora.train import rng
 from sdlora.train.noise import NoiseSchedule, pyramid_noise
@@ -69,6 +69,57 @@ def test_loss_matches_hand_written_formula():
         w = torch.clamp(snr, max=5.0) / (snr + 1) * torch.tensor([1.0, 0.5])
         expected = (((pred - target) ** 2).mean(dim=(1, 2, 3)) * w).mean().item()
     assert ours == pytest.approx(expected, rel=1e-5)
+
+
+def _nonzero_lora(*models):
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for m in models:
+            for name, p in m.named_parameters():
+                if p.requires_grad:
+                    p.copy_(0.3 * torch.randn(p.shape, generator=g))
+
+
+@pytest.mark.parametrize("train_te", [False, True])
+def test_base_prior_target_is_the_frozen_models_prediction(train_te):
+    """prior_target = "base": a class item's target is the prediction with the LoRA off (text encoder too),
+    a constant: the gradients are those of the hand-written loss with that prediction computed without them."""
+    c, ctx, _, _ = _setup(train_te=train_te, prior_target="base", prior_loss_weight=0.5)
+    _nonzero_lora(c.unet, *([c.text_encoder] if train_te else []))
+    batch = {"latents": _cached_batch()["latents"], "input_ids": torch.randint(0, 1000, (2, 77)),
+             "is_class": torch.tensor([False, True])}
+    ours = compute_loss(ctx, batch, rng.generator(1, "t"))
+    ours.backward()
+    our_grads = [p.grad.clone() for p in ctx.params]
+    for p in ctx.params:
+        p.grad = None
+    g = rng.generator(1, "t")
+    x0 = batch["latents"]
+    noise = torch.randn(x0.shape, generator=g)
+    t = torch.randint(0, 1000, (2,), generator=g)
+    noisy = ctx.schedule.add_noise(x0, noise, t)
+    pred = c.unet(noisy, t, c.text_encoder(batch["input_ids"])[0]).sample
+    with torch.no_grad(), multiplier([c.unet, c.text_encoder], "default", 0.0):
+        base = c.unet(noisy, t, c.text_encoder(batch["input_ids"])[0]).sample
+    per_item = torch.stack([((pred[0] - noise[0]) ** 2).mean(), ((pred[1] - base[1]) ** 2).mean()])
+    expected = (per_item * torch.tensor([1.0, 0.5])).mean()
+    expected.backward()
+    assert ours.item() == pytest.approx(expected.item(), rel=1e-5)
+    for ours_grad, p in zip(our_grads, ctx.params):
+        torch.testing.assert_close(ours_grad, p.grad, rtol=1e-4, atol=1e-7)
+    assert ((pred[1] - base[1]) ** 2).mean() > 1e-4  # the LoRA changes the class item: a loss to learn from
+    assert all(w.adapters["default"].multiplier == 1.0 for w in lora_modules(c.unet).values())  # restored
+
+
+def test_base_prior_target_gives_no_loss_while_the_lora_changes_nothing():
+    """A fresh LoRA (B = 0) is the base model: its class items have no loss and no gradient."""
+    c, ctx, _, _ = _setup(prior_target="base")
+    batch = _cached_batch()
+    batch["is_class"] = torch.tensor([True, True])
+    loss = compute_loss(ctx, batch, rng.generator(1, "t"))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert all(p.grad is None or not p.grad.any() for p in ctx.params)
 
 
 def test_every_loss_and_noise_option_matches_hand_written_formula():

@@ -6,7 +6,7 @@ instance items, and warn about captions CLIP will truncate.
 
 DreamBooth pairing: when class sources exist, each epoch holds as many class items as instance items
 (class images cycled in a seeded order; class sources' `repeats` are not used). With more class
-images than instance items, a seeded subset of them is used.
+images than instance items, each epoch takes the next ones in that order, so every class image is used.
 """
 from __future__ import annotations
 
@@ -69,15 +69,22 @@ def split_validation(records: list[ImageRecord], fraction: float, seed: int) -> 
     return [i for i in range(len(records)) if i not in chosen], sorted(val)
 
 
-def expand_items(records: list[ImageRecord], indices: list[int], seed: int) -> list[int]:
-    """Repeat each instance record `repeats` times; add class records paired 1:1 with instance items."""
-    items = [i for i in indices if not records[i].is_class for _ in range(records[i].repeats)]
+def class_order(records: list[ImageRecord], indices: list[int], seed: int) -> list[int]:
+    """The class records among `indices` in the run's seeded order (the order epochs take them in)."""
     classes = [i for i in indices if records[i].is_class]
-    if classes and items:
-        order = [classes[j] for j in np.random.default_rng([seed, 11]).permutation(len(classes))]
+    return [classes[j] for j in np.random.default_rng([seed, 11]).permutation(len(classes))]
+
+
+def expand_items(records: list[ImageRecord], indices: list[int], seed: int) -> list[int]:
+    """Repeat each instance record `repeats` times; add class records paired 1:1 with instance items
+    (epoch 0's; LoRADataset hands each class slot the next class images in later epochs)."""
+    items = [i for i in indices if not records[i].is_class for _ in range(records[i].repeats)]
+    order = class_order(records, indices, seed)
+    if order and items:
         need = len(items)
         if len(order) > need:
-            log.info("using %d of %d class images per epoch (paired 1:1 with instance items)", need, len(order))
+            log.info("using %d of %d class images per epoch, the next ones each epoch (paired 1:1 with "
+                     "instance items)", need, len(order))
         items += [order[k % len(order)] for k in range(need)]
     return items
 
@@ -148,7 +155,8 @@ def build_datasets(cfg, tokenizer, *, seed: int, latent_factor: int = 8) -> tupl
     train_idx, val_idx = split_validation(records, cfg.validation_split, seed)
     paths = [s.path for s in scans]
     train = LoRADataset(records, buckets, expand_items(records, train_idx, seed), transforms, options, tokenizer,
-                        name="train", source_paths=paths, skipped=skipped)
+                        name="train", source_paths=paths, skipped=skipped,
+                        class_pool=class_order(records, train_idx, seed))
     val = None
     if val_idx:
         static = {i: t.static() for i, t in transforms.items()}

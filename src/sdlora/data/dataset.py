@@ -2,8 +2,11 @@
 
 An item is one (image, repeat) slot: `items[i]` is an index into `records`, so repeats and DreamBooth
 class images are just repeated indices, and every item's bucket is fixed for the whole run (batch
-shapes never depend on worker state). Randomness (crop, flip, caption shuffle/dropout, latent
-sampling) comes from a generator seeded with (seed, epoch, item): the same run, the same samples.
+shapes never depend on worker state). A DreamBooth class slot takes the next class images of its
+bucket each epoch (`class_pool`, in the run's seeded order), so with more class images than instance
+items every one of them is used, not only the first epoch's share (class images of a bucket no class
+slot drew are not used). Randomness (crop, flip, caption shuffle/dropout, latent sampling) comes from a
+generator seeded with (seed, epoch, item): the same run, the same samples.
 
 Every image was decoded once at scan time. One that fails now (deleted or rewritten during the run, a
 cache file removed) is logged once and replaced by another image of the same bucket, so an epoch
@@ -53,10 +56,13 @@ class LoRADataset(Dataset):
 
     def __init__(self, records: list[ImageRecord], buckets: list[Size], items: list[int],
                  transforms: dict[int, CaptionTransform], options: SampleOptions, tokenizer=None, *,
-                 name: str = "train", source_paths: list[str] | None = None, skipped: list[Skipped] | None = None):
+                 name: str = "train", source_paths: list[str] | None = None, skipped: list[Skipped] | None = None,
+                 class_pool: list[int] | None = None):
         if len(buckets) != len(records):
             raise ValueError("one bucket per record expected")
         self.records, self.record_buckets, self.items = records, buckets, items
+        self.class_pool = list(class_pool or [])  # every class record the slots cycle through, in order
+        self._turns: dict[int, tuple[list[int], int, int]] | None = None  # class slot -> (pool, k, slots)
         self.transforms, self.options, self.tokenizer = transforms, options, tokenizer
         self.name, self.source_paths, self.skipped = name, source_paths or [], skipped or []
         self.epoch = 0
@@ -102,14 +108,33 @@ class LoRADataset(Dataset):
         return self.transforms[rec.source].full(rec.caption)
 
     def used_records(self) -> list[int]:
-        return sorted(set(self.items))
+        return sorted(set(self.items) | set(self.class_pool))
+
+    def record_of(self, i: int) -> int:
+        """Item i's record this epoch: its own, or for a class slot the k-th of its bucket's class slots,
+        class image (k + epoch * slots) of the bucket's pool (epoch 0: the slot's own record when one
+        bucket holds them all)."""
+        turn = self._class_turns().get(i)
+        if turn is None:
+            return self.items[i]
+        pool, k, slots = turn
+        return pool[(k + self.epoch * slots) % len(pool)]
+
+    def _class_turns(self) -> dict[int, tuple[list[int], int, int]]:
+        if self._turns is None:
+            self._turns = {}
+            for bucket, slots in self.bucket_indices().items():
+                slots = [i for i in slots if self.records[self.items[i]].is_class]
+                pool = [r for r in self.class_pool if self.record_buckets[r] == bucket]
+                self._turns.update({i: (pool, k, len(slots)) for k, i in enumerate(slots) if pool})
+        return self._turns
 
     # ------------------------------------------------------------------ items
     def __getitem__(self, i: int) -> dict:
         i = int(i)
         rng = np.random.default_rng([self.options.seed, self.epoch, i])
         bucket = self.bucket_of(i)
-        record, sample = self._resolve(self.items[i], bucket, rng)
+        record, sample = self._resolve(self.record_of(i), bucket, rng)
         rec = self.records[record]
         caption = self.transforms[rec.source](rec.caption, rng)
         sample.update(is_class=rec.is_class, caption=caption, bucket=bucket)
@@ -178,6 +203,8 @@ class LoRADataset(Dataset):
         if not failed:
             return
         self.items = [r for r in self.items if r not in failed]
+        self.class_pool = [r for r in self.class_pool if r not in failed]
+        self._turns = None
         self.skipped = self.skipped + [Skipped(self.records[r].path, e.code, e.reason) for r, e in failed.items()]
         for record, exc in failed.items():
             log.warning("skipping %s: %s", shown(self.records[record].path), exc.reason)

@@ -20,6 +20,8 @@ from sdlora.train.lowmem import MemoryChoice, forward_mode, trim_heap
 from sdlora.train.loss import debiased_weights, diffusion_loss, huber_threshold, item_weights
 from sdlora.train.noise import NoiseSchedule, perturb_input, pyramid_noise, sample_noise, sample_timesteps
 
+TRAINED_ADAPTER = "default"  # the adapter name the trainer injects (sdlora.lora.inject's default)
+
 
 @dataclass
 class StepContext:
@@ -91,6 +93,26 @@ def timestep_weights(cfg: TrainConfig, schedule: NoiseSchedule, t: torch.Tensor)
     return weights
 
 
+@torch.no_grad()
+def base_targets(ctx: StepContext, batch: dict, noisy: torch.Tensor, t: torch.Tensor,
+                 target: torch.Tensor) -> torch.Tensor:
+    """`target` with the class items' rows replaced by the frozen model's prediction (the LoRA at
+    multiplier 0, text encoder included) for the same noisy latent, timestep and prompt
+    (train.prior_target = "base": prior preservation as "change nothing here")."""
+    from sdlora.lora import multiplier
+
+    rows = batch["is_class"].to(target.device).bool()
+    with multiplier([ctx.unet] + ([ctx.text_encoder] if ctx.train_text_encoder else []), TRAINED_ADAPTER, 0.0):
+        if "encoder_hidden_states" in batch:
+            hidden = batch["encoder_hidden_states"][rows.cpu()].to(ctx.device, ctx.weight_dtype)
+        else:  # not encode_text: it enables gradients for a trained text encoder
+            hidden = ctx.text_encoder(batch["input_ids"][rows.cpu()].to(ctx.device))[0]
+        base = ctx.unet(noisy[rows].to(ctx.weight_dtype), t[rows], hidden).sample
+    target = target.clone()
+    target[rows] = base.detach().to(target.dtype)
+    return target
+
+
 def compute_loss(ctx: StepContext, batch: dict, generator: torch.Generator) -> torch.Tensor:
     """The weighted diffusion loss of one micro-batch (a scalar with a graph to the LoRA weights).
 
@@ -104,6 +126,8 @@ def compute_loss(ctx: StepContext, batch: dict, generator: torch.Generator) -> t
     noisy = schedule.add_noise(latents, model_noise, t)
     target = schedule.target(latents, noise, t, cfg.prediction_type)
     hidden = encode_text(ctx, batch)
+    if cfg.prior_target == "base" and batch.get("is_class") is not None and bool(batch["is_class"].any()):
+        target = base_targets(ctx, batch, noisy, t, target)
     pred = ctx.unet(noisy.to(ctx.weight_dtype), t, hidden).sample  # (B, 4, h, w)
     weights = item_weights(batch.get("is_class"), latents.shape[0], cfg.prior_loss_weight,
                            timestep_weights(cfg, schedule, t), ctx.device)
