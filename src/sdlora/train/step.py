@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from sdlora.config import TrainConfig
+from sdlora.lora import multiplier
 from sdlora.train import rng
 from sdlora.train.convs import ConvChoice, conv_kernels
 from sdlora.train.lowmem import MemoryChoice, forward_mode, trim_heap
@@ -99,8 +100,6 @@ def base_targets(ctx: StepContext, batch: dict, noisy: torch.Tensor, t: torch.Te
     """`target` with the class items' rows replaced by the frozen model's prediction (the LoRA at
     multiplier 0, text encoder included) for the same noisy latent, timestep and prompt
     (train.prior_target = "base": prior preservation as "change nothing here")."""
-    from sdlora.lora import multiplier
-
     rows = batch["is_class"].to(target.device).bool()
     with multiplier([ctx.unet] + ([ctx.text_encoder] if ctx.train_text_encoder else []), TRAINED_ADAPTER, 0.0):
         if "encoder_hidden_states" in batch:
