@@ -15,6 +15,8 @@ def test_subject_set_is_one_new_shape_in_its_colours_captioned_with_token_and_cl
     pngs, txts = sorted(tmp_path.glob("*.png")), sorted(tmp_path.glob("*.txt"))
     assert len(scenes) == len(pngs) == len(txts) == 8 and SUBJECT_SHAPE in NEW_SHAPES
     assert {s.shape for s in scenes} == {SUBJECT_SHAPE} and {s.colour for s in scenes} == set(SUBJECT_COLOURS)
+    assert [s.colour for s in scenes] == [SUBJECT_COLOURS[i % len(SUBJECT_COLOURS)] for i in range(8)]  # in turn
+    assert len(set(scenes)) == 8  # eight different scenes
     for scene, png, txt in zip(scenes, pngs, txts):
         caption = txt.read_text(encoding="utf-8").strip()
         assert f"{scene.colour} {SUBJECT_TOKEN} {CLASS_WORD}" in caption and SUBJECT_SHAPE not in caption

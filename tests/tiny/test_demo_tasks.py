@@ -48,8 +48,9 @@ def test_a_task_built_for_another_new_shape_prompts_writes_and_reads_that_shape(
     subject, concept = subject_task("arrow", ("blue",)), concept_task("crescent", ("red", "green"))
     assert subject.shape == "arrow" and concept.shape == "crescent" and concept.lora_name == "crescent-concept"
     known = ("a circle", "a square", "a triangle", "a star", "a cross")
-    assert subject.class_prompts == ("a shape", "a blue shape") + known  # the captions without the token
-    assert TASKS["subject"].class_prompts == ("a shape", "a red shape", "a yellow shape") + known
+    bare = tuple(p for p, _, _ in subject.prompt_sets["bare_class"].prompts(len(COLOURS)))
+    assert subject.class_prompts == ("a shape",) + bare + known == TASKS["subject"].class_prompts
+    assert len(set(bare)) == len(COLOURS) and "a blue shape" in bare  # the class in every colour, not only its own
     assert {(c, s) for _, c, s in subject.prompt_sets["recontext"].prompts(7)} == {(c, "arrow") for c in COLOURS
                                                                                     if c != "blue"}
     assert {s for _, _, s in concept.prompt_sets["held_out"].prompts(6)} == {"crescent"}

@@ -82,13 +82,14 @@ def _style_task(name, application, title, lora_name, style, trigger, template, r
 SUBJECT_PROMPT = "{a} {colour} " + f"{SUBJECT_TOKEN} {CLASS_WORD}"
 
 
-def class_prompts(colours: tuple[str, ...]) -> tuple[str, ...]:
-    """The class images' prompts: the instance captions without the token (the bare class and the class in
-    each of the subject's colours), then each shape sd-tiny knows, uncoloured. With the bare class alone
-    ("a shape") the LoRA drew the subject for "a red shape" (class drift 25%); with the instance captions
-    12.5%, still on circles and squares, which the base model seldom draws for "a red shape" or "a yellow
-    shape"; the known shapes protect those (benchmarks/RESULTS.md)."""
-    return ((f"a {CLASS_WORD}",) + tuple(f"{article(c)} {c} {CLASS_WORD}" for c in colours)
+def class_prompts() -> tuple[str, ...]:
+    """The class images' prompts: the bare class, the class in every colour, then each shape sd-tiny
+    knows, uncoloured. DreamBooth reads the prior where it is preserved, on the class prompt: the
+    bare-class drift prompts ("a blue shape") are class prompts; the known shapes are measured in
+    colours the class prompts do not name. The class in the subject's colours only (the instance
+    captions without the token) left the others to drift: blue, purple and white shapes became the
+    subject (bare-class drift 25-37.5%, benchmarks/RESULTS.md, 2026-12-02 16:25 UTC)."""
+    return ((f"a {CLASS_WORD}",) + tuple(f"{article(c)} {c} {CLASS_WORD}" for c in COLOURS)
             + tuple(f"{article(shape)} {shape}" for shape in SHAPE_NAMES))
 
 
@@ -111,17 +112,17 @@ def subject_task(shape: str, colours: tuple[str, ...]) -> Task:
          ("drift: bare-class prompts drawn as the subject", "bare_class", "drift"),
          ("class drift, both prompt sets", "all", "drift"),
          ("existing shapes still right", "drift", "both")),
-        partial(write_subject_dataset, shape=shape, colours=colours), class_prompts(colours),
+        partial(write_subject_dataset, shape=shape, colours=colours), class_prompts(),
         # No caption dropout: an empty caption would teach the subject as the unconditional image. The text
         # encoder stays frozen: its adapters at the trainer's text-encoder rate (5e-5) left every rate as it
         # was, at 1e-3 identity fell (47.5% against 52.5%, noise targets). The class images (all 64 trained
         # on, each epoch the next 8) are trained towards the base model's own prediction
-        # (train.prior_target = "base"), with timesteps drawn towards noise (logit-normal, mean 1), at 5e-3:
-        # identity 65.0%, drift 8.3% (seed 42; 53.3% / 10.4% over seeds 42, 1, 2); at 3e-3 55.0% / 6.2%,
-        # with uniform timesteps 25.0% / 4.2%; the earlier class prompts towards their noise, 37.5% / 8.3%
-        # (benchmarks/RESULTS.md, 2026-12-02 13:20 UTC).
-        {"data.caption_dropout": 0.0, "train.prior_target": "base", "train.timestep_sampling": "logit_normal",
-         "train.logit_mean": 1.0}, shape)
+        # (train.prior_target = "base") at half weight, with timesteps drawn towards noise (logit-normal,
+        # mean 1), at 5e-3: identity 80.0%, drift 8.3% (seed 42; 65.8% / 9.7% over seeds 42, 1, 2). At full
+        # weight 55.0% / 6.2%; with the class in the subject's colours only, full weight, 82.5% / 10.4%
+        # (74.2% / 11.1% over the three seeds); rank 4: 62.5% / 4.2% (benchmarks/RESULTS.md, 2026-12-02).
+        {"data.caption_dropout": 0.0, "train.prior_target": "base", "train.prior_loss_weight": 0.5,
+         "train.timestep_sampling": "logit_normal", "train.logit_mean": 1.0}, shape)
 
 
 def concept_task(shape: str, colours: tuple[str, ...], replay_colours: tuple[str, ...] | None = None) -> Task:
