@@ -239,8 +239,8 @@ def train_lora(s: DemoSettings, task: Task, out: Path, say=print, run_name: str 
             f"'{p}'" for p in task.class_prompts)
         if flags.get("train.prior_target") == "base":
             weight = flags.get("train.prior_loss_weight", 1.0)
-            say_steps += " (towards the base model's own predictions" + (f", weight {weight:g})" if weight != 1
-                                                                          else ")")
+            shown = f", weight {weight:g}" if weight != 1 else ""
+            say_steps += f" (towards the base model's own predictions{shown})"
     say(f"[2/4] training a LoRA on sd-tiny: {say_steps} (sdlora train --config {out / run_name / 'config.toml'})")
     result = run(None, list(s.sets), flags, [str(out / "data")])
     if result.status != "done":

@@ -114,11 +114,12 @@ def write_set(folder: str | Path, stem: str, scenes: list[Scene], captions: list
 
 def write_subject_dataset(folder: str | Path, count: int = SUBJECT_IMAGES, *, shape: str = SUBJECT_SHAPE,
                           colours: tuple[str, ...] = SUBJECT_COLOURS) -> list[Scene]:
-    """The subject's few images (medium and large, so its outline is clear), the colours in turn (4 red,
-    4 yellow), with trigger + class captions. The first 8 scenes in either colour were 7 yellow and 1 red:
+    """The subject's few images (medium and large, so its outline is clear), the colours in turn (the demo's:
+    4 red, 4 yellow), with trigger + class captions. The first 8 scenes in either colour were 7 yellow and 1 red:
     identity in unseen colours 65.0 / 47.5% (training seeds 42 / 1) against 82.5 / 67.5% balanced
     (benchmarks/RESULTS.md, 2026-12-02 16:25 UTC)."""
-    each = [new_shape_scenes(shape, count, (colour,), ("medium", "large")) for colour in colours]
+    per_colour = -(-count // len(colours))
+    each = [new_shape_scenes(shape, per_colour, (colour,), ("medium", "large")) for colour in colours]
     scenes = [each[i % len(colours)][i // len(colours)] for i in range(count)]
     return write_set(folder, "subject", scenes, [subject_caption(s, i) for i, s in enumerate(scenes)])
 
